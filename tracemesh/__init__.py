@@ -1,0 +1,1 @@
+"""Tracemesh: the command line that ties the mesh and the collector together."""

@@ -1,0 +1,5 @@
+import sys
+
+from tracemesh.cli import main
+
+sys.exit(main())
