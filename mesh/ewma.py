@@ -1,0 +1,61 @@
+"""Peak-EWMA load estimate of one endpoint: how long a new request sent there can expect to take.
+
+Load = RTT estimate × (pending + 1), as in Finagle and linkerd2-proxy. The RTT estimate jumps up to any
+slower observation at once (peak-sensitive: a degrading endpoint is avoided immediately) and moves down
+toward faster observations only as fast as time passes (exponential decay over ``decay_s``). Reading the
+load also decays the estimate toward zero, so an endpoint nobody has used for a while looks cheap again
+and gets probed with real traffic instead of being shunned forever on one old slow response.
+
+Times are ``time.monotonic()`` seconds; every method takes ``now`` so tests drive a simulated clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+DEFAULT_DECAY_S = 10.0
+DEFAULT_INITIAL_RTT_S = 0.03  # assumed for a new endpoint until it has answered
+
+_monotonic = time.monotonic
+_exp = math.exp
+
+
+class PeakEwma:
+    __slots__ = ("decay_s", "rtt_s", "pending", "_updated_at")
+
+    def __init__(self, decay_s: float = DEFAULT_DECAY_S, initial_rtt_s: float = DEFAULT_INITIAL_RTT_S, now: float | None = None):
+        if decay_s <= 0 or initial_rtt_s <= 0:
+            raise ValueError("decay_s and initial_rtt_s must be positive")
+        self.decay_s = decay_s
+        self.rtt_s = initial_rtt_s
+        self.pending = 0
+        self._updated_at = _monotonic() if now is None else now
+
+    def start(self, now: float | None = None) -> float:
+        """Mark one request pending; returns its start time for ``finish``."""
+        self.pending += 1
+        return _monotonic() if now is None else now
+
+    def finish(self, t0: float, now: float | None = None) -> None:
+        """The request started at ``t0`` has completed (successfully or not): observe its RTT."""
+        if now is None:
+            now = _monotonic()
+        if self.pending > 0:
+            self.pending -= 1
+        rtt = now - t0
+        if rtt > self.rtt_s:
+            self.rtt_s = rtt
+        else:
+            decay = _exp((self._updated_at - now) / self.decay_s) if now > self._updated_at else 1.0
+            self.rtt_s = self.rtt_s * decay + rtt * (1.0 - decay)
+        self._updated_at = now
+
+    def load(self, now: float | None = None) -> float:
+        """Expected cost of one more request: decayed RTT estimate × (pending + 1)."""
+        if now is None:
+            now = _monotonic()
+        if now > self._updated_at:
+            self.rtt_s *= _exp((self._updated_at - now) / self.decay_s)
+            self._updated_at = now
+        return self.rtt_s * (self.pending + 1)
