@@ -1,0 +1,78 @@
+"""``tracemesh collector``: flags to a ``CollectorConfig``, logging, and the event loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from collector.app import CollectorConfig, run_collector, split_address
+
+
+def _address(text: str) -> str:
+    try:
+        split_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _byte_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], text[-1].lower()) if text[-1:].lower() in units else (text, "")
+    try:
+        return int(float(number) * units.get(unit, 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512m or 2g") from None
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "collector",
+        help="receive spans (OTLP gRPC/HTTP, Zipkin v2), store them in ClickHouse, serve the query API",
+        description="Run the Tracemesh collector. Spans are acknowledged once they are in an on-disk spool; "
+        "a writer thread inserts them into the store in batches.",
+    )
+    data_dir = Path.cwd() / ".tracemesh"
+    parser.add_argument("--otlp-grpc", type=_address, default="127.0.0.1:4317", metavar="ADDR", help="OTLP/gRPC listen address (default %(default)s)")
+    parser.add_argument("--otlp-http", type=_address, default="127.0.0.1:4318", metavar="ADDR", help="OTLP/HTTP listen address (default %(default)s)")
+    parser.add_argument("--http", type=_address, default="127.0.0.1:9411", metavar="ADDR", help="query API, Zipkin ingest and UI address (default %(default)s)")
+    parser.add_argument("--store", default=f"chdb://{data_dir / 'data'}", metavar="URL", help="chdb:///dir (embedded, default %(default)s) or clickhouse://user:pass@host:9000/db")
+    parser.add_argument("--spool", type=Path, default=data_dir / "spool", metavar="DIR", help="spool directory (default %(default)s)")
+    parser.add_argument("--spool-max-bytes", type=_byte_size, default="1g", metavar="SIZE", help="refuse new spans with back-pressure beyond this spool size (default %(default)s)")
+    parser.add_argument("--spool-fsync", action="store_true", help="fsync every acknowledged batch (survives power loss; slower). Without it a kill -9 still loses nothing")
+    parser.add_argument("--retention-days", type=int, metavar="DAYS", help="drop days of spans older than this (default: keep forever)")
+    parser.add_argument("--batch-rows", type=int, default=50_000, metavar="N", help="insert at most N spans per batch (default %(default)s)")
+    parser.add_argument("--batch-delay", type=float, default=1.0, metavar="SECONDS", help="insert a batch at most this long after its first span (default %(default)s)")
+    parser.add_argument("--max-request-bytes", type=_byte_size, default="16m", metavar="SIZE", help="largest request body accepted; larger gets 413 / RESOURCE_EXHAUSTED (default %(default)s)")
+    parser.add_argument("--store-wait", type=float, default=30.0, metavar="SECONDS", help="how long to wait for a ClickHouse server at start (default %(default)s)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    config = CollectorConfig(
+        store_url=args.store,
+        spool_dir=args.spool,
+        otlp_grpc=args.otlp_grpc,
+        otlp_http=args.otlp_http,
+        http=args.http,
+        spool_max_bytes=args.spool_max_bytes,
+        spool_fsync=args.spool_fsync,
+        retention_days=args.retention_days,
+        batch_rows=args.batch_rows,
+        batch_delay=args.batch_delay,
+        max_request_bytes=args.max_request_bytes,
+        store_wait=args.store_wait,
+    )
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_collector(config, say=lambda text: print(text, flush=True)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"tracemesh collector: {exc}", file=sys.stderr)
+        return 1
+    return 0

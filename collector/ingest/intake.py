@@ -1,0 +1,52 @@
+"""What every receiver does between reading a request and answering it: decode, then spool.
+
+Keeping it in one place makes the acknowledgement rule the same for every protocol: spans are
+acknowledged only after ``Spool.append`` returned, and a full spool is refused *before* any
+decoding work, so back-pressure is cheap for the collector and clear for the client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collector.spool import Spool, SpoolFull
+from spans.otlp_decode import DecodedBatch
+
+RETRY_AFTER_S = 1  # what a client refused by back-pressure is told to wait
+
+
+@dataclass
+class IntakeStats:
+    accepted_spans: int = 0
+    rejected_spans: int = 0
+    refused_requests: int = 0  # back-pressure
+
+
+class Intake:
+    def __init__(self, spool: Spool):
+        self.spool = spool
+        self.stats = IntakeStats()
+        self._lock = threading.Lock()
+
+    def accept(self, decode: Callable[[bytes], DecodedBatch], body: bytes) -> DecodedBatch:
+        """Decode ``body`` and spool its good spans. Raises ``SpoolFull`` or ``PayloadError``."""
+        if self.spool.is_full():
+            self._refused()
+            raise SpoolFull(f"spool is full ({self.spool.size_bytes} bytes); retry in {RETRY_AFTER_S}s")
+        batch = decode(body)
+        if batch.accepted:
+            try:
+                self.spool.append(batch.columns)
+            except SpoolFull:
+                self._refused()
+                raise
+        with self._lock:
+            self.stats.accepted_spans += batch.accepted
+            self.stats.rejected_spans += len(batch.rejected)
+        return batch
+
+    def _refused(self) -> None:
+        with self._lock:
+            self.stats.refused_requests += 1

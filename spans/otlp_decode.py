@@ -1,0 +1,430 @@
+"""OTLP trace requests (protobuf and OTLP/JSON) to ``SpanColumns``: the collector's hot path.
+
+Decoding one Python object per attribute is what makes OTLP ingest slow, so the protobuf request
+is parsed (by the upb C implementation) against a *raw-attributes view* of the OTLP schema: the
+same wire format, except that span, event and link attributes stay undecoded ``KeyValue`` bytes.
+Real traffic repeats most attributes (``http.method=GET``, the same routes and peers), so each
+distinct ``KeyValue`` encoding is turned into its JSON fragment and ``key=value`` tag once and
+then found by a dict lookup, and each span's ``attributes`` text is a join of fragments.
+
+OTLP/JSON is converted to the protobuf message (hex ids, which ``json_format`` would read as
+base64, are converted first) and then takes the same path, so both formats obey the same rules.
+
+Bad spans are rejected one by one (OTLP's ``partial_success``) with a message naming the span's
+position and the problem; only a payload that cannot be parsed at all fails as a whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass, field
+
+import orjson
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from spans.model import (
+    KIND_CONSUMER,
+    STATUS_ERROR,
+    UNKNOWN_SERVICE,
+    SpanColumns,
+    bytes_value,
+    empty_columns,
+    value_text,
+)
+
+ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+_CACHE_LIMIT = 200_000  # distinct KeyValue encodings remembered per thread
+
+
+class PayloadError(ValueError):
+    """The payload as a whole cannot be decoded (not protobuf / not JSON / wrong shape)."""
+
+
+@dataclass
+class DecodedBatch:
+    """The spans that decoded, and one message per span that did not."""
+
+    columns: SpanColumns
+    rejected: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.columns["trace_id"])
+
+    def error_message(self, limit: int = 5) -> str:
+        shown = "; ".join(self.rejected[:limit])
+        more = len(self.rejected) - limit
+        return f"{shown}; and {more} more" if more > 0 else shown
+
+
+# --- the raw-attributes view of the OTLP trace schema -------------------------------------------
+
+def _raw_attributes_request_class():
+    """ExportTraceServiceRequest, with span/event/link ``attributes`` typed ``repeated bytes``."""
+    trace_file = descriptor_pb2.FileDescriptorProto()
+    trace_pb2.DESCRIPTOR.CopyToProto(trace_file)
+    service_file = descriptor_pb2.FileDescriptorProto()
+    trace_service_pb2.DESCRIPTOR.CopyToProto(service_file)
+
+    package = "tracemesh.otlp_raw_attributes"
+    view = descriptor_pb2.FileDescriptorProto(
+        name="tracemesh/otlp_raw_attributes.proto", package=package, syntax="proto3"
+    )
+    view.dependency.extend(trace_file.dependency)
+    old_prefix = f".{trace_file.package}."
+
+    def retarget(message: descriptor_pb2.DescriptorProto) -> None:
+        for fld in message.field:
+            if fld.type_name.endswith(".KeyValue") and fld.name == "attributes":
+                fld.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                fld.ClearField("type_name")
+            elif fld.type_name.startswith(old_prefix):
+                fld.type_name = f".{package}.{fld.type_name[len(old_prefix):]}"
+        for nested in message.nested_type:
+            retarget(nested)
+
+    for message in trace_file.message_type:
+        copy = view.message_type.add()
+        copy.CopyFrom(message)
+        retarget(copy)
+    request = next(m for m in service_file.message_type if m.name == "ExportTraceServiceRequest")
+    copy = view.message_type.add()
+    copy.CopyFrom(request)
+    retarget(copy)
+
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(view.name)
+    except KeyError:
+        pool.Add(view)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.ExportTraceServiceRequest"))
+
+
+_RawAttributesRequest = _raw_attributes_request_class()
+
+
+# --- typed values -------------------------------------------------------------------------------
+
+def any_value(value) -> object:
+    """An OTLP ``AnyValue`` as the plain Python value stored in the JSON columns."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return bytes_value(value.bytes_value)
+    return getattr(value, kind)
+
+
+def attributes_dict(key_values) -> dict:
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def attribute_tags(attributes: dict) -> list[str]:
+    return [f"{key}={value_text(value)}" for key, value in attributes.items()]
+
+
+class _KeyValueTexts(dict):
+    """Raw ``KeyValue`` bytes -> ``"key":json`` fragment, filling ``tags`` (-> ``key=value``) too."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: dict[bytes, str] = {}
+
+    def __missing__(self, raw: bytes) -> str:
+        kv = KeyValue.FromString(raw)
+        value = any_value(kv.value)
+        fragment = orjson.dumps(kv.key).decode() + ":" + orjson.dumps(value).decode()
+        self[raw] = fragment
+        self.tags[raw] = f"{kv.key}={value_text(value)}"
+        return fragment
+
+    def trim(self) -> None:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+            self.tags.clear()
+
+
+_per_thread = threading.local()
+
+
+def _texts() -> _KeyValueTexts:
+    texts = getattr(_per_thread, "texts", None)
+    if texts is None:
+        texts = _per_thread.texts = _KeyValueTexts()
+    texts.trim()
+    return texts
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+def _span_problem(span) -> str | None:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16:
+        return f"trace_id must be 16 bytes, got {len(trace_id)}"
+    if trace_id == _ZERO_TRACE_ID:
+        return "trace_id is missing (all zero)"
+    if len(span_id) != 8:
+        return f"span_id must be 8 bytes, got {len(span_id)}"
+    if span_id == _ZERO_SPAN_ID:
+        return "span_id is missing (all zero)"
+    if len(parent) not in (0, 8):
+        return f"parent_span_id must be empty or 8 bytes, got {len(parent)}"
+    if not span.start_time_unix_nano:
+        return "start_time_unix_nano is missing"
+    if span.end_time_unix_nano < span.start_time_unix_nano:
+        return "end_time_unix_nano is before start_time_unix_nano"
+    if span.kind > KIND_CONSUMER:
+        return f"kind {span.kind} is not a SpanKind"
+    if span.status.code > STATUS_ERROR:
+        return f"status code {span.status.code} is not a StatusCode"
+    for link_index, link in enumerate(span.links):
+        if len(link.trace_id) != 16 or len(link.span_id) != 8:
+            return f"links[{link_index}] needs a 16-byte trace_id and an 8-byte span_id"
+    return None
+
+
+def _all_spans_valid(spans: list) -> bool:
+    """The common case, checked column-wise in C-speed builtins before any per-span work."""
+    trace_ids = [s.trace_id for s in spans]
+    span_ids = [s.span_id for s in spans]
+    return (
+        set(map(len, trace_ids)) == {16}
+        and set(map(len, span_ids)) == {8}
+        and set(len(s.parent_span_id) for s in spans) <= {0, 8}
+        and _ZERO_TRACE_ID not in trace_ids
+        and _ZERO_SPAN_ID not in span_ids
+        and all(0 < s.start_time_unix_nano <= s.end_time_unix_nano for s in spans)
+        and max(s.kind for s in spans) <= KIND_CONSUMER
+        and max(s.status.code for s in spans) <= STATUS_ERROR
+        and not any(s.links for s in spans)
+    )
+
+
+def _good_spans(spans: list, path: str, known_problems: dict[str, str], rejected: list[str]) -> list:
+    if not known_problems and _all_spans_valid(spans):
+        return spans
+    good = []
+    for index, span in enumerate(spans):
+        where = f"{path}.spans[{index}]"
+        problem = known_problems.get(where) or _span_problem(span)
+        if problem is None:
+            good.append(span)
+        else:
+            rejected.append(f"{where}: {problem}")
+    return good
+
+
+# --- columns ------------------------------------------------------------------------------------
+
+def _event_json(event, fragment_of, tag_of, tags: list[str]) -> str:
+    raw = list(event.attributes)
+    tags.extend(map(tag_of, raw))
+    return (
+        f'{{"time_ns":{event.time_unix_nano},"name":{orjson.dumps(event.name).decode()},'
+        f'"attributes":{{{",".join(map(fragment_of, raw))}}}}}'
+    )
+
+
+def _link_json(link, fragment_of, tag_of, tags: list[str]) -> str:
+    raw = list(link.attributes)
+    tags.extend(map(tag_of, raw))
+    return (
+        f'{{"trace_id":"{link.trace_id.hex()}","span_id":"{link.span_id.hex()}",'
+        f'"trace_state":{orjson.dumps(link.trace_state).decode()},'
+        f'"attributes":{{{",".join(map(fragment_of, raw))}}}}}'
+    )
+
+
+def _append_spans(columns: SpanColumns, spans: list, resource: tuple, scope: tuple, texts: _KeyValueTexts) -> None:
+    service, resource_json, resource_tags = resource
+    scope_name, scope_version, scope_json, scope_tags = scope
+    shared_tags = resource_tags + scope_tags
+    fragment_of, tag_of = texts.__getitem__, texts.tags.__getitem__
+    count = len(spans)
+
+    columns["trace_id"].extend([s.trace_id.hex() for s in spans])
+    columns["span_id"].extend([s.span_id.hex() for s in spans])
+    columns["parent_span_id"].extend([s.parent_span_id.hex() for s in spans])
+    columns["trace_state"].extend([s.trace_state for s in spans])
+    columns["name"].extend([s.name for s in spans])
+    columns["kind"].extend([s.kind for s in spans])
+    columns["service"].extend([service] * count)
+    starts = [s.start_time_unix_nano for s in spans]
+    columns["start_ns"].extend(starts)
+    columns["duration_ns"].extend([s.end_time_unix_nano - start for s, start in zip(spans, starts)])
+    statuses = [s.status for s in spans]
+    columns["status_code"].extend([status.code for status in statuses])
+    columns["status_message"].extend([status.message for status in statuses])
+    columns["resource_attributes"].extend([resource_json] * count)
+    columns["scope_name"].extend([scope_name] * count)
+    columns["scope_version"].extend([scope_version] * count)
+    columns["scope_attributes"].extend([scope_json] * count)
+
+    attributes_column, tags_column = columns["attributes"], columns["tags"]
+    events_column, links_column = columns["events"], columns["links"]
+    for span in spans:
+        raw = list(span.attributes)
+        attributes_column.append("{" + ",".join(map(fragment_of, raw)) + "}")
+        tags = list(map(tag_of, raw))
+        tags += shared_tags
+        if span.events:
+            events_column.append("[" + ",".join([_event_json(e, fragment_of, tag_of, tags) for e in span.events]) + "]")
+        else:
+            events_column.append("[]")
+        if span.links:
+            links_column.append("[" + ",".join([_link_json(k, fragment_of, tag_of, tags) for k in span.links]) + "]")
+        else:
+            links_column.append("[]")
+        tags_column.append(tags)
+
+
+def _resource_part(resource) -> tuple:
+    attributes = attributes_dict(resource.attributes)
+    service = attributes.get("service.name")
+    if not isinstance(service, str) or not service:
+        service = UNKNOWN_SERVICE
+    return service, orjson.dumps(attributes).decode(), attribute_tags(attributes)
+
+
+def _scope_part(scope) -> tuple:
+    attributes = attributes_dict(scope.attributes)
+    return scope.name, scope.version, orjson.dumps(attributes).decode(), attribute_tags(attributes)
+
+
+def _decode_request(request, known_problems: dict[str, str]) -> DecodedBatch:
+    texts = _texts()
+    batch = DecodedBatch(empty_columns())
+    for r_index, resource_spans in enumerate(request.resource_spans):
+        resource = _resource_part(resource_spans.resource)
+        for s_index, scope_spans in enumerate(resource_spans.scope_spans):
+            spans = list(scope_spans.spans)
+            if not spans:
+                continue
+            path = f"resource_spans[{r_index}].scope_spans[{s_index}]"
+            spans = _good_spans(spans, path, known_problems, batch.rejected)
+            if spans:
+                _append_spans(batch.columns, spans, resource, _scope_part(scope_spans.scope), texts)
+    return batch
+
+
+def decode_otlp_protobuf(body: bytes) -> DecodedBatch:
+    """A serialized ``ExportTraceServiceRequest`` to columns."""
+    try:
+        request = _RawAttributesRequest.FromString(body)
+    except DecodeError as exc:
+        raise PayloadError(f"not a valid OTLP ExportTraceServiceRequest protobuf: {exc}") from None
+    return _decode_request(request, {})
+
+
+# --- OTLP/JSON ----------------------------------------------------------------------------------
+
+def _hex_id(holder: dict, names: tuple[str, str], size: int, required: bool) -> str | None:
+    """Replace a hex id in an OTLP/JSON object by the base64 ``json_format`` expects; or say why not."""
+    name = next((n for n in names if n in holder), None)
+    text = holder.get(name) if name else None
+    if text in (None, ""):
+        if name:
+            del holder[name]
+        return f"{names[0]} is missing" if required else None
+    if not isinstance(text, str) or len(text) != size * 2:
+        return f"{names[0]} must be {size * 2} hex digits, got {text!r}"
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return f"{names[0]} is not hex: {text!r}"
+    holder[name] = base64.b64encode(raw).decode()
+    return None
+
+
+def _json_span_problem(span: dict) -> str | None:
+    problem = (
+        _hex_id(span, ("traceId", "trace_id"), 16, True)
+        or _hex_id(span, ("spanId", "span_id"), 8, True)
+        or _hex_id(span, ("parentSpanId", "parent_span_id"), 8, False)
+    )
+    if problem:
+        return problem
+    for link_index, link in enumerate(span.get("links") or ()):
+        if not isinstance(link, dict):
+            return f"links[{link_index}] is not an object"
+        problem = _hex_id(link, ("traceId", "trace_id"), 16, True) or _hex_id(link, ("spanId", "span_id"), 8, True)
+        if problem:
+            return f"links[{link_index}].{problem}"
+    return None
+
+
+def _parse_json(document: dict, message_class, where: str):
+    try:
+        return json_format.ParseDict(document, message_class(), ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise PayloadError(f"{where}: {exc}") from None
+
+
+def _list_field(holder: dict, names: tuple[str, str], where: str) -> list:
+    items = next((holder[n] for n in names if n in holder), None) or []
+    if not isinstance(items, list):
+        raise PayloadError(f"{where}.{names[0]} must be a JSON array")
+    return items
+
+
+def decode_otlp_json(body: bytes | str) -> DecodedBatch:
+    """An OTLP/JSON ``ExportTraceServiceRequest`` (hex ids, either case) to columns."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise PayloadError("an OTLP/JSON request must be a JSON object with resourceSpans")
+
+    request = ExportTraceServiceRequest()
+    known_problems: dict[str, str] = {}
+    for r_index, resource_spans in enumerate(_list_field(document, ("resourceSpans", "resource_spans"), "request")):
+        r_where = f"resource_spans[{r_index}]"
+        if not isinstance(resource_spans, dict):
+            raise PayloadError(f"{r_where} is not an object")
+        scope_list = _list_field(resource_spans, ("scopeSpans", "scope_spans"), r_where)
+        shell = {k: v for k, v in resource_spans.items() if k not in ("scopeSpans", "scope_spans")}
+        resource_message = request.resource_spans.add()
+        resource_message.CopyFrom(_parse_json(shell, trace_pb2.ResourceSpans, r_where))
+        for s_index, scope_spans in enumerate(scope_list):
+            s_where = f"{r_where}.scope_spans[{s_index}]"
+            if not isinstance(scope_spans, dict):
+                raise PayloadError(f"{s_where} is not an object")
+            span_list = _list_field(scope_spans, ("spans",), s_where)
+            shell = {k: v for k, v in scope_spans.items() if k != "spans"}
+            scope_message = resource_message.scope_spans.add()
+            scope_message.CopyFrom(_parse_json(shell, trace_pb2.ScopeSpans, s_where))
+            for index, span in enumerate(span_list):
+                where = f"{s_where}.spans[{index}]"
+                span_message = scope_message.spans.add()
+                problem = _json_span_problem(span) if isinstance(span, dict) else "is not an object"
+                if problem is None:
+                    try:
+                        span_message.CopyFrom(json_format.ParseDict(span, trace_pb2.Span(), ignore_unknown_fields=True))
+                    except (json_format.ParseError, TypeError, ValueError) as exc:
+                        problem = str(exc)
+                if problem is not None:
+                    known_problems[where] = problem
+    return _decode_request(_RawAttributesRequest.FromString(request.SerializeToString()), known_problems)
+
+
+def export_response(batch: DecodedBatch) -> ExportTraceServiceResponse:
+    """The OTLP reply: empty on full success, ``partial_success`` naming rejected spans otherwise."""
+    response = ExportTraceServiceResponse()
+    if batch.rejected:
+        response.partial_success.rejected_spans = len(batch.rejected)
+        response.partial_success.error_message = batch.error_message()
+    return response
