@@ -1,0 +1,1 @@
+"""The trace collector: ingest, store and query spans."""

@@ -1,0 +1,52 @@
+"""Embedded ClickHouse (chDB): statements go to one on-disk session, blocks go in as Arrow tables.
+
+chDB allows one session per process, so a store on chDB owns its directory until ``close()``.
+Inserting a pyarrow table through the ``Python()`` table function is the fast path (lists of lists
+fail for Array columns); query results come back as Arrow tables too.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import chdb
+import chdb.session
+import pyarrow
+
+from spans.model import COLUMNS, SpanColumns
+
+_ARROW_TYPES = {
+    "String": pyarrow.string(),
+    "UInt8": pyarrow.uint8(),
+    "UInt64": pyarrow.uint64(),
+    "Array(String)": pyarrow.list_(pyarrow.string()),
+}
+
+
+class ChdbBackend:
+    unavailable_errors = (chdb.ChdbError, OSError)
+
+    def __init__(self, path: str, database: str):
+        self.path = path
+        self._session = chdb.session.Session(path)
+        self._closed = threading.Event()
+        self._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self._session.query(f"USE {database}")
+
+    def execute(self, statements: list[str]) -> None:
+        for statement in statements:
+            self._session.query(statement)
+
+    def query(self, sql: str) -> dict[str, list]:
+        return self._session.query(sql, "ArrowTable").to_pydict()
+
+    def insert(self, table: str, columns: SpanColumns) -> None:
+        block = pyarrow.table({name: pyarrow.array(columns[name], type=_ARROW_TYPES[COLUMNS[name]]) for name in COLUMNS})
+        names = ", ".join(COLUMNS)
+        # chDB resolves Python(block) to the local variable named "block" in this frame.
+        self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(block)")
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._session.close()

@@ -1,0 +1,144 @@
+"""The one store interface the collector codes against, on top of either backend.
+
+Trace search works like Jaeger's: a trace matches when one of its spans matches every filter; the
+matching trace ids come from ``span_search`` (ordered by service, operation, time), newest match
+first, and the traces are then read whole from ``spans`` (ordered by trace id), including spans that
+lie outside the search window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from dataclasses import dataclass
+from typing import Protocol
+
+from collector.store import schema, sql
+from spans.model import COLUMN_NAMES, SpanColumns, empty_columns, row_count
+
+PARTITION_TABLES_SQL = "queries/drop_partition.sql"
+
+
+class StoreUnavailable(Exception):
+    """ClickHouse cannot be reached or refused the work; the caller may retry later (or spool)."""
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    service: str | None = None
+    operation: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    min_duration_ns: int | None = None
+    max_duration_ns: int | None = None
+    start_ns: int | None = None  # window on span start; None = open
+    end_ns: int | None = None
+    error: bool | None = None  # True: span status ERROR (or tag error=true); False: neither
+    limit: int = 20
+
+
+class Backend(Protocol):
+    """How one kind of ClickHouse receives a statement and a block of span columns."""
+
+    unavailable_errors: tuple[type[BaseException], ...]
+
+    def execute(self, statements: list[str]) -> None: ...
+
+    def query(self, sql: str) -> dict[str, list]: ...
+
+    def insert(self, table: str, columns: SpanColumns) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SpanStore:
+    """Thread-safe; every call blocks (async callers run them in an executor)."""
+
+    def __init__(self, backend: Backend):
+        self._backend = backend
+        with self._guard():
+            self.features = schema.server_features(backend)
+            schema.migrate(backend, self.features)
+
+    def insert(self, columns: SpanColumns) -> None:
+        if row_count(columns) == 0:
+            return
+        with self._guard():
+            self._backend.insert("spans", columns)
+
+    def services(self) -> list[str]:
+        return self._query("queries/services.sql")["service"]
+
+    def operations(self, service: str) -> list[tuple[str, int]]:
+        result = self._query("queries/operations.sql", service=service)
+        return list(zip(result["name"], result["kind"]))
+
+    def trace(self, trace_id: str) -> SpanColumns:
+        return self._traces((trace_id,)).get(trace_id, empty_columns())
+
+    def search(self, query: TraceQuery) -> list[SpanColumns]:
+        if query.limit < 1:
+            raise ValueError("limit must be at least 1")
+        matches = self._query(
+            "queries/search_trace_ids.sql",
+            service=query.service,
+            operation=query.operation,
+            start_ns=query.start_ns,
+            end_ns=query.end_ns,
+            min_duration_ns=query.min_duration_ns,
+            max_duration_ns=query.max_duration_ns,
+            tags=[f"{key}={value}" for key, value in query.tags],
+            only_errors=query.error is True or None,
+            only_non_errors=query.error is False or None,
+            limit=query.limit,
+        )
+        trace_ids = matches["trace_id"]
+        if not trace_ids:
+            return []
+        traces = self._traces(tuple(trace_ids))
+        return [traces[trace_id] for trace_id in trace_ids if trace_id in traces]
+
+    def set_retention(self, retention_days: int) -> bool:
+        """Make the server expire old data itself (TTL) where it can; True when it does."""
+        with self._guard():
+            return schema.apply_retention_ttl(self._backend, self.features, retention_days)
+
+    def drop_expired(self, retention_days: int, today: datetime.date | None = None) -> list[str]:
+        """Drop whole UTC days older than ``retention_days`` before today; returns their partition ids."""
+        if retention_days < 1:
+            raise ValueError("retention_days must be at least 1")
+        today = today or datetime.datetime.now(datetime.timezone.utc).date()
+        cutoff = today - datetime.timedelta(days=retention_days)
+        partitions = self._query("queries/expired_partitions.sql", cutoff_day=int(cutoff.strftime("%Y%m%d")))
+        dropped = [str(partition) for partition in partitions["partition"]]
+        with self._guard():
+            for partition in dropped:
+                self._backend.execute(sql.script(sql.load(PARTITION_TABLES_SQL), self.features.has, {"partition": int(partition)}))
+        return dropped
+
+    def ping(self) -> None:
+        self._query("server_version.sql")
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def _traces(self, trace_ids: tuple[str, ...]) -> dict[str, SpanColumns]:
+        """Whole traces by id, each as its own columns, spans in start order."""
+        rows = self._query("queries/trace_spans.sql", trace_ids=trace_ids)
+        positions: dict[str, list[int]] = {}
+        for index, trace_id in enumerate(rows["trace_id"]):
+            positions.setdefault(trace_id, []).append(index)
+        return {
+            trace_id: {name: [rows[name][i] for i in indexes] for name in COLUMN_NAMES}
+            for trace_id, indexes in positions.items()
+        }
+
+    def _query(self, sql_file: str, **params) -> dict[str, list]:
+        with self._guard():
+            return self._backend.query(sql.render(sql.load(sql_file), params))
+
+    @contextlib.contextmanager
+    def _guard(self):
+        try:
+            yield
+        except self._backend.unavailable_errors as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc

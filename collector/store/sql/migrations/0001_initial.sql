@@ -1,0 +1,69 @@
+-- Migration 1: spans looked up by trace id, a search index by service and time, and the operations list.
+-- Every table is partitioned by UTC day (partition id YYYYMMDD) so retention drops whole days at once.
+-- A statement preceded by "-- requires: FEATURE" runs only on servers that have that feature.
+
+-- requires: experimental_low_cardinality
+SET allow_experimental_low_cardinality_type = 1;
+
+-- All span columns (spans.model.COLUMNS), ordered by trace id so fetching a trace reads a few
+-- small granules per part instead of scanning.
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id String,
+    span_id String,
+    parent_span_id String,
+    trace_state String,
+    name LowCardinality(String),
+    kind UInt8,
+    service LowCardinality(String),
+    start_ns UInt64,
+    duration_ns UInt64,
+    status_code UInt8,
+    status_message String,
+    attributes String,
+    resource_attributes String,
+    scope_name LowCardinality(String),
+    scope_version LowCardinality(String),
+    scope_attributes String,
+    events String,
+    links String,
+    tags Array(String)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(start_ns, 1000000000), 'UTC'))
+ORDER BY (trace_id, start_ns)
+SETTINGS index_granularity = 1024;
+
+-- The columns trace search filters on, ordered for "this service (and operation) in this time window".
+CREATE TABLE IF NOT EXISTS span_search (
+    trace_id String,
+    service LowCardinality(String),
+    name LowCardinality(String),
+    kind UInt8,
+    start_ns UInt64,
+    duration_ns UInt64,
+    status_code UInt8,
+    tags Array(String)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(start_ns, 1000000000), 'UTC'))
+ORDER BY (service, name, start_ns);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS span_search_mv TO span_search AS
+SELECT trace_id, service, name, kind, start_ns, duration_ns, status_code, tags
+FROM spans;
+
+-- One row per (day, service, operation, kind) and insert block; merges fold the duplicates.
+CREATE TABLE IF NOT EXISTS operations (
+    day Date,
+    service LowCardinality(String),
+    name LowCardinality(String),
+    kind UInt8
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(day)
+ORDER BY (service, name, kind);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS operations_mv TO operations AS
+SELECT DISTINCT toDate(toDateTime(intDiv(start_ns, 1000000000), 'UTC')) AS day, service, name, kind
+FROM spans;
+
+-- Tag search: skip granules whose tags cannot hold all the wanted key=value pairs.
+-- requires: skip_indexes
+ALTER TABLE span_search ADD INDEX IF NOT EXISTS tags_bloom tags TYPE bloom_filter(0.01) GRANULARITY 1;

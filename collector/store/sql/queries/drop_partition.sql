@@ -1,0 +1,3 @@
+ALTER TABLE spans DROP PARTITION %(partition)s;
+ALTER TABLE span_search DROP PARTITION %(partition)s;
+ALTER TABLE operations DROP PARTITION %(partition)s

@@ -1,0 +1,8 @@
+-- Day partitions (YYYYMMDD) older than the cutoff day, in any of the day-partitioned tables.
+SELECT DISTINCT partition
+FROM system.parts
+WHERE database = currentDatabase()
+  AND active
+  AND table IN ('spans', 'span_search', 'operations')
+  AND toUInt32(partition) < %(cutoff_day)s
+ORDER BY partition

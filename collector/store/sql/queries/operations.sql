@@ -1,0 +1,1 @@
+SELECT DISTINCT name, kind FROM operations WHERE service = %(service)s ORDER BY name, kind

@@ -1,0 +1,18 @@
+-- Traces with at least one span matching every given filter, newest match first.
+-- A line ending in "-- if NAME" is kept only when parameter NAME is given.
+-- Tags: all wanted key=value texts must be in the tags of one span (own, resource, scope, event, link).
+SELECT trace_id, max(start_ns) AS latest_start_ns
+FROM span_search
+WHERE 1
+  AND service = %(service)s                                -- if service
+  AND name = %(operation)s                                 -- if operation
+  AND start_ns >= %(start_ns)s                             -- if start_ns
+  AND start_ns <= %(end_ns)s                               -- if end_ns
+  AND duration_ns >= %(min_duration_ns)s                   -- if min_duration_ns
+  AND duration_ns <= %(max_duration_ns)s                   -- if max_duration_ns
+  AND hasAll(tags, %(tags)s)                               -- if tags
+  AND (status_code = 2 OR has(tags, 'error=true'))         -- if only_errors
+  AND NOT (status_code = 2 OR has(tags, 'error=true'))     -- if only_non_errors
+GROUP BY trace_id
+ORDER BY latest_start_ns DESC, trace_id
+LIMIT %(limit)s
