@@ -1,0 +1,377 @@
+"""Which caller → callee request each span describes: the edges of the service graph.
+
+Two kinds of spans describe a hop between services:
+
+* A Tracemesh proxy's outbound CLIENT span (``tracemesh.direction=outbound``) knows both ends:
+  its own service and ``peer.service``. It is one request on that edge, counted at once, with the
+  endpoint the proxy chose and the retries it made.
+* Applications without a proxy describe a hop with two spans, the caller's CLIENT (or PRODUCER)
+  span and the callee's SERVER (or CONSUMER) span, whose parent is the caller's span. As in
+  Tempo's service graph, each waits (in arrival order, at most ``wait_ns`` and at most
+  ``max_pending`` spans) for its partner from any later batch. A CLIENT span that expires
+  unpaired but names its peer (``peer.service``, else ``server.address``) becomes a request to that
+  uninstrumented node. A CLIENT span with ``db.system`` is a database call and is counted at once:
+  databases send no spans to wait for. A SERVER span without a parent is a request from outside
+  the traced system, counted on the edge from the node ``user``.
+
+No double counting when proxies and instrumented applications describe the same hop (rule):
+the proxy's outbound CLIENT span is the hop. It *claims* its own span id and its parent's; a
+CLIENT span whose id is claimed (the application's span for the call the proxy made) and a
+SERVER span whose parent is claimed (the callee-side proxy's span under it) are not paired. A
+proxy's inbound SERVER span claims its own id, so the application's SERVER span under it is
+dropped, but it still pairs with an application CLIENT span: that is the hop from a caller
+without a proxy into a proxied service. Claims are remembered as long and as boundedly as pending
+spans; an application CLIENT span that did not propagate its context to the proxy cannot be
+recognised and is counted once more when it names its peer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import orjson
+
+from spans.conventions import (
+    DIRECTION,
+    ENDPOINT,
+    HTTP_METHOD,
+    PEER_SERVICE,
+    PROXY_ERROR,
+    RETRIES,
+    RPC_METHOD,
+    RPC_SERVICE,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SERVICE_INSTANCE_ID,
+)
+from spans.model import KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, STATUS_ERROR, SpanColumns
+
+# Connection types (an edge is a (client, server, connection) triple).
+REQUEST = "request"
+MESSAGING = "messaging"
+DATABASE = "database"
+
+# The node every request from outside the traced system comes from.
+USER_NODE = "user"
+
+DB_SYSTEM = "db.system"
+HTTP_ROUTE = "http.route"
+LEGACY_HTTP_METHOD = "http.method"
+REQUEST_BODY_SIZES = ("http.request.body.size", "http.request_content_length")
+RESPONSE_BODY_SIZES = ("http.response.body.size", "http.response_content_length")
+
+OUTBOUND = "outbound"
+INBOUND = "inbound"
+
+_CALLER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
+_CALLEE_KINDS = (KIND_SERVER, KIND_CONSUMER)
+
+
+class Observation(NamedTuple):
+    """One request on one edge, at the detail the windows keep."""
+
+    client: str
+    server: str
+    connection: str
+    endpoint: str
+    route: str
+    time_ns: int  # when the request completed, as the caller saw it
+    duration_ns: int
+    error: bool
+    retries: int
+    request_bytes: int
+    response_bytes: int
+
+
+class Side:
+    """One span of a hop, as much of it as pairing needs."""
+
+    __slots__ = ("service", "kind", "name", "start_ns", "duration_ns", "error", "attributes", "instance")
+
+    def __init__(self, service, kind, name, start_ns, duration_ns, error, attributes, instance):
+        self.service = service
+        self.kind = kind
+        self.name = name
+        self.start_ns = start_ns
+        self.duration_ns = duration_ns
+        self.error = error
+        self.attributes = attributes
+        self.instance = instance
+
+
+class HopStats(NamedTuple):
+    paired: int
+    unpaired_to_peer: int
+    unpaired_dropped: int
+    evicted: int
+    malformed: int
+    pending: int
+
+
+class HopTracker:
+    """Turns span batches into ``Observation``s, holding half-hops until their partner arrives."""
+
+    def __init__(self, wait_ns: int, max_pending: int):
+        self.wait_ns = wait_ns
+        self.max_pending = max_pending
+        # (trace id, span id) -> (deadline, Side): callers waiting for their callee.
+        self._callers: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
+        # (trace id, parent span id) -> (deadline, Side): callees waiting for their caller.
+        self._callees: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
+        # (trace id, span id) -> deadline: ids a proxy span stands for (see the module docstring).
+        self._claimed: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._paired = self._unpaired_to_peer = self._unpaired_dropped = self._evicted = 0
+        self._malformed = 0
+
+    def stats(self) -> HopStats:
+        return HopStats(
+            self._paired,
+            self._unpaired_to_peer,
+            self._unpaired_dropped,
+            self._evicted,
+            self._malformed,
+            len(self._callers) + len(self._callees),
+        )
+
+    def process(self, columns: SpanColumns, now_ns: int, out: list[Observation]) -> None:
+        """Append the requests ``columns`` complete to ``out``; a span that cannot be read is
+        counted as malformed and skipped, never raised."""
+        kinds = columns["kind"]
+        resources: dict[str, str] = {}
+        for row, kind in enumerate(kinds):
+            if kind in _CALLER_KINDS or kind in _CALLEE_KINDS:
+                try:
+                    self._process_span(columns, row, kind, now_ns, resources, out)
+                except Exception:  # noqa: BLE001 - odd spans must never break ingest
+                    self._malformed += 1
+        self.expire(now_ns, out)
+
+    def expire(self, now_ns: int, out: list[Observation]) -> None:
+        """Give up on half-hops whose wait is over, and on the oldest beyond ``max_pending``."""
+        callers, callees, claimed = self._callers, self._callees, self._claimed
+        while callees:
+            deadline, _ = next(iter(callees.values()))
+            over_limit = self._over_limit()
+            if deadline > now_ns and not over_limit:
+                break
+            callees.popitem(last=False)
+            self._evicted += over_limit
+            self._unpaired_dropped += 1
+        while callers:
+            deadline, side = next(iter(callers.values()))
+            over_limit = self._over_limit()
+            if deadline > now_ns and not over_limit:
+                break
+            callers.popitem(last=False)
+            self._evicted += over_limit
+            self._caller_unpaired(side, out)
+        while claimed and (next(iter(claimed.values())) <= now_ns or len(claimed) > self.max_pending):
+            claimed.popitem(last=False)
+
+    def _over_limit(self) -> bool:
+        return len(self._callers) + len(self._callees) > self.max_pending
+
+    # ---- one span ----------------------------------------------------------------------------
+
+    def _process_span(self, columns, row, kind, now_ns, resources, out) -> None:
+        attributes = orjson.loads(columns["attributes"][row])
+        if not isinstance(attributes, dict):
+            attributes = {}
+        trace_id = columns["trace_id"][row]
+        span_id = columns["span_id"][row]
+        parent_id = columns["parent_span_id"][row]
+        direction = attributes.get(DIRECTION)
+        side = Side(
+            columns["service"][row],
+            kind,
+            columns["name"][row],
+            columns["start_ns"][row],
+            columns["duration_ns"][row],
+            columns["status_code"][row] == STATUS_ERROR or PROXY_ERROR in attributes,
+            attributes,
+            "",
+        )
+        if kind == KIND_CLIENT and direction == OUTBOUND:
+            out.append(_proxy_request(side))
+            self._claim((trace_id, span_id), now_ns)
+            if parent_id:
+                self._claim((trace_id, parent_id), now_ns)
+        elif kind in _CALLER_KINDS:
+            self._add_caller((trace_id, span_id), side, now_ns, out)
+        else:
+            side.instance = _instance(columns["resource_attributes"][row], resources)
+            if kind == KIND_SERVER and direction == INBOUND:
+                self._claim((trace_id, span_id), now_ns)
+            if not parent_id:
+                if kind == KIND_SERVER:
+                    out.append(_request_from_outside(side))
+            else:
+                self._add_callee((trace_id, parent_id), side, now_ns, out)
+
+    def _add_caller(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
+        if key in self._claimed:
+            return
+        if DB_SYSTEM in side.attributes:
+            out.append(_database_call(side))
+            return
+        waiting = self._callees.pop(key, None)
+        if waiting is not None:
+            self._paired += 1
+            out.append(_paired_request(side, waiting[1]))
+        else:
+            self._callers[key] = (now_ns + self.wait_ns, side)
+
+    def _add_callee(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
+        if key in self._claimed:
+            return
+        waiting = self._callers.pop(key, None)
+        if waiting is not None:
+            self._paired += 1
+            out.append(_paired_request(waiting[1], side))
+        else:
+            self._callees[key] = (now_ns + self.wait_ns, side)
+
+    def _claim(self, key, now_ns: int) -> None:
+        self._callers.pop(key, None)
+        self._callees.pop(key, None)
+        self._claimed[key] = now_ns + self.wait_ns
+        self._claimed.move_to_end(key)
+
+    def _caller_unpaired(self, side: Side, out: list[Observation]) -> None:
+        peer = _peer_name(side.attributes) if side.kind == KIND_CLIENT else ""
+        if peer:
+            self._unpaired_to_peer += 1
+            out.append(_request(side, peer, REQUEST, _address(side.attributes), side.duration_ns))
+        else:
+            self._unpaired_dropped += 1
+
+
+# ---- the request each kind of hop makes ------------------------------------------------------
+
+
+def _proxy_request(client: Side) -> Observation:
+    attributes = client.attributes
+    server = _peer_name(attributes) or _text(attributes.get(SERVER_ADDRESS)) or "unknown"
+    endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
+    return _request(client, server, REQUEST, endpoint, client.duration_ns)
+
+
+def _database_call(client: Side) -> Observation:
+    attributes = client.attributes
+    database = _peer_name(attributes) or _text(attributes.get(DB_SYSTEM))
+    return _request(client, database, DATABASE, _address(attributes), client.duration_ns)
+
+
+def _request_from_outside(server: Side) -> Observation:
+    route = route_of(server.attributes, server.name)
+    return Observation(
+        USER_NODE,
+        server.service,
+        REQUEST,
+        server.instance,
+        route,
+        server.start_ns + server.duration_ns,
+        server.duration_ns,
+        server.error,
+        _count(server.attributes.get(RETRIES)),
+        _body_size(server.attributes, REQUEST_BODY_SIZES),
+        _body_size(server.attributes, RESPONSE_BODY_SIZES),
+    )
+
+
+def _paired_request(client: Side, server: Side) -> Observation:
+    """A caller's span and its callee's. Latency is the caller's view of the request; across a
+    queue (PRODUCER → CONSUMER) it runs from publishing to the end of consuming."""
+    if client.kind == KIND_PRODUCER:
+        connection = MESSAGING
+        duration_ns = max(0, server.start_ns + server.duration_ns - client.start_ns)
+    else:
+        connection = REQUEST
+        duration_ns = client.duration_ns
+    merged = {**server.attributes, **client.attributes}
+    return Observation(
+        client.service,
+        server.service,
+        connection,
+        server.instance or _address(client.attributes),
+        route_of(server.attributes, server.name),
+        client.start_ns + duration_ns,
+        duration_ns,
+        client.error or server.error,
+        _count(merged.get(RETRIES)),
+        _body_size(merged, REQUEST_BODY_SIZES),
+        _body_size(merged, RESPONSE_BODY_SIZES),
+    )
+
+
+def _request(client: Side, server: str, connection: str, endpoint: str, duration_ns: int) -> Observation:
+    attributes = client.attributes
+    return Observation(
+        client.service,
+        server,
+        connection,
+        endpoint,
+        route_of(attributes, client.name),
+        client.start_ns + duration_ns,
+        duration_ns,
+        client.error,
+        _count(attributes.get(RETRIES)),
+        _body_size(attributes, REQUEST_BODY_SIZES),
+        _body_size(attributes, RESPONSE_BODY_SIZES),
+    )
+
+
+# ---- reading attributes ----------------------------------------------------------------------
+
+
+def route_of(attributes: dict, span_name: str) -> str:
+    """``GET /users/{id}`` from ``http.route``, ``pkg.Service/Method`` for RPC, else the span name."""
+    route = attributes.get(HTTP_ROUTE)
+    if route:
+        method = attributes.get(HTTP_METHOD) or attributes.get(LEGACY_HTTP_METHOD)
+        return f"{method} {route}" if method else _text(route)
+    rpc_method = attributes.get(RPC_METHOD)
+    if rpc_method:
+        return f"{_text(attributes.get(RPC_SERVICE))}/{rpc_method}"
+    return span_name
+
+
+def _peer_name(attributes: dict) -> str:
+    return _text(attributes.get(PEER_SERVICE)) or _text(attributes.get(SERVER_ADDRESS))
+
+
+def _address(attributes: dict) -> str:
+    host = _text(attributes.get(SERVER_ADDRESS))
+    port = attributes.get(SERVER_PORT)
+    return f"{host}:{port}" if host and port is not None else host
+
+
+def _instance(resource_text: str, seen: dict[str, str]) -> str:
+    """The ``service.instance.id`` of a resource, parsed once per distinct resource in a batch."""
+    instance = seen.get(resource_text)
+    if instance is None:
+        resource = orjson.loads(resource_text)
+        instance = _text(resource.get(SERVICE_INSTANCE_ID)) if isinstance(resource, dict) else ""
+        seen[resource_text] = instance
+    return instance
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _count(value) -> int:
+    """A non-negative whole number from an attribute value, 0 when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**63:
+        return 0
+    return int(value)
+
+
+def _body_size(attributes: dict, names: tuple[str, ...]) -> int:
+    for name in names:
+        if name in attributes:
+            return _count(attributes[name])
+    return 0

@@ -1,0 +1,244 @@
+"""The collector's service graph: every accepted span batch in, nodes and edges with metrics out.
+
+``consume`` runs on the ingest path for every batch, before any sampling of what is stored, so it
+only parses the attributes of CLIENT/SERVER/PRODUCER/CONSUMER spans, pairs and counts them under
+one lock, and never raises. Readers (the API, the Prometheus exposition) take the lock one window
+at a time, so a long range query delays ingest by one window's merge at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from collector.graph.edges import DATABASE, USER_NODE, HopStats, HopTracker, Observation
+from collector.graph.windows import DetailKey, EdgeKey, EdgeStats, WindowStore
+from spans.model import SpanColumns
+
+log = logging.getLogger(__name__)
+
+SECOND_NS = 1_000_000_000
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+QUANTILE_NAMES = ("p50", "p90", "p95", "p99")
+MAX_KNOWN_SERVICES = 10_000
+
+# Node kinds.
+SERVICE = "service"
+EXTERNAL = "external"
+_KIND_RANK = {EXTERNAL: 0, DATABASE: 1, SERVICE: 2}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class ServiceGraph:
+    def __init__(
+        self,
+        *,
+        window_seconds: int = 10,
+        retention_seconds: int = 3600,
+        pair_wait_seconds: float = 10.0,
+        max_pending_spans: int = 100_000,
+        max_details_per_edge: int = 100,
+        clock: Callable[[], int] = time.time_ns,
+    ):
+        self.window_ns = window_seconds * SECOND_NS
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._hops = HopTracker(int(pair_wait_seconds * SECOND_NS), max_pending_spans)
+        self._windows = WindowStore(self.window_ns, retention_seconds * SECOND_NS, max_details_per_edge)
+        self._services: set[str] = set()
+        self._failed_batches = 0
+
+    # ---- write side ----------------------------------------------------------------------------
+
+    def consume(self, columns: SpanColumns) -> None:
+        """Count the requests a batch of spans describes. Thread-safe; never raises."""
+        observations: list[Observation] = []
+        try:
+            now_ns = self._clock()
+            with self._lock:
+                if len(self._services) < MAX_KNOWN_SERVICES:
+                    self._services.update(columns["service"])
+                self._hops.process(columns, now_ns, observations)
+                self._windows.record(observations, now_ns)
+        except Exception:  # noqa: BLE001 - the graph must never fail an ingest
+            self._failed_batches += 1
+            log.exception("service graph could not read a span batch")
+
+    def expire(self) -> None:
+        """Settle half-hops whose wait is over (readers call this so quiet periods still settle)."""
+        observations: list[Observation] = []
+        now_ns = self._clock()
+        with self._lock:
+            self._hops.expire(now_ns, observations)
+            self._windows.record(observations, now_ns)
+
+    # ---- read side -----------------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        return self._clock()
+
+    def pairing_stats(self) -> HopStats:
+        with self._lock:
+            return self._hops.stats()
+
+    def edge_totals(self) -> dict[EdgeKey, EdgeStats]:
+        """Per edge, a copy of everything counted since start-up."""
+        self.expire()
+        with self._lock:
+            totals = self._windows.totals()
+            copies = {}
+            for edge, stats in totals.items():
+                copy = copies[edge] = EdgeStats()
+                copy.merge(stats)
+            return copies
+
+    def graph(self, start_ns: int, end_ns: int) -> dict:
+        """Nodes and edges active in [start_ns, end_ns), each edge with its metrics and its
+        breakdown per callee endpoint and per route."""
+        self.expire()
+        start_ns, end_ns = self._aligned(start_ns, end_ns)
+        endpoints: dict[EdgeKey, dict[str, EdgeStats]] = {}
+        routes: dict[EdgeKey, dict[str, EdgeStats]] = {}
+
+        def add_window(_: int, window: dict[DetailKey, EdgeStats]) -> None:
+            for (client, server, connection, endpoint, route), stats in window.items():
+                edge = (client, server, connection)
+                _merge_into(endpoints.setdefault(edge, {}), endpoint, stats)
+                _merge_into(routes.setdefault(edge, {}), route, stats)
+
+        self._visit_windows(start_ns, end_ns, add_window)
+        edges: dict[EdgeKey, EdgeStats] = {}
+        for edge, by_endpoint in endpoints.items():
+            for stats in by_endpoint.values():
+                _merge_into(edges, edge, stats)
+        seconds = self._elapsed_seconds(start_ns, end_ns)
+        return {
+            "start": rfc3339(start_ns),
+            "end": rfc3339(end_ns),
+            "nodes": self._nodes(edges),
+            "edges": [
+                {
+                    "source": edge[0],
+                    "target": edge[1],
+                    "connectionType": edge[2],
+                    **metrics_json(stats, seconds),
+                    "endpoints": _breakdown("endpoint", endpoints[edge], seconds),
+                    "routes": _breakdown("route", routes[edge], seconds),
+                }
+                for edge, stats in sorted(edges.items())
+            ],
+        }
+
+    def edge_series(
+        self, start_ns: int, end_ns: int, step_ns: int, source: str | None = None, target: str | None = None
+    ) -> dict:
+        """Per edge (optionally only from ``source`` and/or to ``target``), one point per step."""
+        self.expire()
+        start_ns, end_ns = self._aligned(start_ns, end_ns)
+        steps = -(-(end_ns - start_ns) // step_ns)
+        per_step: dict[EdgeKey, list[EdgeStats]] = {}
+
+        def add_window(window_start: int, window: dict[DetailKey, EdgeStats]) -> None:
+            step = (window_start - start_ns) // step_ns
+            for (client, server, connection, _, _), stats in window.items():
+                if (source is None or client == source) and (target is None or server == target):
+                    points = per_step.get((client, server, connection))
+                    if points is None:
+                        points = per_step[(client, server, connection)] = [EdgeStats() for _ in range(steps)]
+                    points[step].merge(stats)
+
+        self._visit_windows(start_ns, end_ns, add_window)
+        step_starts = [start_ns + step * step_ns for step in range(steps)]
+        step_seconds = [self._elapsed_seconds(begin, begin + step_ns) for begin in step_starts]
+        return {
+            "start": rfc3339(start_ns),
+            "end": rfc3339(start_ns + steps * step_ns),
+            "stepSeconds": step_ns / SECOND_NS,
+            "series": [
+                {
+                    "source": edge[0],
+                    "target": edge[1],
+                    "connectionType": edge[2],
+                    "points": [
+                        {"time": rfc3339(begin), **metrics_json(stats, seconds)}
+                        for begin, stats, seconds in zip(step_starts, points, step_seconds)
+                    ],
+                }
+                for edge, points in sorted(per_step.items())
+            ],
+        }
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _visit_windows(self, start_ns: int, end_ns: int, visit: Callable[[int, dict], None]) -> None:
+        """Call ``visit(window start, detail stats)`` for each window in the range, in time order,
+        holding the lock for one window at a time so ingest is never held up for long."""
+        with self._lock:
+            starts = sorted(start for start, _ in self._windows.windows_between(start_ns, end_ns))
+        for window_start in starts:
+            with self._lock:
+                window = self._windows.window(window_start)
+                if window is not None:
+                    visit(window_start, window)
+
+    def _aligned(self, start_ns: int, end_ns: int) -> tuple[int, int]:
+        """The range widened to whole windows."""
+        start = start_ns - start_ns % self.window_ns
+        end = -(-end_ns // self.window_ns) * self.window_ns
+        return start, max(end, start + self.window_ns)
+
+    def _elapsed_seconds(self, start_ns: int, end_ns: int) -> float:
+        """How much of [start_ns, end_ns) has happened: the denominator of a rate."""
+        return max(0, min(end_ns, self._clock()) - start_ns) / SECOND_NS
+
+    def _nodes(self, edges: dict[EdgeKey, EdgeStats]) -> list[dict]:
+        """Every node on an edge, with its kind: a service sends spans (or calls out); a database
+        is the target of a ``db.system`` call; anything else is an external, uninstrumented peer."""
+        with self._lock:
+            services = set(self._services)
+        kinds: dict[str, str] = {}
+
+        def mark(name: str, kind: str) -> None:
+            if _KIND_RANK[kind] >= _KIND_RANK[kinds.get(name, EXTERNAL)]:
+                kinds[name] = kind
+
+        for client, server, connection in edges:
+            mark(client, EXTERNAL if client == USER_NODE else SERVICE)
+            mark(server, SERVICE if server in services else DATABASE if connection == DATABASE else EXTERNAL)
+        return [{"name": name, "kind": kind} for name, kind in sorted(kinds.items())]
+
+
+def metrics_json(stats: EdgeStats, seconds: float) -> dict:
+    quantiles = stats.latency.quantiles(QUANTILES)
+    return {
+        "requests": stats.requests,
+        "rps": round(stats.requests / seconds, 3) if seconds > 0 else 0.0,
+        "errors": stats.errors,
+        "errorRate": round(stats.errors / stats.requests, 6) if stats.requests else 0.0,
+        "retries": stats.retries,
+        "requestBytes": stats.request_bytes,
+        "responseBytes": stats.response_bytes,
+        "latencyMs": {
+            name: None if value is None else round(value / 1e6, 3) for name, value in zip(QUANTILE_NAMES, quantiles)
+        },
+    }
+
+
+def rfc3339(time_ns: int) -> str:
+    moment = _EPOCH + timedelta(microseconds=time_ns // 1000)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _merge_into(target: dict, key, stats: EdgeStats) -> None:
+    existing = target.get(key)
+    if existing is None:
+        existing = target[key] = EdgeStats()
+    existing.merge(stats)
+
+
+def _breakdown(label: str, details: dict[str, EdgeStats], seconds: float) -> list[dict]:
+    return [{label: detail, **metrics_json(stats, seconds)} for detail, stats in sorted(details.items())]

@@ -1,0 +1,123 @@
+"""A latency distribution that can be added to one value at a time and merged by plain addition.
+
+Percentiles of an edge must be exact enough to steer traffic and must combine across 10-second
+windows and across collectors; averaging per-window percentiles does neither. So latencies are
+counted in logarithmic buckets (the DDSketch mapping): bucket ``i`` holds the values in
+``(GAMMA**(i-1), GAMMA**i]`` nanoseconds, and any quantile read back is within
+``RELATIVE_ACCURACY`` of the true order statistic. Merging is adding counts per bucket index.
+
+The bucket index scheme is written here rather than taken from the ``ddsketch`` package because
+it is a storage contract: the ClickHouse rollup keeps ``(index, count)`` arrays merged with
+``sumMap``, and the Prometheus exposition derives cumulative ``le`` buckets from it, so the
+mapping must be explicit, stable and cheap (one ``log`` and one dict update per value).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_INVERSE_LOG_GAMMA = 1 / math.log(GAMMA)
+# The value that represents bucket i is REPRESENTATIVE_FACTOR * GAMMA**i: its relative distance to
+# either bucket bound is exactly RELATIVE_ACCURACY.
+_REPRESENTATIVE_FACTOR = 2 / (GAMMA + 1)
+
+
+def bucket_index(value_ns: float) -> int:
+    """The bucket a positive value falls in (values <= 0 are counted apart, as zeros)."""
+    return math.ceil(math.log(value_ns) * _INVERSE_LOG_GAMMA)
+
+
+def bucket_value(index: int) -> float:
+    """The value reported for every member of bucket ``index``."""
+    return _REPRESENTATIVE_FACTOR * GAMMA**index
+
+
+class LatencySketch:
+    """Counts of durations (nanoseconds) per logarithmic bucket, plus count, sum, min and max."""
+
+    __slots__ = ("buckets", "zeros", "count", "total_ns", "min_ns", "max_ns")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.zeros = 0
+        self.count = 0
+        self.total_ns = 0
+        self.min_ns = math.inf
+        self.max_ns = 0
+
+    def add(self, value_ns: int) -> None:
+        self.count += 1
+        self.total_ns += value_ns
+        if value_ns < self.min_ns:
+            self.min_ns = value_ns
+        if value_ns > self.max_ns:
+            self.max_ns = value_ns
+        if value_ns <= 0:
+            self.zeros += 1
+            return
+        index = bucket_index(value_ns)
+        buckets = self.buckets
+        buckets[index] = buckets.get(index, 0) + 1
+
+    def merge(self, other: LatencySketch) -> None:
+        buckets = self.buckets
+        for index, count in other.buckets.items():
+            buckets[index] = buckets.get(index, 0) + count
+        self.zeros += other.zeros
+        self.count += other.count
+        self.total_ns += other.total_ns
+        self.min_ns = min(self.min_ns, other.min_ns)
+        self.max_ns = max(self.max_ns, other.max_ns)
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q``-quantile (0..1) in nanoseconds; None when the sketch is empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Quantiles ``qs`` (ascending, 0..1) in nanoseconds, in one pass over the sorted buckets.
+
+        Each is within RELATIVE_ACCURACY of the order statistic of rank ``floor(q * (count - 1))``
+        (numpy's ``method="lower"``); None for every q when the sketch is empty."""
+        if self.count == 0:
+            return [None] * len(qs)
+        ranks = [math.floor(q * (self.count - 1)) for q in qs]
+        results: list[float | None] = []
+        seen = self.zeros
+        next_rank = 0
+        while next_rank < len(ranks) and ranks[next_rank] < seen:
+            results.append(0.0)
+            next_rank += 1
+        for index in sorted(self.buckets):
+            if next_rank == len(ranks):
+                break
+            seen += self.buckets[index]
+            # The extremes are known exactly; never report a value outside them.
+            value = min(max(bucket_value(index), self.min_ns), self.max_ns)
+            while next_rank < len(ranks) and ranks[next_rank] < seen:
+                results.append(value)
+                next_rank += 1
+        results.extend([float(self.max_ns)] * (len(ranks) - len(results)))
+        return results
+
+    def mean_ns(self) -> float | None:
+        return self.total_ns / self.count if self.count else None
+
+    def cumulative_counts(self, bounds_ns: list[float]) -> list[int]:
+        """How many values lie at or below each bound (ascending), as Prometheus ``le`` buckets.
+
+        A bucket is counted under a bound when its representative value is, so a count can be off
+        only by the values within RELATIVE_ACCURACY of that bound."""
+        per_bound = [0] * len(bounds_ns)
+        for index, count in self.buckets.items():
+            position = bisect_left(bounds_ns, bucket_value(index))
+            if position < len(bounds_ns):
+                per_bound[position] += count
+        cumulative = []
+        running = self.zeros
+        for count in per_bound:
+            running += count
+            cumulative.append(running)
+        return cumulative
