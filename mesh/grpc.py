@@ -1,0 +1,531 @@
+"""gRPC calls through the proxy: each HTTP/2 stream from a caller becomes one call relayed to one upstream.
+
+A call reads top to bottom in ``GrpcCall.run``: find the destination, get admitted (or shed at once with
+UNAVAILABLE), pick an endpoint, open a stream on a pooled multiplexed connection, forward. After the
+response has started, frames flow by callbacks with no task involved: HEADERS, DATA and trailers pass
+through unchanged (metadata, grpc-status, percent-encoded grpc-message, grpc-timeout), RST_STREAM is
+passed on both ways so cancellation reaches the server and a server's reset reaches the caller.
+
+The proxy never parses messages, so it cannot tell unary from streaming calls. What it can tell is the
+shape on the wire, and that is what retries follow: a call may be sent again only if the upstream
+answered trailers-only with a retryable status (or never got the stream at all), the caller had ended
+its request, and the proxy kept every request byte (at most ``MAX_REPLAY_BODY``). The per-destination
+timeout bounds each attempt until the upstream starts answering; after that the caller's own deadline
+(grpc-timeout, enforced by client and server) governs, so long-lived streams are not cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from mesh.http2 import CANCEL, CONNECTION_LOST, NO_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
+from mesh.pool import ConnectError
+from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
+from mesh.shed import Shed
+from mesh.trace_context import W3C, TraceContext, extract, inject, new_span_id, new_trace_id
+from spans import conventions as attr
+from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
+
+# Status codes (grpc/doc/statuscodes.md).
+OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
+INTERNAL, UNAVAILABLE = 13, 14
+
+MAX_ATTEMPTS = 3
+
+# Proxy error kinds (the ``tracemesh-proxy-error`` header and the span's tracemesh.proxy_error).
+UNKNOWN_DESTINATION = "unknown_destination"
+NO_ENDPOINTS = "no_endpoints"
+TIMEOUT = "timeout"
+UPSTREAM_RESET = "upstream_reset"
+CONNECTION_LOST_ERROR = "connection_lost"
+
+logger = logging.getLogger(__name__)
+_PROXY_ERROR_HEADER = attr.PROXY_ERROR_HEADER.encode()
+_monotonic_ns = time.monotonic_ns
+_time_ns = time.time_ns
+
+
+def split_path(path: bytes) -> tuple[str, str]:
+    """``/package.Service/Method`` -> (``package.Service``, ``Method``); ('', path) when it is not that shape."""
+    text = path.decode("latin-1")
+    service, slash, method = text[1:].partition("/")
+    if not text.startswith("/") or not slash or not service or not method or "/" in method:
+        return "", text
+    return service, method
+
+
+def encode_message(message: str) -> bytes:
+    """grpc-message value: UTF-8, percent-encoding '%' and every byte outside printable ASCII."""
+    out = bytearray()
+    for byte in message.encode("utf-8"):
+        if 0x20 <= byte <= 0x7E and byte != 0x25:
+            out.append(byte)
+        else:
+            out += b"%%%02X" % byte
+    return bytes(out)
+
+
+def decode_message(value: bytes) -> str:
+    """The text a grpc-message header carries (malformed escapes are kept literally, as gRPC does)."""
+    if b"%" not in value:
+        return value.decode("utf-8", "replace")
+    out = bytearray()
+    index = 0
+    while index < len(value):
+        byte = value[index]
+        if byte == 0x25 and index + 2 < len(value) + 0 and _is_hex(value[index + 1:index + 3]):
+            out.append(int(value[index + 1:index + 3], 16))
+            index += 3
+        else:
+            out.append(byte)
+            index += 1
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(pair: bytes) -> bool:
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
+def trailers_only(status: int, message: str, proxy_error: str) -> list[tuple[bytes, bytes]]:
+    """A complete gRPC response in one HEADERS frame: the proxy's own answer when it fails a call."""
+    headers = [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", str(status).encode()),
+        (b"grpc-message", encode_message(message)),
+    ]
+    if proxy_error:
+        headers.append((_PROXY_ERROR_HEADER, proxy_error.encode()))
+    return headers
+
+
+def status_of(headers) -> tuple[int | None, bytes]:
+    """grpc-status and grpc-message from a trailers (or trailers-only) block."""
+    status = None
+    message = b""
+    for name, value in headers:
+        if name == b"grpc-status":
+            try:
+                status = int(value)
+            except ValueError:
+                status = UNKNOWN
+        elif name == b"grpc-message":
+            message = value
+    return status, message
+
+
+class GrpcRelay:
+    """One listener's gRPC side (see the seam in /work/mesh-contract.md)."""
+
+    def __init__(self, stack) -> None:
+        self.stack = stack
+        self.retries = bool(stack.retry_on_status)
+        self.pool = H2Pool()
+        self.connections: set[H2ServerConnection] = set()
+
+    def connection(self) -> H2ServerConnection:
+        conn = H2ServerConnection(self._start_call, self.connections.discard)
+        self.connections.add(conn)
+        return conn
+
+    def _start_call(self, stream: Stream, headers, end_stream: bool) -> None:
+        GrpcCall(self, stream, headers, end_stream)
+
+    def shutdown(self) -> None:
+        for conn in list(self.connections):
+            conn.shutdown()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _Attempt:
+    """One try of a call on one upstream stream; its events go back to the call while it is current."""
+
+    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "outcome", "timer", "answered")
+
+    def __init__(self, call: "GrpcCall", endpoint, loop) -> None:
+        self.call = call
+        self.endpoint = endpoint
+        self.stream: Stream | None = None
+        self.ewma_t0 = endpoint.ewma.start()
+        self.outcome = loop.create_future()  # resolved when the response starts or the attempt fails
+        self.timer = None
+        self.answered = False
+
+    def on_headers(self, headers, end_stream: bool) -> None:
+        call = self.call
+        if call.attempt is not self:
+            return
+        if not self.answered:
+            self.answered = True
+            self._settle()
+            call.first_byte_ns = _monotonic_ns()
+            if end_stream:
+                status, _message = status_of(headers)
+                if call.may_retry_status(status):
+                    self.outcome.set_result(("status", status, headers))
+                    return
+            self.outcome.set_result(None)
+        call.response_headers(headers, end_stream)
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        call = self.call
+        if call.attempt is self and not call.done:
+            down = call.down
+            down.conn.send_data(down, data, end_stream, source=self.stream)
+            if end_stream:  # DATA with END_STREAM and no trailers: not valid gRPC; report as unknown
+                call.finish(UNKNOWN, "response ended without grpc-status")
+        else:
+            self.stream.consumed(len(data))
+
+    def on_reset(self, error_code: int) -> None:
+        call = self.call
+        if call.attempt is not self:
+            return
+        if not self.answered:
+            self.answered = True
+            self._settle()
+            self.endpoint.breaker.failure(time.monotonic())
+            self.outcome.set_result(("reset", error_code, None))
+            return
+        call.upstream_reset(error_code)
+
+    def timed_out(self) -> None:
+        self.timer = None
+        if self.answered:
+            return
+        self.answered = True
+        self._settle()
+        self.endpoint.breaker.failure(time.monotonic())
+        stream = self.stream
+        if stream is not None:
+            stream.conn.reset(stream, CANCEL)
+        self.outcome.set_result(("timeout", None, None))
+
+    def _settle(self) -> None:
+        self.endpoint.ewma.finish(self.ewma_t0)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def abandon(self) -> None:
+        """The call went away (cancelled) while this attempt was still waiting for an answer."""
+        if not self.answered:
+            self.answered = True
+            self._settle()
+
+
+class GrpcCall:
+    """One call: the caller's stream ``down`` and the current upstream attempt. Listens on ``down``."""
+
+    def __init__(self, relay: GrpcRelay, down: Stream, headers, end_stream: bool) -> None:
+        self.relay = relay
+        self.stack = relay.stack
+        self.down = down
+        down.listener = self
+        self.start_ns = _time_ns()
+        self.started = _monotonic_ns()
+        self.path = self.authority = b""
+        for name, value in headers:
+            if name == b":path":
+                self.path = value
+            elif name == b":authority":
+                self.authority = value
+            elif name[:1] != b":":
+                break
+        ctx = extract(headers)
+        if ctx is None:
+            ctx = TraceContext(new_trace_id(), "", True, "", W3C)
+        self.ctx = ctx
+        self.span_id = new_span_id()
+        self.upstream_headers = inject(headers, ctx, self.span_id)
+        self.request_ended = end_stream
+        self.backlog: list = []  # request frames that arrived before an upstream stream existed
+        self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
+        self.replay_size = 0
+        self.attempt: _Attempt | None = None
+        self.destination = None
+        self.admitted = False
+        self.headers_sent = False
+        self.done = False
+        self.status = OK
+        self.message = ""
+        self.proxy_error = ""
+        self.queue_ns = 0
+        self.connect_ns = 0
+        self.reused = True
+        self.sent_ns = self.first_byte_ns = 0
+        self.retries = 0
+        self.retry_delay_ns = 0
+        self.endpoint = None
+        self.endpoint_load = 0.0
+        self.task = asyncio.ensure_future(self.run())
+
+    # ---- the call, top to bottom ----------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost one call, never the connection
+            logger.exception("gRPC call %s failed inside the proxy", self.path)
+            self.fail(INTERNAL, f"proxy error: {exc}", "internal")
+
+    async def _run(self) -> None:
+        stack = self.stack
+        destination = stack.resolve_authority(self.authority)
+        if destination is None:
+            self.fail(UNAVAILABLE, f"no destination for {self.authority.decode('latin-1')!r}", UNKNOWN_DESTINATION)
+            return
+        self.destination = destination
+        try:
+            queued_s = await destination.admission.acquire()
+        except Shed as shed:
+            if stack.metrics is not None:
+                stack.metrics.observe_shed(stack.direction, destination.name, shed.reason)
+            self.fail(UNAVAILABLE, f"load shed by proxy ({shed.reason})", shed.reason)
+            return
+        self.admitted = True
+        self.queue_ns = int(queued_s * 1e9)
+        if self.relay.retries:
+            destination.retry_budget.deposit()
+        policy = destination.policy
+        tried = []
+        while True:
+            endpoint = destination.balancer.pick(exclude=tried)
+            if endpoint is None:
+                self.fail(UNAVAILABLE, f"no available endpoint for {destination.name}", NO_ENDPOINTS)
+                return
+            self.endpoint = endpoint
+            self.endpoint_load = endpoint.ewma.load()
+            try:
+                conn, connect_ns = await self.relay.pool.connect(endpoint.address, policy.connect_timeout_s)
+            except ConnectError as exc:
+                endpoint.breaker.failure(time.monotonic())
+                outcome = ("connect", exc.kind, str(exc))
+            else:
+                self.connect_ns += connect_ns
+                self.reused = self.reused and connect_ns == 0
+                outcome = await self._attempt(conn, endpoint, policy.timeout_s)
+            if outcome is None or self.done:
+                return  # the response has started (or the caller went away): callbacks take it from here
+            if not self._may_retry(outcome):
+                self._give_up(outcome)
+                return
+            self.retries += 1
+            delay = backoff(self.retries)
+            self.retry_delay_ns += int(delay * 1e9)
+            tried.append(endpoint)
+            await asyncio.sleep(delay)
+            if len(tried) >= len(destination.balancer.endpoints):
+                tried.clear()  # every endpoint was tried once: any may take the retry
+
+    def _attempt(self, conn, endpoint, timeout_s: float) -> asyncio.Future:
+        loop = conn.loop
+        attempt = _Attempt(self, endpoint, loop)
+        self.attempt = attempt
+        stream = conn.open_stream(attempt)
+        attempt.stream = stream
+        attempt.timer = loop.call_later(timeout_s, attempt.timed_out)
+        self.sent_ns = _monotonic_ns()
+        if self.retries == 0:
+            backlog, self.backlog = self.backlog, []
+            conn.send_headers(stream, self.upstream_headers, self.request_ended and not backlog)
+            down = self.down
+            for is_data, payload, end_stream in backlog:
+                if is_data:
+                    conn.send_data(stream, payload, end_stream, source=down)
+                else:
+                    conn.send_headers(stream, payload, end_stream)
+        else:  # a replay: the caller ended its request and every byte of it is in self.replay
+            body = b"".join(self.replay)
+            conn.send_headers(stream, self.upstream_headers, not body)
+            if body:
+                conn.send_data(stream, body, True)
+        return attempt.outcome
+
+    def may_retry_status(self, status: int | None) -> bool:
+        return (self.relay.retries and status is not None and grpc_retryable(status)
+                and self.request_ended and self.replay is not None and self.retries + 1 < MAX_ATTEMPTS)
+
+    def _may_retry(self, outcome) -> bool:
+        kind, detail, _extra = outcome
+        if self.retries + 1 >= MAX_ATTEMPTS or not self.relay.retries:
+            return False
+        if kind == "connect":
+            safe = True  # nothing was sent: the backlog still holds the whole request
+        elif kind == "reset":
+            safe = detail in (REFUSED_STREAM, CONNECTION_LOST) and self.request_ended and self.replay is not None
+        else:
+            safe = kind == "status"
+        return safe and self.destination.retry_budget.withdraw()
+
+    def _give_up(self, outcome) -> None:
+        kind, detail, extra = outcome
+        if kind == "status":  # the held trailers-only answer goes to the caller as it was
+            self.response_headers(extra, True)
+        elif kind == "timeout":
+            self.fail(DEADLINE_EXCEEDED, f"upstream did not answer within {self.destination.policy.timeout_s:g}s", TIMEOUT)
+        elif kind == "connect":
+            self.fail(UNAVAILABLE, extra, detail)
+        elif detail in (REFUSED_STREAM, CONNECTION_LOST):
+            self.fail(UNAVAILABLE, "upstream closed the stream before answering",
+                      CONNECTION_LOST_ERROR if detail == CONNECTION_LOST else UPSTREAM_RESET)
+        else:  # the server reset the stream (e.g. CANCEL): the caller sees the same reset
+            self._reset_caller(detail)
+
+    # ---- caller -> upstream (listener of ``down``) ------------------------------------------
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        if self.replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size <= MAX_REPLAY_BODY:
+                self.replay.append(data)
+            else:
+                self.replay = None
+        if end_stream:
+            self.request_ended = True
+        attempt = self.attempt
+        if attempt is not None and attempt.stream.conn.streams.get(attempt.stream.id) is attempt.stream:
+            attempt.stream.conn.send_data(attempt.stream, data, end_stream, source=self.down)
+        elif attempt is None:
+            self.backlog.append((True, data, end_stream))
+        else:
+            self.down.consumed(len(data))
+
+    def on_headers(self, headers, end_stream: bool) -> None:
+        """Request trailers (gRPC clients send none, but HTTP/2 allows them): passed on, never replayed."""
+        self.replay = None
+        self.request_ended = self.request_ended or end_stream
+        attempt = self.attempt
+        if attempt is None:
+            self.backlog.append((False, headers, end_stream))
+        elif attempt.stream.conn.streams.get(attempt.stream.id) is attempt.stream:
+            attempt.stream.conn.send_headers(attempt.stream, headers, end_stream)
+
+    def on_reset(self, error_code: int) -> None:
+        """The caller cancelled (or its connection went): the upstream hears CANCEL at once."""
+        if self.done:
+            return
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.abandon()
+            stream = attempt.stream
+            stream.conn.reset(stream, CANCEL if error_code == CONNECTION_LOST else error_code)
+        if not self.task.done():
+            self.task.cancel()
+        self.finish(CANCELLED, "cancelled by caller")
+
+    # ---- upstream -> caller ------------------------------------------------------------------
+
+    def response_headers(self, headers, end_stream: bool) -> None:
+        down = self.down
+        if self.done:
+            return
+        down.conn.send_headers(down, headers, end_stream)
+        self.headers_sent = True
+        if end_stream:
+            status, message = status_of(headers)
+            self.finish(UNKNOWN if status is None else status, decode_message(message))
+
+    def upstream_reset(self, error_code: int) -> None:
+        """The upstream stream ended abnormally after the response had started."""
+        if error_code == CONNECTION_LOST:
+            self.fail(UNAVAILABLE, "upstream connection lost", CONNECTION_LOST_ERROR)
+        else:
+            self._reset_caller(error_code)
+
+    def fail(self, status: int, message: str, proxy_error: str) -> None:
+        """The proxy ends the call itself: trailers-only (or trailers, after headers) naming its error."""
+        if self.done:
+            return
+        self.proxy_error = proxy_error
+        down = self.down
+        if down.conn.streams.get(down.id) is down and not down.local_closed:
+            headers = trailers_only(status, message, proxy_error)
+            down.conn.send_headers(down, headers[2:] if self.headers_sent else headers, True)
+        self.finish(status, message)
+
+    def _reset_caller(self, error_code: int) -> None:
+        down = self.down
+        down.conn.reset(down, error_code)
+        self.finish(CANCELLED if error_code == CANCEL else INTERNAL, f"upstream reset the stream (HTTP/2 error {error_code})")
+
+    # ---- the end: clean up both streams, free the slot, record the span ---------------------
+
+    def finish(self, status: int, message: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.status = status
+        self.message = message
+        down = self.down
+        if down.conn.streams.get(down.id) is down and down.local_closed:
+            down.conn.reset(down, NO_ERROR)  # we answered before the caller finished sending: stop it
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.abandon()
+            up = attempt.stream
+            if up.conn.streams.get(up.id) is up:
+                up.conn.reset(up, CANCEL)
+            if status == OK:
+                attempt.endpoint.breaker.success()
+            elif not self.proxy_error and grpc_retryable(status):
+                attempt.endpoint.breaker.failure(time.monotonic())
+        self.backlog = self.replay = None
+        destination = self.destination
+        if self.admitted:
+            destination.admission.release()
+        ended = _monotonic_ns()
+        stack = self.stack
+        if stack.metrics is not None:
+            stack.metrics.observe_request(
+                stack.direction, destination.name if destination is not None else "", self.endpoint.address if self.endpoint else "",
+                0, self.proxy_error, (ended - self.started) / 1e9, self.retries, status,
+            )
+        if self.ctx.sampled:
+            stack.recorder.record(self._span(ended))
+
+    def _span(self, ended: int) -> tuple:
+        service, method = split_path(self.path)
+        stack = self.stack
+        attributes = [
+            (attr.RPC_SYSTEM, "grpc"),
+            (attr.RPC_SERVICE, service),
+            (attr.RPC_METHOD, method),
+            (attr.RPC_GRPC_STATUS, self.status),
+            (attr.DIRECTION, stack.direction),
+            (attr.QUEUE_NS, self.queue_ns),
+            (attr.RETRIES, self.retries),
+        ]
+        if stack.span_kind == KIND_CLIENT and self.destination is not None:
+            attributes.append((attr.PEER_SERVICE, self.destination.name))
+        if self.endpoint is not None:
+            attributes += [
+                (attr.ENDPOINT, self.endpoint.address),
+                (attr.ENDPOINT_LOAD, self.endpoint_load),
+                (attr.CONNECT_NS, self.connect_ns),
+                (attr.CONNECTION_REUSED, self.reused),
+                (attr.RETRY_DELAY_NS, self.retry_delay_ns),
+            ]
+        if self.first_byte_ns:
+            attributes += [
+                (attr.FIRST_BYTE_NS, self.first_byte_ns - self.sent_ns),
+                (attr.BODY_NS, ended - self.first_byte_ns),
+            ]
+        if self.proxy_error:
+            attributes.append((attr.PROXY_ERROR, self.proxy_error))
+            attributes.append((attr.ERROR_TYPE, self.proxy_error))
+        failed = self.status != OK
+        return (
+            self.ctx.trace_id, self.span_id, self.ctx.parent_id,
+            f"{service}/{method}" if service else method,
+            stack.span_kind, self.start_ns, ended - self.started,
+            STATUS_ERROR if failed else STATUS_UNSET, self.message if failed else "",
+            tuple(attributes),
+        )
+
