@@ -1,0 +1,236 @@
+"""Getting the proxy's spans to the collector without ever slowing a request down.
+
+The data path only appends a span tuple to a bounded buffer (``SpanRecorder.record``, well under a
+microsecond, never blocks, never raises). A separate thread (``OtlpExporter``) takes batches off the
+buffer, encodes them as OTLP and sends ``TraceService/Export`` over gRPC. When the collector is slow,
+down or pushing back, the exporter retries a little, then drops the batch and pauses; meanwhile the
+buffer fills and further spans are dropped at ``record()``. Every lost span is counted (``dropped``
+at the buffer, ``failed`` at the exporter) so ``/metrics`` shows what tracing missed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from spans import conventions
+from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord
+
+log = logging.getLogger(__name__)
+
+SCOPE_NAME = "tracemesh-proxy"
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# Statuses that mean "try again later" (OTLP spec: retryable); anything else drops the batch at once.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_POLL_S = 0.05  # how often the exporter looks for a full batch
+_CHANNEL_OPTIONS = (
+    # Reconnect soon after a restarted collector comes back (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+)
+
+
+def proxy_resource(service: str, instance_id: str | None = None) -> dict[str, AttributeValue]:
+    """The OTLP resource of a proxy's spans: the service it fronts, which instance, and a marker
+    telling the collector these spans come from a Tracemesh proxy, not from the application."""
+    return {
+        conventions.SERVICE_NAME: service,
+        conventions.SERVICE_INSTANCE_ID: instance_id or f"{socket.gethostname()}:{os.getpid()}",
+        conventions.PROXY_RESOURCE: True,
+        "telemetry.sdk.name": "tracemesh",
+        "telemetry.sdk.language": "python",
+    }
+
+
+class SpanRecorder:
+    """Bounded buffer between the data path (one thread, the event loop) and the exporter thread.
+
+    ``deque.append`` / ``popleft`` are atomic, so neither side takes a lock.
+    """
+
+    def __init__(self, capacity: int = 8192):
+        if capacity < 1:
+            raise ValueError(f"span buffer capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.dropped = 0  # spans refused because the buffer was full
+        self._spans: collections.deque = collections.deque()
+
+    def record(self, span: SpanRecord) -> None:
+        spans = self._spans
+        if len(spans) < self.capacity:
+            spans.append(span)
+        else:
+            self.dropped += 1
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def take(self, limit: int) -> list[SpanRecord]:
+        """Removes and returns up to ``limit`` of the oldest spans."""
+        popleft = self._spans.popleft
+        batch = []
+        try:
+            for _ in range(min(limit, len(self._spans))):
+                batch.append(popleft())
+        except IndexError:  # only if another thread took spans too
+            pass
+        return batch
+
+
+class OtlpExporter:
+    """Sends the recorder's spans to a collector's OTLP/gRPC endpoint from its own thread.
+
+    A batch goes out when ``batch_size`` spans are waiting or ``interval_s`` after the last send.
+    A send that fails with a retryable status is retried ``max_attempts - 1`` times with doubling
+    backoff; then its spans count as ``failed`` and exporting pauses (doubling up to ``max_pause_s``)
+    so a dead collector costs neither CPU nor memory. ``exported``, ``failed`` and ``batches_failed``
+    only ever grow.
+    """
+
+    def __init__(
+        self,
+        recorder: SpanRecorder,
+        collector_addr: str,
+        resource_attrs: Mapping[str, AttributeValue],
+        batch_size: int = 512,
+        interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.1,
+        max_pause_s: float = 5.0,
+        scope_name: str = SCOPE_NAME,
+    ):
+        if batch_size < 1 or max_attempts < 1:
+            raise ValueError("batch_size and max_attempts must be at least 1")
+        self.recorder = recorder
+        self.collector_addr = collector_addr.removeprefix("http://")
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.max_pause_s = max_pause_s
+        self.exported = 0
+        self.failed = 0  # spans in batches the collector never accepted (down, refused, unencodable)
+        self.batches_failed = 0
+        self._encoder = SpanBatchEncoder(resource_attrs, scope_name)
+        self._stopping = threading.Event()
+        self._flush_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._channel: grpc.Channel | None = None
+        self._export = None
+        self._collector_healthy = True  # for logging state changes only, not every failure
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("exporter already started")
+        self._channel = grpc.insecure_channel(self.collector_addr, options=_CHANNEL_OPTIONS)
+        # Bytes in (already encoded), parsed response out.
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+        self._thread = threading.Thread(target=self._run, name="tracemesh-otlp-exporter", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout: float = 5.0) -> None:
+        """Sends what is buffered (for at most ``flush_timeout`` seconds), then closes the channel."""
+        if self._thread is None:
+            return
+        self._flush_deadline = time.monotonic() + flush_timeout
+        self._stopping.set()
+        self._thread.join(flush_timeout + self.timeout_s + 1.0)
+        self._channel.close()
+
+    def _run(self) -> None:
+        pause = 0.0  # > 0 while the collector is failing: how long to leave it alone
+        next_send = time.monotonic() + self.interval_s
+        while not self._stopping.wait(pause or _POLL_S):
+            due = pause > 0 or time.monotonic() >= next_send
+            if len(self.recorder) < self.batch_size and not due:
+                continue
+            if self._send_waiting(partial=due):
+                pause = 0.0
+            else:
+                pause = min(self.max_pause_s, max(self.interval_s, pause * 2))
+            next_send = time.monotonic() + self.interval_s
+        self._flush()
+
+    def _send_waiting(self, partial: bool) -> bool:
+        """Sends full batches (and a last partial one if ``partial``); False once one fails."""
+        while len(self.recorder) >= self.batch_size or (partial and len(self.recorder)):
+            if self._stopping.is_set():
+                return True  # _flush takes over
+            if not self._send(self.recorder.take(self.batch_size), self.timeout_s):
+                return False
+        return True
+
+    def _flush(self) -> None:
+        while len(self.recorder):
+            remaining = self._flush_deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("span export: stopped with %d spans unsent", len(self.recorder))
+                return
+            if not self._send(self.recorder.take(self.batch_size), min(self.timeout_s, remaining)):
+                return
+
+    def _send(self, batch: list[SpanRecord], timeout_s: float) -> bool:
+        try:
+            payload = self._encoder.encode(batch)
+        except Exception:  # a malformed record must not stop the exporter
+            log.exception("span export: could not encode a batch of %d spans; dropping it", len(batch))
+            self._count_failure(len(batch))
+            return True
+        attempt = 1
+        while True:
+            try:
+                response = self._export(payload, timeout=timeout_s)
+            except grpc.RpcError as error:
+                code = error.code()
+                if code in RETRYABLE_CODES and attempt < self.max_attempts:
+                    time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
+                    attempt += 1
+                    continue
+                self._count_failure(len(batch))
+                if self._collector_healthy:
+                    log.warning(
+                        "span export to %s failed (%s: %s); dropping spans until it recovers",
+                        self.collector_addr,
+                        code.name,
+                        error.details(),
+                    )
+                    self._collector_healthy = False
+                return False
+            self._count_success(len(batch), response)
+            return True
+
+    def _count_success(self, count: int, response: ExportTraceServiceResponse) -> None:
+        rejected = response.partial_success.rejected_spans
+        if rejected:
+            log.warning("collector rejected %d spans: %s", rejected, response.partial_success.error_message)
+        self.exported += count - rejected
+        self.failed += rejected
+        if not self._collector_healthy:
+            log.info("span export to %s recovered", self.collector_addr)
+            self._collector_healthy = True
+
+    def _count_failure(self, count: int) -> None:
+        self.failed += count
+        self.batches_failed += 1
