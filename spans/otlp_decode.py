@@ -231,20 +231,18 @@ def _good_spans(spans: list, path: str, known_problems: dict[str, str], rejected
 
 def _event_json(event, fragment_of, tag_of, tags: list[str]) -> str:
     raw = list(event.attributes)
+    attributes = ",".join(map(fragment_of, raw))  # fills the tag cache, so tags after
     tags.extend(map(tag_of, raw))
-    return (
-        f'{{"time_ns":{event.time_unix_nano},"name":{orjson.dumps(event.name).decode()},'
-        f'"attributes":{{{",".join(map(fragment_of, raw))}}}}}'
-    )
+    return f'{{"time_ns":{event.time_unix_nano},"name":{orjson.dumps(event.name).decode()},"attributes":{{{attributes}}}}}'
 
 
 def _link_json(link, fragment_of, tag_of, tags: list[str]) -> str:
     raw = list(link.attributes)
+    attributes = ",".join(map(fragment_of, raw))
     tags.extend(map(tag_of, raw))
     return (
         f'{{"trace_id":"{link.trace_id.hex()}","span_id":"{link.span_id.hex()}",'
-        f'"trace_state":{orjson.dumps(link.trace_state).decode()},'
-        f'"attributes":{{{",".join(map(fragment_of, raw))}}}}}'
+        f'"trace_state":{orjson.dumps(link.trace_state).decode()},"attributes":{{{attributes}}}}}'
     )
 
 
@@ -374,7 +372,9 @@ def _parse_json(document: dict, message_class, where: str):
 
 
 def _list_field(holder: dict, names: tuple[str, str], where: str) -> list:
-    items = next((holder[n] for n in names if n in holder), None) or []
+    items = next((holder[n] for n in names if n in holder), None)
+    if items is None:
+        return []
     if not isinstance(items, list):
         raise PayloadError(f"{where}.{names[0]} must be a JSON array")
     return items
