@@ -60,6 +60,9 @@ class Destination:
         return f"Destination({self.name!r}, {len(self.balancer.endpoints)} endpoints)"
 
 
+_MAX_NAMES = 4096
+
+
 class Destinations:
     def __init__(
         self,
@@ -90,7 +93,8 @@ class Destinations:
             policy = self.overrides.get(service, self.default_policy)
             destination = Destination(service, policy, self.discovery.resolve(service))
             self._by_name[service] = destination
-        self._by_name[name] = destination
+        if len(self._by_name) < _MAX_NAMES:  # callers choose the spellings: bound what is remembered
+            self._by_name[name] = destination
         return destination
 
     def __iter__(self):

@@ -94,3 +94,12 @@ def test_timeout_flags_set_the_default_and_per_service_timeouts():
         parse_timeouts(["payments=soon"])
     with pytest.raises(ValueError, match="SERVICE=DURATION"):
         parse_timeouts(["=2s"])
+
+
+def test_remembered_host_spellings_are_bounded(tmp_path):
+    async def scenario(path, discovery, destinations):
+        payments = destinations.get("payments")
+        assert all(destinations.get(f"payments:{port}") is payments for port in range(1, 6000))
+        assert len(destinations._by_name) <= 4096
+
+    with_destinations(tmp_path, 'payments = ["127.0.0.1:4101"]\n', scenario)

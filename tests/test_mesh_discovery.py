@@ -87,7 +87,7 @@ def test_changed_file_is_reloaded_and_a_broken_one_keeps_the_last_good_state(tmp
     changes = []
 
     async def scenario():
-        endpoints = EndpointsFile(path, poll_s=0.05)
+        endpoints = EndpointsFile(path, poll_s=0.05, resolve_every_s=0.05)  # re-resolving must not notify
         endpoints.subscribe(lambda service, addresses: changes.append((service, addresses)))
         await endpoints.load()
         watcher = asyncio.create_task(endpoints.run())
