@@ -32,8 +32,6 @@ from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
 INTERNAL, UNAVAILABLE = 13, 14
 
-MAX_ATTEMPTS = 3
-
 # Proxy error kinds (the ``tracemesh-proxy-error`` header and the span's tracemesh.proxy_error).
 UNKNOWN_DESTINATION = "unknown_destination"
 NO_ENDPOINTS = "no_endpoints"
@@ -144,7 +142,7 @@ class GrpcRelay:
 class _Attempt:
     """One try of a call on one upstream stream; its events go back to the call while it is current."""
 
-    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "outcome", "timer", "answered")
+    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "outcome", "answered")
 
     def __init__(self, call: "GrpcCall", endpoint, loop) -> None:
         self.call = call
@@ -152,7 +150,6 @@ class _Attempt:
         self.stream: Stream | None = None
         self.ewma_t0 = endpoint.ewma.start()
         self.outcome = loop.create_future()  # resolved when the response starts or the attempt fails
-        self.timer = None
         self.answered = False
 
     def on_headers(self, headers, end_stream: bool) -> None:
@@ -168,6 +165,7 @@ class _Attempt:
                 if call.may_retry_status(status):
                     self.outcome.set_result(("status", status, headers))
                     return
+            call.response_started()
             self.outcome.set_result(None)
         call.response_headers(headers, end_stream)
 
@@ -194,9 +192,6 @@ class _Attempt:
         call.upstream_reset(error_code)
 
     def timed_out(self) -> None:
-        self.timer = None
-        if self.answered:
-            return
         self.answered = True
         self._settle()
         self.endpoint.breaker.failure(time.monotonic())
@@ -207,9 +202,6 @@ class _Attempt:
 
     def _settle(self) -> None:
         self.endpoint.ewma.finish(self.ewma_t0)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
     def abandon(self) -> None:
         """The call went away (cancelled) while this attempt was still waiting for an answer."""
@@ -247,6 +239,7 @@ class GrpcCall:
         self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
         self.replay_size = 0
         self.attempt: _Attempt | None = None
+        self.deadline: asyncio.TimerHandle | None = None
         self.destination = None
         self.admitted = False
         self.headers_sent = False
@@ -291,9 +284,9 @@ class GrpcCall:
             return
         self.admitted = True
         self.queue_ns = int(queued_s * 1e9)
-        if self.relay.retries:
-            destination.retry_budget.deposit()
+        destination.retry_budget.deposit()
         policy = destination.policy
+        self.deadline = asyncio.get_running_loop().call_later(policy.timeout_s, self._timed_out)
         tried = []
         while True:
             endpoint = destination.balancer.pick(exclude=tried)
@@ -310,7 +303,7 @@ class GrpcCall:
             else:
                 self.connect_ns += connect_ns
                 self.reused = self.reused and connect_ns == 0
-                outcome = await self._attempt(conn, endpoint, policy.timeout_s)
+                outcome = await self._attempt(conn, endpoint)
             if outcome is None or self.done:
                 return  # the response has started (or the caller went away): callbacks take it from here
             if not self._may_retry(outcome):
@@ -324,13 +317,12 @@ class GrpcCall:
             if len(tried) >= len(destination.balancer.endpoints):
                 tried.clear()  # every endpoint was tried once: any may take the retry
 
-    def _attempt(self, conn, endpoint, timeout_s: float) -> asyncio.Future:
+    def _attempt(self, conn, endpoint) -> asyncio.Future:
         loop = conn.loop
         attempt = _Attempt(self, endpoint, loop)
         self.attempt = attempt
         stream = conn.open_stream(attempt)
         attempt.stream = stream
-        attempt.timer = loop.call_later(timeout_s, attempt.timed_out)
         self.sent_ns = _monotonic_ns()
         if self.retries == 0:
             backlog, self.backlog = self.backlog, []
@@ -348,16 +340,36 @@ class GrpcCall:
                 conn.send_data(stream, body, True)
         return attempt.outcome
 
+    def _timed_out(self) -> None:
+        """The destination's timeout ran out before the upstream started answering."""
+        self.deadline = None
+        if self.done:
+            return
+        attempt = self.attempt
+        if attempt is not None and not attempt.answered:
+            attempt.timed_out()  # _run hears ("timeout", ...) and gives up
+        else:  # connecting or backing off between attempts
+            self.task.cancel()
+            self._give_up(("timeout", None, None))
+
+    def response_started(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
     def may_retry_status(self, status: int | None) -> bool:
-        return (self.relay.retries and status is not None and grpc_retryable(status)
-                and self.request_ended and self.replay is not None and self.retries + 1 < MAX_ATTEMPTS)
+        return (self.relay.retries and status is not None
+                and grpc_retryable(status, self.destination.policy.grpc_retryable)
+                and self.request_ended and self.replay is not None and self.retries < self.destination.policy.max_retries)
 
     def _may_retry(self, outcome) -> bool:
         kind, detail, _extra = outcome
-        if self.retries + 1 >= MAX_ATTEMPTS or not self.relay.retries:
+        if self.retries >= self.destination.policy.max_retries:
             return False
         if kind == "connect":
             safe = True  # nothing was sent: the backlog still holds the whole request
+        elif not self.relay.retries:
+            safe = False  # inbound: the app saw the call; only a connect that failed is tried again
         elif kind == "reset":
             safe = detail in (REFUSED_STREAM, CONNECTION_LOST) and self.request_ended and self.replay is not None
         else:
@@ -461,12 +473,16 @@ class GrpcCall:
         if self.done:
             return
         self.done = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         self.status = status
         self.message = message
         down = self.down
         if down.conn.streams.get(down.id) is down and down.local_closed:
             down.conn.reset(down, NO_ERROR)  # we answered before the caller finished sending: stop it
         attempt = self.attempt
+        destination = self.destination
         if attempt is not None:
             attempt.abandon()
             up = attempt.stream
@@ -474,10 +490,9 @@ class GrpcCall:
                 up.conn.reset(up, CANCEL)
             if status == OK:
                 attempt.endpoint.breaker.success()
-            elif not self.proxy_error and grpc_retryable(status):
+            elif not self.proxy_error and grpc_retryable(status, destination.policy.grpc_retryable):
                 attempt.endpoint.breaker.failure(time.monotonic())
         self.backlog = self.replay = None
-        destination = self.destination
         if self.admitted:
             destination.admission.release()
         ended = _monotonic_ns()
