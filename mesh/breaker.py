@@ -5,6 +5,8 @@ passed exactly one request is let through as a probe: its success restores the e
 it again for twice as long, up to ``max_backoff_s`` (1, 2, 4, ... 60 s by default). This is what stops a
 dead endpoint from eating a share of every retry while it is down, without forgetting it exists.
 
+``threshold=0`` turns accrual off (an inbound proxy must never eject the one local app it fronts).
+
 A probe that never reports back (its caller went away) does not wedge the endpoint: another probe is
 allowed one backoff period later. Failures of requests sent before the current probe (stragglers that
 were already in flight when the endpoint was ejected) do not count against the probe.
@@ -20,8 +22,8 @@ class FailureAccrual:
                  "ejected", "_backoff_s", "_until", "_probe_sent_at")
 
     def __init__(self, threshold: int = 5, min_backoff_s: float = 1.0, max_backoff_s: float = 60.0):
-        if threshold < 1 or min_backoff_s <= 0 or max_backoff_s < min_backoff_s:
-            raise ValueError("need threshold >= 1 and 0 < min_backoff_s <= max_backoff_s")
+        if threshold < 0 or min_backoff_s <= 0 or max_backoff_s < min_backoff_s:
+            raise ValueError("need threshold >= 0 and 0 < min_backoff_s <= max_backoff_s")
         self.threshold = threshold
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -43,7 +45,7 @@ class FailureAccrual:
         """A request to this endpoint failed at ``now``; ``sent_at`` (when known) is when it was sent."""
         if not self.ejected:
             self.consecutive_failures += 1
-            if self.consecutive_failures >= self.threshold:
+            if self.consecutive_failures == self.threshold:
                 self.ejected = True
                 self._eject(now)
             return

@@ -41,7 +41,7 @@ class DestinationPolicy:
     max_retries: int = 3  # per request, on top of the budget
     retry_ratio: float = 0.2
     retry_min_per_s: float = 10.0
-    failure_threshold: int = 5  # consecutive failures that eject an endpoint
+    failure_threshold: int = 5  # consecutive failures that eject an endpoint; 0 = never eject
     grpc_retryable: frozenset[int] = DEFAULT_GRPC_RETRYABLE
 
 

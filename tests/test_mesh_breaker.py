@@ -71,3 +71,10 @@ def test_stragglers_from_before_the_ejection_do_not_extend_it():
     breaker.failure(1.3, sent_at=1.0)  # the probe itself failed
     assert breaker.ejections == 2
     assert not breaker.available(3.2) and breaker.available(3.3)
+
+
+def test_threshold_zero_never_ejects():
+    breaker = FailureAccrual(threshold=0)
+    for n in range(1000):
+        breaker.failure(float(n))
+    assert not breaker.ejected and breaker.available(1000.0) and breaker.ejections == 0
