@@ -1,0 +1,501 @@
+"""HTTP/1.1 on both sides of the proxy: the downstream server connection and the upstream client connection.
+
+A proxy must relay messages without holding them whole and at a few microseconds each (aiohttp costs
+~150 µs per proxied request here), so these are raw asyncio protocols around httptools (llhttp, C):
+the parser finds the message boundaries, these classes do framing, keep-alive, pipelining order,
+interim responses and flow control, and hand each request to an exchange (``mesh.relay``) that
+decides where it goes. Neither protocol knows about tracing or load balancing.
+
+Framing rules the relay relies on:
+- header names are lower-cased once here; hop-by-hop headers (``Connection`` and the ones it names,
+  ``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``)
+  never cross the proxy; bodies are re-framed per hop (Content-Length kept, else chunked);
+- writes made while a protocol is parsing one read are batched into one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from time import perf_counter_ns
+
+import httptools
+
+from spans.conventions import PROXY_ERROR_HEADER
+
+MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+
+# Reasons a downstream connection stops reading; reading resumes when none is left.
+PAUSE_PIPELINE = 1  # a previous request on this connection is still being answered
+PAUSE_UPSTREAM_FULL = 2  # the upstream connection's write buffer is full
+PAUSE_UNSENT_BODY = 4  # the request body is buffered until an upstream connection exists
+
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback when a message head exceeds MAX_HEAD_BYTES."""
+
+
+def error_response(status: int, proxy_error: str, close: bool) -> bytes:
+    """A response the proxy writes on its own, naming why in the ``tracemesh-proxy-error`` header."""
+    body = f"{status} {REASONS[status].decode()}: {proxy_error}\n".encode()
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status]),
+            PROXY_ERROR_HEADER.encode(),
+            b": ",
+            proxy_error.encode(),
+            b"\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
+
+
+def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names listed in ``Connection`` (hop-by-hop for this one connection)."""
+    tokens = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens)
+
+
+def end_to_end(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """The headers that travel to the next hop: without hop-by-hop ones and without ``drop``."""
+    return [header for header in headers if header[0] not in HOP_BY_HOP and header[0] not in drop]
+
+
+def encode_headers(parts: list[bytes], headers) -> None:
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class RequestHead:
+    """What the relay needs to know about one downstream request once its headers are in."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "keep_alive",
+        "content_length",
+        "chunked",
+        "upgrade",
+        "host",
+        "connection_tokens",
+    )
+
+    def __init__(self, method: bytes, target: bytes, version: str, headers: list, keep_alive: bool, upgrade: bool):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers  # [(lower-cased name, value)]
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.content_length = -1  # -1: none given
+        self.chunked = False
+        self.host = b""
+        tokens = frozenset()
+        for name, value in headers:
+            if name == b"content-length":
+                self.content_length = int(value)  # llhttp has validated it
+            elif name == b"transfer-encoding":
+                self.chunked = True  # llhttp rejects any coding but a final "chunked"
+            elif name == b"host":
+                self.host = value
+            elif name == b"connection":
+                tokens = connection_tokens(headers)
+        self.connection_tokens = tokens
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
+
+class Http1Server(asyncio.Protocol):
+    """One downstream connection. Requests are answered in order; each becomes an exchange."""
+
+    def __init__(self, new_exchange, on_close=None):
+        self.new_exchange = new_exchange  # (server, RequestHead) -> exchange
+        self.on_close = on_close
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.receiving = None  # exchange whose request is being parsed
+        self.answering = None  # exchange whose response is being written
+        self.waiting: deque = deque()  # pipelined exchanges behind `answering`
+        self.paused = 0  # PAUSE_* bits
+        self.closed = False
+        self.eof = False
+        self.write_buffer: list | None = None  # batched writes while parsing one read
+        self._url = b""
+        self._headers: list = []
+        self._head_bytes = 0
+
+    # asyncio callbacks ------------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.write_buffer = []
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._after_upgrade_request(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HeadTooLarge):
+                self._reject(431, "header_too_large")
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._reject(400, "malformed_request: " + str(exc).lower())
+        finally:
+            self.flush()
+
+    def eof_received(self):
+        # A half-closed client still gets its answers; the connection closes after them.
+        self.eof = True
+        if self.receiving is not None:
+            self.receiving.request_aborted("closed_mid_request")
+            self.receiving = None
+        return self.answering is not None
+
+    def connection_lost(self, exc):
+        self.closed = True
+        for exchange in (self.receiving, self.answering, *self.waiting):
+            if exchange is not None:
+                exchange.downstream_lost()
+        self.receiving = self.answering = None
+        self.waiting.clear()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def pause_writing(self):
+        if self.answering is not None:
+            self.answering.downstream_full()
+
+    def resume_writing(self):
+        if self.answering is not None:
+            self.answering.downstream_drained()
+
+    # httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self):
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes):
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes):
+        if self.receiving is not None:
+            return  # a trailer field after a chunked body: not forwarded
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge()
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self):
+        parser = self.parser
+        head = RequestHead(
+            parser.get_method(),
+            self._url,
+            parser.get_http_version(),
+            self._headers,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
+        exchange = self.new_exchange(self, head)
+        self.receiving = exchange
+        if self.answering is None:
+            self.answering = exchange
+            exchange.start()
+        else:
+            self.waiting.append(exchange)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes):
+        self.receiving.request_body(body)
+
+    def on_message_complete(self):
+        exchange = self.receiving
+        if exchange is not None:
+            self.receiving = None
+            exchange.request_complete()
+            if self.answering is None:
+                self._answer_next()
+
+    # used by the exchange ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.write_buffer is not None:
+            self.write_buffer.append(data)
+        elif not self.closed:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        buffered = self.write_buffer
+        self.write_buffer = None
+        if buffered and not self.closed:
+            self.transport.write(b"".join(buffered) if len(buffered) > 1 else buffered[0])
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def exchange_finished(self, exchange, keep_alive: bool) -> None:
+        """The response of ``exchange`` is fully written: start the next request's, or close."""
+        if exchange is not self.answering:
+            return
+        self.answering = None
+        if not keep_alive:
+            self.close()
+        elif self.receiving is not exchange:  # else: its body is still arriving, read and dropped
+            self._answer_next()
+
+    def _answer_next(self) -> None:
+        if self.waiting:
+            self.answering = self.waiting.popleft()
+            if not self.waiting:
+                self.resume(PAUSE_PIPELINE)
+            self.answering.start()
+        elif self.eof:
+            self.close()
+
+    def close(self) -> None:
+        self.flush()
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # refusals ---------------------------------------------------------------------------------
+    def _reject(self, status: int, proxy_error: str) -> None:
+        """Bad bytes on the connection: answer if nothing else is being answered, then close."""
+        if self.receiving is not None:
+            self.receiving.request_aborted(proxy_error)
+            self.receiving = None
+        self.waiting.clear()
+        if self.answering is None:
+            self.write(error_response(status, proxy_error, close=True))
+            self.close()
+        else:
+            self.answering.close_after = True
+            self.pause(PAUSE_PIPELINE)
+
+    def _after_upgrade_request(self, rest: bytes) -> None:
+        """llhttp stops at an Upgrade/CONNECT request; the exchange refused the upgrade (see
+        relay.Exchange.start), so parsing goes on as HTTP/1.1 with a fresh parser."""
+        self.parser = httptools.HttpRequestParser(self)
+        if rest and not self.closed:
+            self.parser.feed_data(rest)
+
+
+class Http1Client(asyncio.Protocol):
+    """One upstream connection, owned by an endpoint pool; carries one exchange at a time."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.transport = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.reusable = True
+        self.first_byte_ns = 0
+        self._reason = b""
+        self._headers: list = []
+        self._head_bytes = 0
+        self._in_body = False
+        self._close_delimited = False
+        self._expect_head_only = False
+        self._parser_spent = False
+
+    # asyncio callbacks ------------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes nobody asked for (or a close notice): this connection is not reusable.
+            self.reusable = False
+            self.close()
+            return
+        downstream = exchange.downstream
+        if downstream.write_buffer is None:
+            downstream.write_buffer = []
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail("unrequested_upgrade")
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self._fail("response_header_too_large")
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._fail("malformed_response: " + str(exc).lower())
+        finally:
+            downstream.flush()
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.pool.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            if self._in_body and self._close_delimited:
+                exchange.response_complete()  # the body was delimited by the connection's close
+            else:
+                exchange.upstream_failed("connection_reset" if exchange.response_started else "upstream_closed")
+
+    def pause_writing(self):
+        if self.exchange is not None:
+            self.exchange.downstream.pause(PAUSE_UPSTREAM_FULL)
+
+    def resume_writing(self):
+        if self.exchange is not None:
+            self.exchange.downstream.resume(PAUSE_UPSTREAM_FULL)
+
+    # used by the exchange ---------------------------------------------------------------------
+    def send(self, exchange, data: bytes, head_only_response: bool) -> None:
+        if self._parser_spent:
+            self.parser = httptools.HttpResponseParser(self)
+            self._parser_spent = False
+        self.exchange = exchange
+        self.first_byte_ns = 0
+        self._expect_head_only = head_only_response
+        self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with this connection: back to the pool, or closed."""
+        self.exchange = None
+        if reusable and self.reusable and not self.closed:
+            self.pool.give_back(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.exchange = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+            self.pool.discard(self)
+
+    def pause_reading(self):
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self):
+        if not self.closed:
+            self.transport.resume_reading()
+
+    # httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self):
+        if not self.first_byte_ns and self.exchange is not None:
+            self.first_byte_ns = perf_counter_ns()
+        self._reason = b""
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_status(self, reason: bytes):
+        self._reason += reason
+        self._head_bytes += len(reason)
+
+    def on_header(self, name: bytes, value: bytes):
+        if self._in_body:
+            return  # trailer fields are not forwarded over HTTP/1.1
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge()
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if status < 200:
+            if status != 101:
+                exchange.interim_response(status, self._reason, self._headers)
+            return
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        content_length, chunked = -1, False
+        for name, value in self._headers:
+            if name == b"content-length":
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+        head_only = self._expect_head_only or status == 204 or status == 304
+        exchange.response_head(status, self._reason, self._headers, content_length, chunked)
+        if self.exchange is not exchange:
+            return  # the exchange dropped this connection (a retry, an abort)
+        if self._expect_head_only:
+            # A response to HEAD has no body whatever its Content-Length says; llhttp cannot be
+            # told, so this parser is done and the next request gets a fresh one.
+            self._parser_spent = True
+            exchange.response_complete()
+        else:
+            self._in_body = True
+            self._close_delimited = content_length < 0 and not chunked and not head_only
+
+    def on_body(self, body: bytes):
+        if self._in_body and self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self):
+        if self._in_body:
+            self._in_body = False
+            if self.exchange is not None:
+                self.exchange.response_complete()
+
+    def _fail(self, error: str) -> None:
+        exchange = self.exchange
+        self.reusable = False
+        self.close()
+        if exchange is not None:
+            exchange.upstream_failed(error)

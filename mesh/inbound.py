@@ -1,0 +1,33 @@
+"""The inbound side: requests from other services to the local app, one SERVER span per request.
+
+Every request goes to the one local app address, so there is no balancing and no failure accrual
+(ejecting the only app would turn its errors into the proxy's own 503s), and no retries of answers the
+app gave: only a request that never reached it (refused connect, a pooled connection the app had just
+closed) is sent again. Admission (shed) and the timeout still apply, so an overloaded app is protected
+and answers fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mesh.destination import Destination, DestinationPolicy
+from mesh.pool import Pools
+from mesh.stack import Stack
+from spans.model import KIND_SERVER
+
+NEVER_EJECT = 1 << 62
+
+
+class InboundStack(Stack):
+    direction = "inbound"
+    span_kind = KIND_SERVER
+    retry_on_status = False
+
+    def __init__(self, app_address: str, policy: DestinationPolicy, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
+        super().__init__(service, recorder, metrics, pools, max_body_bytes)
+        policy = dataclasses.replace(policy, failure_threshold=NEVER_EJECT)
+        self.app = Destination(service, policy, (app_address,))
+
+    def resolve_authority(self, authority: bytes) -> Destination:
+        return self.app

@@ -1,0 +1,151 @@
+"""The sidecar proxy process: build every part from the configuration, serve, stop gracefully.
+
+One event loop (uvloop) runs the data path of every listener; span export runs in its own thread so a
+slow or dead collector never touches a request. On SIGTERM the proxy stops being ready, stops
+accepting, lets requests in progress finish (``grace_s``), flushes spans and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import uvloop
+
+from mesh.admin import AdminServer
+from mesh.destination import DestinationPolicy, Destinations
+from mesh.discovery import EndpointsFile
+from mesh.export import OtlpExporter, SpanRecorder, proxy_resource
+from mesh.inbound import InboundStack
+from mesh.listener import Listener
+from mesh.metrics import ProxyMetrics
+from mesh.outbound import OutboundStack, RouteStack
+from mesh.pool import Pools, split_address
+
+log = logging.getLogger("tracemesh.proxy")
+
+
+@dataclass
+class ProxyConfig:
+    service: str
+    inbound: str | None
+    app: str | None
+    outbound: str | None
+    collector: str | None
+    admin: str | None
+    endpoints: str | None = None
+    routes: list[tuple[str, str]] = field(default_factory=list)  # (listen address, service)
+    policy: DestinationPolicy = DestinationPolicy()
+    overrides: dict[str, DestinationPolicy] = field(default_factory=dict)
+    inbound_policy: DestinationPolicy = DestinationPolicy()
+    max_body_bytes: int = 256 * 1024 * 1024
+    span_buffer: int = 65536
+    grace_s: float = 5.0
+
+
+class NoEndpoints:
+    """Discovery when no ``--endpoints`` file is given: no service is known outbound."""
+
+    def has(self, service: str) -> bool:
+        return False
+
+    def resolve(self, service: str) -> tuple[str, ...]:
+        return ()
+
+    def subscribe(self, listener) -> None:
+        pass
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig):
+        self.config = config
+        self.recorder = SpanRecorder(config.span_buffer)
+        self.exporter = (
+            OtlpExporter(self.recorder, config.collector, proxy_resource(config.service)) if config.collector else None
+        )
+        self.metrics = ProxyMetrics()
+        self.metrics.track_span_export(self.recorder, self.exporter)
+        self.discovery = EndpointsFile(config.endpoints) if config.endpoints else NoEndpoints()
+        self.destinations = Destinations(self.discovery, config.policy, config.overrides)
+        self.pools = Pools(config.policy.connect_timeout_s)
+        self.admin = AdminServer(self.metrics.registry)
+        self.listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task] = []
+
+    def build_listeners(self) -> None:
+        c = self.config
+        common = dict(service=c.service, recorder=self.recorder, metrics=self.metrics, pools=self.pools,
+                      max_body_bytes=c.max_body_bytes)  # fmt: skip
+        if c.inbound:
+            self.listeners.append(Listener(c.inbound, InboundStack(c.app, c.inbound_policy, **common)))
+        if c.outbound:
+            self.listeners.append(Listener(c.outbound, OutboundStack(self.destinations, **common)))
+        for address, service in c.routes:
+            self.listeners.append(Listener(address, RouteStack(service, self.destinations, **common)))
+
+    async def start(self) -> None:
+        c = self.config
+        if isinstance(self.discovery, EndpointsFile):
+            await self.discovery.load()
+            self._tasks.append(asyncio.create_task(self.discovery.run()))
+        self._tasks.append(asyncio.create_task(self.pools.sweep_forever()))
+        if self.exporter is not None:
+            self.exporter.start()
+        if c.admin:
+            host, port = split_address(c.admin)
+            await self.admin.start(host, port)
+        self.build_listeners()
+        for listener in self.listeners:
+            await listener.start()
+        log.info(
+            "tracemesh proxy for %s: %s", c.service, ", ".join(f"{type(l.stack).__name__} on {l.address}" for l in self.listeners)
+        )
+        self._tasks.append(asyncio.create_task(self.become_ready()))
+
+    async def become_ready(self) -> None:
+        """Ready once the local app accepts connections (at once when there is no inbound side)."""
+        if self.config.app:
+            host, port = split_address(self.config.app)
+            while True:
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                except (OSError, TimeoutError):
+                    await asyncio.sleep(0.2)
+                    continue
+                writer.close()
+                break
+        self.admin.ready = True
+        log.info("ready")
+
+    async def stop(self) -> None:
+        self.admin.ready = False
+        await asyncio.gather(*(listener.stop(self.config.grace_s) for listener in self.listeners))
+        for task in self._tasks:
+            task.cancel()
+        self.pools.close()
+        if self.exporter is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.exporter.stop, 2.0)
+        await self.admin.stop()
+
+
+async def serve(config: ProxyConfig) -> None:
+    proxy = Proxy(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await proxy.start()
+    await stopping.wait()
+    log.info("stopping: draining for up to %gs", config.grace_s)
+    await proxy.stop()
+
+
+def run(config: ProxyConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(config))
+    return 0
+

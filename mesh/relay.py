@@ -1,0 +1,503 @@
+"""One HTTP/1.1 request through the proxy, from the downstream request head to the last response byte.
+
+The data path of both directions, read top to bottom:
+
+    start: refuse what cannot be proxied -> resolve the destination -> continue/start the trace and
+           rewrite its headers -> admission (shed) -> arm the timeout -> attempt
+    attempt: balancer pick (p2c peak-EWMA, ejected endpoints skipped) -> pooled or new connection
+             -> send head and buffered body
+    response: 502/503/504 or a failed connection -> retry when safe and within budget, after backoff
+              -> otherwise relay head and body downstream, streaming, with back-pressure both ways
+    finish: endpoint health and load, admission release, connection back to the pool, ONE span
+            record (a tuple) and the metrics observation
+
+It is a callback state machine rather than a coroutine: a request costs no task, no future and only
+one timer, which is what keeps the proxy near 15 µs of CPU per request. Only a new connection (and a
+queued admission) goes through a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from time import perf_counter_ns, time_ns
+
+from mesh import trace_context
+from mesh.http1 import (
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    PAUSE_UNSENT_BODY,
+    PAUSE_UPSTREAM_FULL,
+    RequestHead,
+    chunk,
+    connection_tokens,
+    encode_headers,
+    error_response,
+)
+from mesh.pool import ConnectError
+from mesh.retry import CONNECT_FAILED, CONNECTION_LOST, MAX_REPLAY_BODY, backoff, http_retryable
+from mesh.shed import Shed
+from mesh.stack import authority_name
+from spans import conventions as conv
+from spans.model import STATUS_ERROR, STATUS_UNSET
+
+_monotonic = time.monotonic
+_DROP_FORWARD = HOP_BY_HOP | trace_context.TRACE_HEADER_NAMES
+_METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
+_HEAD = b"HEAD"
+_CONNECT = b"CONNECT"
+_HTTP_SCHEME = b"http://"
+
+
+class Exchange:
+    """One request/response pair; created by the downstream connection when the request head is in."""
+
+    __slots__ = (
+        "stack", "downstream", "head", "destination", "ctx", "span_id", "forward_head", "start_ns",
+        "t_start", "queue_ns", "deadline", "endpoint", "endpoint_load", "ewma_t0", "tried", "conn",
+        "connect_ns", "reused", "sent_ns", "retries", "retry_delay_ns", "body", "body_bytes",
+        "replayable", "request_done", "response_started", "status", "rechunk", "keep_alive",
+        "close_after", "response_bytes", "finished", "admitted", "error", "started", "destination_name",
+    )  # fmt: skip
+
+    def __init__(self, stack, downstream, head: RequestHead):
+        self.stack = stack
+        self.downstream = downstream
+        self.head = head
+        self.destination = None
+        self.destination_name = ""
+        self.ctx = None
+        self.span_id = ""
+        self.start_ns = time_ns()
+        self.t_start = perf_counter_ns()
+        self.queue_ns = 0
+        self.deadline = None
+        self.endpoint = None
+        self.endpoint_load = 0.0
+        self.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+        self.tried = ()
+        self.conn = None
+        self.connect_ns = 0
+        self.reused = False
+        self.sent_ns = 0
+        self.retries = 0
+        self.retry_delay_ns = 0
+        self.body = []  # request body chunks received and not sent yet, or kept for a replay
+        self.body_bytes = 0
+        self.replayable = True  # self.body still holds the whole body received so far
+        self.request_done = not head.has_body
+        self.response_started = False
+        self.status = 0
+        self.rechunk = False
+        self.keep_alive = head.keep_alive
+        self.close_after = False
+        self.response_bytes = 0
+        self.finished = False
+        self.admitted = False
+        self.error = ""
+        self.started = False
+
+    # start -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started = True
+        head = self.head
+        ctx = trace_context.extract(head.headers)
+        if ctx is None:
+            ctx = trace_context.TraceContext(trace_context.new_trace_id(), "", True, "", trace_context.W3C)
+        self.ctx = ctx
+        self.span_id = span_id = trace_context.new_span_id()
+        if head.upgrade:
+            # Upgrades (WebSocket, h2c) and CONNECT tunnels are not proxied. A bodiless upgrade request
+            # is served as plain HTTP/1.1 (Upgrade is hop-by-hop, the app never sees it); others are refused.
+            if head.method == _CONNECT or head.has_body:
+                self.respond_locally(501, "upgrade_not_supported", close=True)
+                return
+        if head.content_length > self.stack.max_body_bytes:
+            self.respond_locally(413, "request_too_large", close=True)
+            return
+        target = head.target
+        authority = head.host
+        if target[:7].lower() == _HTTP_SCHEME:  # absolute-form, as sent to an http_proxy
+            slash = target.find(b"/", 7)
+            authority = target[7:slash] if slash > 0 else target[7:]
+            target = target[slash:] if slash > 0 else b"/"
+        destination = self.destination = self.stack.resolve_authority(authority)
+        if destination is None:
+            self.destination_name = authority_name(authority)
+            self.respond_locally(502, "unknown_destination")
+            return
+        self.destination_name = destination.name
+
+        drop = _DROP_FORWARD | head.connection_tokens if head.connection_tokens else _DROP_FORWARD
+        parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+        encode_headers(parts, [h for h in head.headers if h[0] not in drop])
+        encode_headers(parts, trace_context.trace_headers(ctx, span_id))
+        if not head.host:
+            parts += (b"host: ", authority, b"\r\n")
+        parts.append(b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
+        self.forward_head = b"".join(parts)
+
+        destination.retry_budget.deposit()
+        admission = destination.admission
+        if admission.try_acquire():
+            self.admitted = True
+            self.admitted_now()
+        else:
+            asyncio.get_running_loop().create_task(self.wait_for_admission(admission))
+
+    async def wait_for_admission(self, admission) -> None:
+        try:
+            waited = await admission.acquire()
+        except Shed as shed:
+            if not self.finished:
+                self.stack.metrics.observe_shed(self.stack.direction, self.destination_name, shed.reason)
+                self.respond_locally(503, "shed_" + shed.reason)
+            return
+        if self.finished:  # the client went away while queued
+            admission.release()
+            return
+        self.admitted = True
+        self.queue_ns = int(waited * 1e9)
+        self.admitted_now()
+
+    def admitted_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.call_later(self.destination.policy.timeout_s, self.timed_out)
+        self.attempt()
+
+    # attempt -----------------------------------------------------------------------------------
+    def attempt(self) -> None:
+        if self.finished:
+            return
+        now = _monotonic()
+        balancer = self.destination.balancer
+        endpoint = balancer.pick(now, self.tried)
+        if endpoint is None and self.tried:
+            endpoint = balancer.pick(now)  # every endpoint tried: the best one again
+        if endpoint is None:
+            self.respond_locally(503, "no_endpoints")
+            return
+        self.endpoint = endpoint
+        self.endpoint_load = endpoint.ewma.load(now)
+        self.ewma_t0 = endpoint.ewma.start(now)
+        pool = self.stack.pools.get(endpoint.address, self.destination.policy.connect_timeout_s)
+        conn = pool.take_idle()
+        if conn is not None:
+            self.reused = True
+            self.connect_ns = 0
+            self.send(conn)
+        else:
+            self.reused = False
+            self.connect_ns = perf_counter_ns()
+            task = asyncio.get_running_loop().create_task(pool.connect())
+            task.add_done_callback(self.connected)
+
+    def connected(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if self.finished:
+            if error is None:
+                task.result().release(reusable=True)
+            return
+        if error is not None:
+            self.upstream_failed(error.kind if isinstance(error, ConnectError) else "connect_error")
+            return
+        self.connect_ns = perf_counter_ns() - self.connect_ns
+        self.send(task.result())
+
+    def send(self, conn) -> None:
+        self.conn = conn
+        head = self.head
+        parts = [self.forward_head]
+        body = self.body
+        if body:
+            if head.chunked:
+                parts.extend(chunk(data) for data in body)
+            else:
+                parts.extend(body)
+            if not self.replayable:
+                self.body = []
+        if self.request_done and head.chunked:
+            parts.append(LAST_CHUNK)
+        conn.send(self, b"".join(parts), head.method == _HEAD)
+        self.sent_ns = perf_counter_ns()
+        self.downstream.resume(PAUSE_UNSENT_BODY)
+
+    # request body (from downstream) ------------------------------------------------------------
+    def request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.body_bytes += len(data)
+        if self.body_bytes > self.stack.max_body_bytes:
+            self.fail("request_too_large", 413)
+            return
+        if self.replayable:
+            self.body.append(data)
+            if self.body_bytes > MAX_REPLAY_BODY:
+                self.replayable = False
+        elif self.conn is None:
+            self.body.append(data)
+        if self.conn is not None:
+            self.conn.write(chunk(data) if self.head.chunked else data)
+            if not self.replayable:
+                self.body = []
+        elif self.body_bytes > MAX_REPLAY_BODY:
+            self.downstream.pause(PAUSE_UNSENT_BODY)
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.finished:
+            return
+        if self.conn is not None and self.head.chunked:
+            self.conn.write(LAST_CHUNK)
+
+    def request_aborted(self, reason: str) -> None:
+        if not self.finished:
+            self.abort("client_" + reason.split(":")[0])
+
+    # response (from upstream) ------------------------------------------------------------------
+    def interim_response(self, status: int, reason: bytes, headers: list) -> None:
+        if self.head.version == "1.1":
+            parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+            encode_headers(parts, [h for h in headers if h[0] not in HOP_BY_HOP])
+            parts.append(b"\r\n")
+            self.downstream.write(b"".join(parts))
+
+    def response_head(self, status: int, reason: bytes, headers: list, content_length: int, chunked: bool) -> None:
+        if status >= 502 and status <= 504 and self.retry(status, ""):
+            return
+        self.status = status
+        self.response_started = True
+        endpoint = self.endpoint
+        if status >= 500:
+            self.breaker_failure(_monotonic())
+        else:
+            endpoint.breaker.success()
+        head = self.head
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        drop = HOP_BY_HOP
+        for name, _ in headers:
+            if name == b"connection":
+                drop = HOP_BY_HOP | connection_tokens(headers)
+                break
+        encode_headers(parts, [h for h in headers if h[0] not in drop])
+        if head.method == _HEAD or status == 204 or status == 304 or content_length >= 0:
+            pass  # Content-Length (if any) was forwarded as is
+        elif head.version == "1.1":
+            self.rechunk = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self.close_after = True  # HTTP/1.0 client: the body ends when the connection does
+        if self.close_after or not self.keep_alive:
+            self.keep_alive = False
+            parts.append(b"connection: close\r\n\r\n")
+        elif head.version == "1.0":
+            parts.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        self.downstream.write(b"".join(parts))
+
+    def response_body(self, data: bytes) -> None:
+        self.response_bytes += len(data)
+        if self.response_bytes > self.stack.max_body_bytes:
+            self.abort("response_too_large")
+            return
+        self.downstream.write(chunk(data) if self.rechunk else data)
+
+    def response_complete(self) -> None:
+        if self.rechunk:
+            self.downstream.write(LAST_CHUNK)
+        self.finish(reusable=self.request_done)
+
+    # failures ----------------------------------------------------------------------------------
+    def upstream_failed(self, kind: str) -> None:
+        """The connection to the endpoint failed (connect error, reset, bad response)."""
+        if self.finished:
+            return
+        if self.response_started:
+            self.abort(kind)
+            return
+        if self.retry(0, kind):
+            return
+        self.endpoint_failed()
+        self.respond_locally(503 if kind.startswith("connect") else 502, kind)
+
+    def retry(self, status: int, error: str) -> bool:
+        """Try another attempt if it is safe, budgeted and in time; True when one is scheduled."""
+        if error.startswith("connect"):
+            error = CONNECT_FAILED  # nothing was sent: safe for any method
+        elif error == "upstream_closed":
+            error = CONNECTION_LOST  # sent, but no response byte came back
+        if (
+            self.finished
+            or self.retries >= self.destination.policy.max_retries
+            or not self.replayable
+            # inbound retries only what never reached the app (or a stale pooled connection)
+            or not (self.stack.retry_on_status or error == CONNECT_FAILED or (error and self.reused))
+            or not http_retryable(self.head.method, status or None, error or None)
+            or not self.destination.retry_budget.withdraw()
+        ):
+            return False
+        self.endpoint_failed()
+        self.tried = (*self.tried, self.endpoint)
+        self.retries += 1
+        delay = backoff(self.retries)
+        self.retry_delay_ns += int(delay * 1e9)
+        asyncio.get_running_loop().call_later(delay, self.attempt)
+        return True
+
+    def endpoint_failed(self) -> None:
+        """The current attempt failed: the endpoint's health and load learn it; its connection is dropped."""
+        endpoint = self.endpoint
+        if endpoint is not None and self.ewma_t0 >= 0:
+            now = _monotonic()
+            self.breaker_failure(now)
+            endpoint.ewma.finish(self.ewma_t0, now)
+            self.ewma_t0 = -1.0
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.close()
+
+    def breaker_failure(self, now: float) -> None:
+        breaker = self.endpoint.breaker
+        ejections = breaker.ejections
+        breaker.failure(now, self.ewma_t0)
+        if breaker.ejections != ejections:
+            self.stack.metrics.observe_ejection(self.destination_name, self.endpoint.address)
+
+    def timed_out(self) -> None:
+        self.deadline = None
+        if self.finished:
+            return
+        if self.response_started:
+            self.abort("timeout")
+        else:
+            self.endpoint_failed()
+            self.respond_locally(504, "timeout")
+
+    def respond_locally(self, status: int, proxy_error: str, close: bool = False) -> None:
+        """Answer on the proxy's own behalf (no upstream response was relayed)."""
+        self.status = status
+        self.error = proxy_error
+        self.response_started = True
+        close = close or not self.keep_alive
+        self.keep_alive = not close
+        self.downstream.write(error_response(status, proxy_error, close))
+        self.finish(reusable=False)
+
+    def fail(self, proxy_error: str, status: int) -> None:
+        if self.response_started:
+            self.abort(proxy_error)
+        else:
+            self.endpoint_failed()
+            self.respond_locally(status, proxy_error, close=True)
+
+    def abort(self, proxy_error: str) -> None:
+        """Give up mid-exchange: both connections are closed, the error recorded."""
+        self.error = self.error or proxy_error
+        self.keep_alive = False
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.close()
+        self.finish(reusable=False)
+        self.downstream.close()
+
+    # flow control ------------------------------------------------------------------------------
+    def downstream_full(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def downstream_drained(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def downstream_lost(self) -> None:
+        if not self.finished and self.started:
+            self.error = self.error or "client_closed"
+            conn = self.conn
+            if conn is not None:
+                self.conn = None
+                conn.close()
+            self.finish(reusable=False)
+
+    # finish ------------------------------------------------------------------------------------
+    def finish(self, reusable: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        end = perf_counter_ns()
+        if self.deadline is not None:
+            self.deadline.cancel()
+        endpoint = self.endpoint
+        if endpoint is not None and self.ewma_t0 >= 0:
+            endpoint.ewma.finish(self.ewma_t0)
+        conn = self.conn
+        first_byte_ns = 0
+        if conn is not None:
+            self.conn = None
+            if conn.first_byte_ns:
+                first_byte_ns = conn.first_byte_ns
+            conn.release(reusable and not self.close_after)
+        if self.admitted:
+            self.destination.admission.release()
+        downstream = self.downstream
+        downstream.resume(PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL)
+        self.record(end, first_byte_ns)
+        downstream.exchange_finished(self, self.keep_alive and not self.close_after)
+
+    def record(self, end: int, first_byte_ns: int) -> None:
+        stack = self.stack
+        head = self.head
+        status = self.status
+        error = self.error
+        endpoint = self.endpoint
+        address = endpoint.address if endpoint is not None else ""
+        destination = self.destination_name
+        duration = end - self.t_start
+        sent = self.sent_ns
+        attributes = [
+            (conv.HTTP_METHOD, _METHOD_NAMES.get(head.method) or head.method.decode("latin-1")),
+            (conv.URL_PATH, head.target.partition(b"?")[0].decode("latin-1")),
+            (conv.SERVER_ADDRESS, destination),
+            (conv.DIRECTION, stack.direction),
+            (conv.QUEUE_NS, self.queue_ns),
+            (conv.CONNECT_NS, self.connect_ns),
+            (conv.CONNECTION_REUSED, self.reused),
+            (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
+            (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
+            (conv.RETRIES, self.retries),
+            (conv.RETRY_DELAY_NS, self.retry_delay_ns),
+            (conv.ENDPOINT, address),
+            (conv.ENDPOINT_LOAD, self.endpoint_load),
+        ]
+        if status:
+            attributes.append((conv.HTTP_STATUS, status))
+        if stack.direction == "outbound":
+            attributes.append((conv.PEER_SERVICE, destination))
+        if error:
+            attributes.append((conv.PROXY_ERROR, error))
+            attributes.append((conv.ERROR_TYPE, error))
+        elif status >= 500:
+            attributes.append((conv.ERROR_TYPE, str(status)))
+        ctx = self.ctx
+        if ctx.sampled:
+            stack.recorder.record(
+                (
+                    ctx.trace_id,
+                    self.span_id,
+                    ctx.parent_id,
+                    _METHOD_NAMES.get(head.method) or head.method.decode("latin-1"),
+                    stack.span_kind,
+                    self.start_ns,
+                    duration,
+                    STATUS_ERROR if status >= 500 or error else STATUS_UNSET,
+                    error,
+                    tuple(attributes),
+                )
+            )
+        stack.metrics.observe_request(
+            stack.direction, destination, address, status, error, duration / 1e9, self.retries
+        )

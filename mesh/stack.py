@@ -1,0 +1,36 @@
+"""What one listener needs to serve a request: where requests go, and where spans and metrics go.
+
+The HTTP/1.1 relay (``mesh.relay``) and the gRPC relay both take a ``Stack``; the inbound and outbound
+modules differ only in how they resolve a destination and in which layers are switched on, so the
+difference between the two directions is readable in one place each.
+"""
+
+from __future__ import annotations
+
+from mesh.pool import Pools
+
+
+def authority_name(authority: bytes) -> str:
+    """``Host`` / ``:authority`` without its port: the service name a destination is looked up by."""
+    if authority.startswith(b"["):
+        return authority[1 : authority.find(b"]")].decode("latin-1").lower()
+    return authority.partition(b":")[0].decode("latin-1").lower()
+
+
+class Stack:
+    """Base of the inbound and outbound stacks (see the contract in /work/mesh-contract.md)."""
+
+    direction = ""
+    span_kind = 0
+    retry_on_status = False  # retry 502/503/504 answers (outbound only: inbound would retry the app)
+
+    def __init__(self, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
+        self.service = service
+        self.recorder = recorder
+        self.metrics = metrics
+        self.pools = pools
+        self.max_body_bytes = max_body_bytes
+
+    def resolve_authority(self, authority: bytes):
+        """The ``Destination`` a request for ``authority`` goes to, or None when there is none."""
+        raise NotImplementedError
