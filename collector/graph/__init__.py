@@ -1,7 +1,8 @@
 """The service graph: per-edge request metrics computed from every span as it arrives.
 
 Wiring: call ``ServiceGraph.consume(columns)`` for every accepted batch, mount the routes with
-``setup_graph_api(app, graph)`` and append ``render_prometheus(graph)`` to ``/metrics``.
+``collector.graph.api.setup_graph_api(app, graph)`` and append
+``collector.graph.prometheus.render_prometheus(graph)`` to ``/metrics``.
 """
 
 from collector.graph.service_graph import ServiceGraph

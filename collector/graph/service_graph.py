@@ -216,9 +216,9 @@ def metrics_json(stats: EdgeStats, seconds: float) -> dict:
     quantiles = stats.latency.quantiles(QUANTILES)
     return {
         "requests": stats.requests,
-        "rps": round(stats.requests / seconds, 3) if seconds > 0 else 0.0,
+        "rps": stats.requests / seconds if seconds > 0 else 0.0,
         "errors": stats.errors,
-        "errorRate": round(stats.errors / stats.requests, 6) if stats.requests else 0.0,
+        "errorRate": stats.errors / stats.requests if stats.requests else 0.0,
         "retries": stats.retries,
         "requestBytes": stats.request_bytes,
         "responseBytes": stats.response_bytes,

@@ -1,0 +1,91 @@
+"""The service graph over HTTP: the graph of a time range, and per-edge time series.
+
+Parameters are read exactly as the trace API reads them (``start``/``end`` as RFC 3339 or Unix
+microseconds, durations with units, unknown or repeated parameters refused), by the same
+functions, so a client can use one time format everywhere. The answer is computed in the
+default executor: merging an hour of windows must not stall the event loop that also serves
+ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from collector.graph.service_graph import SECOND_NS, ServiceGraph
+from collector.query_api import BadParameter, check_parameters, json_error, json_response, parse_duration, parse_time
+
+GRAPH_KEY = web.AppKey("service_graph", ServiceGraph)
+
+DEFAULT_RANGE_NS = 5 * 60 * SECOND_NS
+MAX_POINTS = 11_000
+
+GRAPH_PARAMETERS = ("start", "end")
+EDGES_PARAMETERS = ("from", "to", "start", "end", "step")
+
+
+def setup_graph_api(app: web.Application, graph: ServiceGraph) -> None:
+    """Add ``GET /api/v1/graph`` and ``GET /api/v1/edges`` to ``app``, reading ``graph``."""
+    app[GRAPH_KEY] = graph
+    app.router.add_get("/api/v1/graph", get_graph)
+    app.router.add_get("/api/v1/edges", get_edges)
+
+
+async def get_graph(request: web.Request) -> web.Response:
+    check_parameters(request, GRAPH_PARAMETERS)
+    graph = request.app[GRAPH_KEY]
+    try:
+        start_ns, end_ns = time_range(request.query, graph.now_ns())
+    except BadParameter as exc:
+        raise json_error(web.HTTPBadRequest, str(exc)) from exc
+    answer = await asyncio.get_running_loop().run_in_executor(None, graph.graph, start_ns, end_ns)
+    return json_response(answer)
+
+
+async def get_edges(request: web.Request) -> web.Response:
+    check_parameters(request, EDGES_PARAMETERS)
+    graph = request.app[GRAPH_KEY]
+    try:
+        start_ns, end_ns = time_range(request.query, graph.now_ns())
+        step_ns = step(request.query, graph.window_ns, start_ns, end_ns)
+        source = single(request.query, "from")
+        target = single(request.query, "to")
+    except BadParameter as exc:
+        raise json_error(web.HTTPBadRequest, str(exc)) from exc
+    answer = await asyncio.get_running_loop().run_in_executor(
+        None, graph.edge_series, start_ns, end_ns, step_ns, source, target
+    )
+    return json_response(answer)
+
+
+def single(params, name: str) -> str | None:
+    """A parameter given at most once; an empty value counts as not given."""
+    values = [value for value in params.getall(name, []) if value != ""]
+    if len(values) > 1:
+        raise BadParameter(f"{name}: given {len(values)} times, at most once allowed")
+    return values[0] if values else None
+
+
+def time_range(params, now_ns: int) -> tuple[int, int]:
+    """[start, end) in Unix nanoseconds; by default the five minutes up to now."""
+    end_text, start_text = single(params, "end"), single(params, "start")
+    end_ns = now_ns if end_text is None else parse_time("end", end_text)
+    start_ns = end_ns - DEFAULT_RANGE_NS if start_text is None else parse_time("start", start_text)
+    if start_ns >= end_ns:
+        raise BadParameter("start must be before end")
+    return start_ns, end_ns
+
+
+def step(params, window_ns: int, start_ns: int, end_ns: int) -> int:
+    """The step of a series: a duration (``30s``, ``1m``) or whole seconds, a multiple of the window."""
+    text = single(params, "step")
+    if text is None:
+        return window_ns
+    step_ns = int(text) * SECOND_NS if text.isascii() and text.isdigit() else parse_duration("step", text)
+    window_seconds = window_ns // SECOND_NS
+    if step_ns <= 0 or step_ns % window_ns:
+        raise BadParameter(f"step: {text!r} is not a positive multiple of the {window_seconds}s window")
+    if (end_ns - start_ns) // step_ns >= MAX_POINTS:
+        raise BadParameter(f"step: {text!r} makes more than {MAX_POINTS} points over this range; use a larger step")
+    return step_ns
