@@ -1,0 +1,198 @@
+"""Span export against a real gRPC TraceService on 127.0.0.1: spans arrive in batches with the proxy's
+resource, and a collector that is down, refusing or stalled never blocks recording, never grows
+memory past the buffer, and every lost span is counted."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from mesh.export import SCOPE_NAME, OtlpExporter, SpanRecorder, proxy_resource
+from spans import conventions, model
+from tests.support.processes import free_port
+from tests.support.trace_sink import TraceSink, wait_until
+
+
+def span(n: int):
+    return (
+        "%032x" % (n + 1),
+        "%016x" % (n + 1),
+        "",
+        "GET",
+        model.KIND_CLIENT,
+        1_763_000_000_000_000_000 + n,
+        1000 + n,
+        model.STATUS_UNSET,
+        "",
+        ((conventions.HTTP_METHOD, "GET"), (conventions.HTTP_STATUS, 200), (conventions.QUEUE_NS, n)),
+    )
+
+
+@pytest.fixture
+def sink():
+    server = TraceSink()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def exporters():
+    """Builds exporters with test-friendly timings and always stops them."""
+    started = []
+
+    def build(recorder, address, **options):
+        settings = dict(interval_s=0.1, timeout_s=0.5, retry_backoff_s=0.02, max_pause_s=0.3)
+        exporter = OtlpExporter(recorder, address, proxy_resource("checkout", "checkout-1"), **{**settings, **options})
+        exporter.start()
+        started.append(exporter)
+        return exporter
+
+    yield build
+    for exporter in started:
+        exporter.stop(flush_timeout=1.0)
+
+
+def accounted(recorder: SpanRecorder, exporter: OtlpExporter) -> int:
+    return exporter.exported + exporter.failed + recorder.dropped + len(recorder)
+
+
+def test_recorder_keeps_order_and_counts_what_does_not_fit():
+    recorder = SpanRecorder(capacity=3)
+    for n in range(5):
+        recorder.record(span(n))
+    assert recorder.dropped == 2
+    assert recorder.take(2) == [span(0), span(1)]
+    assert recorder.take(10) == [span(2)]
+    assert recorder.take(10) == []
+    with pytest.raises(ValueError):
+        SpanRecorder(capacity=0)
+
+
+def test_spans_arrive_in_batches_with_the_proxy_resource_and_scope(sink, exporters):
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=100)
+    for n in range(250):
+        recorder.record(span(n))
+
+    assert wait_until(lambda: exporter.exported == 250)
+    received = sink.spans()
+    assert sorted(int(s.span_id.hex(), 16) - 1 for s in received) == list(range(250))
+    assert max(len(r.resource_spans[0].scope_spans[0].spans) for r in sink.requests) == 100
+    request = sink.requests[0]
+    resource = {kv.key: kv.value for kv in request.resource_spans[0].resource.attributes}
+    assert resource[conventions.SERVICE_NAME].string_value == "checkout"
+    assert resource[conventions.SERVICE_INSTANCE_ID].string_value == "checkout-1"
+    assert resource[conventions.PROXY_RESOURCE].bool_value is True
+    assert request.resource_spans[0].scope_spans[0].scope.name == SCOPE_NAME
+    assert exporter.failed == 0 and recorder.dropped == 0
+
+
+def test_a_partial_batch_goes_out_after_the_interval(sink, exporters):
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=512, interval_s=0.2)
+    recorder.record(span(1))
+    assert wait_until(lambda: exporter.exported == 1, timeout=5)
+
+
+def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(exporters):
+    port = free_port()
+    recorder = SpanRecorder(capacity=200)
+    exporter = exporters(recorder, f"127.0.0.1:{port}", batch_size=50)
+
+    for n in range(5000):  # far more than the buffer holds, with no collector listening
+        recorder.record(span(n))
+        assert len(recorder) <= recorder.capacity
+    assert recorder.dropped > 0
+    assert wait_until(lambda: exporter.failed > 0, timeout=5)
+    assert exporter.exported == 0
+    assert wait_until(lambda: accounted(recorder, exporter) == 5000)  # once no batch is in flight
+
+    sink = TraceSink(port)  # the collector comes (back) up on the same address
+    try:
+        for n in range(5000, 5100):
+            recorder.record(span(n))
+        assert wait_until(lambda: len(sink.spans()) >= 100, timeout=15)
+        assert wait_until(lambda: len(recorder) == 0, timeout=5)
+        assert exporter.exported == len(sink.spans())
+        assert wait_until(lambda: accounted(recorder, exporter) == 5100)
+    finally:
+        sink.stop()
+
+
+def test_collector_killed_mid_stream_loses_only_counted_spans(sink, exporters):
+    recorder = SpanRecorder(capacity=500)
+    exporter = exporters(recorder, sink.address, batch_size=50)
+    for n in range(100):
+        recorder.record(span(n))
+    assert wait_until(lambda: exporter.exported == 100)
+
+    sink.stop()
+    for n in range(100, 3100):
+        recorder.record(span(n))
+    assert wait_until(lambda: exporter.failed > 0, timeout=10)
+    assert len(recorder) <= recorder.capacity
+    assert exporter.exported == 100
+    assert wait_until(lambda: accounted(recorder, exporter) == 3100)
+
+
+def test_resource_exhausted_is_retried_a_bounded_number_of_times_then_counted(sink, exporters):
+    sink.fail_with = grpc.StatusCode.RESOURCE_EXHAUSTED
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=10, max_attempts=3, max_pause_s=30.0)
+    for n in range(10):
+        recorder.record(span(n))
+
+    assert wait_until(lambda: exporter.failed == 10)
+    assert exporter.batches_failed == 1
+    assert sink.calls == 3  # the first try and two retries; then a long pause, no hammering
+    assert exporter.exported == 0
+
+
+def test_a_non_retryable_status_drops_the_batch_at_once(sink, exporters):
+    sink.fail_with = grpc.StatusCode.INVALID_ARGUMENT
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=5, max_attempts=3)
+    for n in range(5):
+        recorder.record(span(n))
+    assert wait_until(lambda: exporter.failed == 5)
+    assert sink.calls == 1
+
+
+def test_a_stalled_collector_times_out_while_recording_goes_on(sink, exporters):
+    sink.delay_s = 1.0
+    recorder = SpanRecorder(capacity=100)
+    exporter = exporters(recorder, sink.address, batch_size=10, timeout_s=0.2, max_attempts=1)
+    for n in range(1000):
+        recorder.record(span(n))
+    assert recorder.dropped >= 1000 - 100 - 10
+    assert wait_until(lambda: exporter.failed >= 10, timeout=5)
+    assert exporter.exported == 0
+
+
+def test_spans_the_collector_rejects_count_as_failed(sink, exporters):
+    sink.reject_spans = 2
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=10)
+    for n in range(10):
+        recorder.record(span(n))
+    assert wait_until(lambda: exporter.exported + exporter.failed == 10)
+    assert (exporter.exported, exporter.failed) == (8, 2)
+
+
+def test_stop_flushes_what_is_buffered(sink):
+    recorder = SpanRecorder()
+    exporter = OtlpExporter(recorder, sink.address, proxy_resource("checkout"), interval_s=60.0)
+    exporter.start()
+    for n in range(700):
+        recorder.record(span(n))
+    exporter.stop(flush_timeout=5.0)
+    assert exporter.exported == 700
+    assert len(sink.spans()) == 700
+
+
+def test_a_malformed_record_fails_its_batch_not_the_exporter(sink, exporters):
+    recorder = SpanRecorder()
+    exporter = exporters(recorder, sink.address, batch_size=1)
+    recorder.record(("not-hex", *span(0)[1:]))
+    recorder.record(span(1))
+    assert wait_until(lambda: exporter.exported == 1 and exporter.failed == 1)
