@@ -176,7 +176,8 @@ def test_a_hop_seen_by_proxies_and_instrumented_apps_counts_once_in_any_arrival_
         for position in order:  # each of the four spans in its own batch, from its own process
             graph.consume(columns([hop[position] for hop in hops]))
             clock.now_ns += S
-        clock.now_ns += 20 * S  # let everything unpaired expire
+        assert graph.pairing_stats().pending == 0, order  # nothing left waiting for a partner
+        clock.now_ns += 20 * S  # let anything unpaired expire
         edges = edges_of(graph, end_ns=clock.now_ns)
         assert set(edges) == {("a", "b", "request")}, order
         assert edges[("a", "b", "request")]["requests"] == 40, order
