@@ -191,7 +191,7 @@ class EndpointsFile:
     async def _lookup(self, loop: asyncio.AbstractEventLoop, host: str) -> tuple[str, ...]:
         try:
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:  # UnicodeError: not a valid (IDNA) host name
             if host not in self._failing_hosts:
                 log.warning("%s: cannot resolve %r (%s); keeping its last addresses", self.path, host, error)
                 self._failing_hosts.add(host)

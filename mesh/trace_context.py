@@ -59,13 +59,13 @@ TRACE_HEADER_NAMES = frozenset(
 # Header names usually arrive lower-cased; only names of a matching length are lower-cased to check.
 _NAME_LENGTHS = frozenset(len(name) for name in TRACE_HEADER_NAMES)
 
-_TRACEPARENT_RE = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_TRACEPARENT_RE = re.compile(rb"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # a prefix match
 _B3_SINGLE_RE = re.compile(rb"([0-9a-f]{16}|[0-9a-f]{32})-([0-9a-f]{16})(?:-([01d])(?:-([0-9a-f]{16}))?)?")
 _HEX_ID_RE = re.compile(rb"[0-9a-f]{16}|[0-9a-f]{32}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _PAD_64_BIT = "0" * 16
-_ODD_HEX = frozenset(b"13579bdf")  # the last flags digit is odd when the sampled bit (0x01) is set
+_ODD_HEX = frozenset("13579bdf")  # the last flags digit is odd when the sampled bit (0x01) is set
 _new_context = tuple.__new__  # builds the NamedTuple without its Python-level __new__ (per-request cost)
 
 
@@ -111,16 +111,19 @@ def extract(headers: Sequence[tuple[bytes, bytes]]) -> TraceContext | None:
 
 
 def _parse_traceparent(value: bytes, trace_state: bytes | None, formats: int) -> TraceContext | None:
-    if _TRACEPARENT_RE.fullmatch(value) is None:
+    if _TRACEPARENT_RE.match(value) is None:
         return None
-    if value.startswith(b"ff") or (len(value) > 55 and value.startswith(b"00")):
+    if len(value) != 55 and (value[55] != 45 or value.startswith(b"00")):  # only later versions append fields
         return None
-    trace_id = value[3:35].decode()
-    parent_id = value[36:52].decode()
+    text = value.decode("ascii")
+    if text.startswith("ff"):
+        return None
+    trace_id = text[3:35]
+    parent_id = text[36:52]
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
     state = "" if trace_state is None else trace_state.strip().decode("latin-1")
-    return _new_context(TraceContext, (trace_id, parent_id, value[54] in _ODD_HEX, state, formats))
+    return _new_context(TraceContext, (trace_id, parent_id, text[54] in _ODD_HEX, state, formats))
 
 
 def _parse_b3_single(value: bytes, formats: int) -> TraceContext | None:

@@ -61,7 +61,7 @@ def test_missing_file_is_a_clear_error_at_start(tmp_path):
 
 def test_names_are_resolved_ip_literals_kept_unknown_names_skipped(tmp_path):
     path = tmp_path / "endpoints.toml"
-    path.write_text('payments = ["localhost:4101", "[::1]:4102", "no-such-host.invalid:1"]\n')
+    path.write_text('payments = ["localhost:4101", "[::1]:4102", "no-such-host.invalid:1", "a..b:2"]\n')
 
     async def scenario():
         endpoints = EndpointsFile(path)
