@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -343,3 +344,31 @@ def test_consume_is_safe_from_many_threads():
         thread.join()
     assert reader  # readers ran alongside the writers without error
     assert sum(e["requests"] for e in edges_of(graph).values()) == 1600
+
+
+def test_zipkin_spans_pair_by_parent_and_by_shared_span_id():
+    decoder = pytest.importorskip("collector.ingest.zipkin_decode")
+    trace_id = new_trace_id()[16:]
+    start_us = (T0 - 5 * S) // 1000
+
+    def zipkin_span(span_id, kind, service, duration_us, **extra):
+        return {"traceId": trace_id, "id": span_id, "kind": kind, "name": "get /items",
+                "timestamp": start_us, "duration": duration_us, "localEndpoint": {"serviceName": service}, **extra}
+
+    spans = [
+        # frontend → catalog: the server shares the client's span id (Zipkin's default in B3 single-host setups)
+        zipkin_span("00000000000000a1", "CLIENT", "frontend", 30_000, remoteEndpoint={"serviceName": "catalog"}),
+        zipkin_span("00000000000000a1", "SERVER", "catalog", 20_000, shared=True),
+        # catalog → pricing: a child span on the server side
+        zipkin_span("00000000000000b1", "CLIENT", "catalog", 8_000, parentId="00000000000000a1"),
+        zipkin_span("00000000000000b2", "SERVER", "pricing", 5_000, parentId="00000000000000b1"),
+    ]
+    clock = Clock()
+    graph = new_graph(clock)
+    graph.consume(decoder.decode_zipkin_json(orjson.dumps(spans)).columns)
+    clock.now_ns += 20 * S
+    edges = edges_of(graph, end_ns=clock.now_ns)
+    assert {edge: e["requests"] for edge, e in edges.items()} == {
+        ("frontend", "catalog", "request"): 1,
+        ("catalog", "pricing", "request"): 1,
+    }

@@ -12,7 +12,8 @@ Two kinds of spans describe a hop between services:
   unpaired but names its peer (``peer.service``, else ``server.address``) becomes a request to that
   uninstrumented node. A CLIENT span with ``db.system`` is a database call and is counted at once:
   databases send no spans to wait for. A SERVER span without a parent is a request from outside
-  the traced system, counted on the edge from the node ``user``.
+  the traced system, counted on the edge from the node ``user``. A Zipkin *shared* SERVER span
+  (``zipkin.shared``) carries its caller's span id rather than a child id, and pairs by that.
 
 No double counting when proxies and instrumented applications describe the same hop (rule):
 the proxy's outbound CLIENT span is the hop. It *claims* its own span id and its parent's; a
@@ -54,8 +55,14 @@ DATABASE = "database"
 
 # The node every request from outside the traced system comes from.
 USER_NODE = "user"
+# The callee of a proxy span that names none.
+UNKNOWN_NODE = "unknown"
 
 DB_SYSTEM = "db.system"
+ZIPKIN_SHARED = "zipkin.shared"
+# Older semantic-convention names, still sent by many instrumentations and Zipkin clients.
+LEGACY_SERVER_ADDRESS = "net.peer.name"
+LEGACY_SERVER_PORT = "net.peer.port"
 HTTP_ROUTE = "http.route"
 LEGACY_HTTP_METHOD = "http.method"
 REQUEST_BODY_SIZES = ("http.request.body.size", "http.request_content_length")
@@ -203,11 +210,13 @@ class HopTracker:
             side.instance = _instance(columns["resource_attributes"][row], resources)
             if kind == KIND_SERVER and direction == INBOUND:
                 self._claim((trace_id, span_id), now_ns)
-            if not parent_id:
-                if kind == KIND_SERVER:
-                    out.append(_request_from_outside(side))
-            else:
+            if attributes.get(ZIPKIN_SHARED):
+                # Zipkin's shared span: the callee recorded its half under the caller's span id.
+                self._add_callee((trace_id, span_id), side, now_ns, out)
+            elif parent_id:
                 self._add_callee((trace_id, parent_id), side, now_ns, out)
+            elif kind == KIND_SERVER:
+                out.append(_request_from_outside(side))
 
     def _add_caller(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
         if key in self._claimed:
@@ -252,7 +261,7 @@ class HopTracker:
 
 def _proxy_request(client: Side) -> Observation:
     attributes = client.attributes
-    server = _peer_name(attributes) or _text(attributes.get(SERVER_ADDRESS)) or "unknown"
+    server = _peer_name(attributes) or UNKNOWN_NODE
     endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
     return _request(client, server, REQUEST, endpoint, client.duration_ns)
 
@@ -338,12 +347,17 @@ def route_of(attributes: dict, span_name: str) -> str:
 
 
 def _peer_name(attributes: dict) -> str:
-    return _text(attributes.get(PEER_SERVICE)) or _text(attributes.get(SERVER_ADDRESS))
+    return _text(attributes.get(PEER_SERVICE)) or _host(attributes)
+
+
+def _host(attributes: dict) -> str:
+    return _text(attributes.get(SERVER_ADDRESS) or attributes.get(LEGACY_SERVER_ADDRESS))
 
 
 def _address(attributes: dict) -> str:
-    host = _text(attributes.get(SERVER_ADDRESS))
-    port = attributes.get(SERVER_PORT)
+    """``host:port`` the caller dialled, or just the host."""
+    host = _host(attributes)
+    port = attributes.get(SERVER_PORT, attributes.get(LEGACY_SERVER_PORT))
     return f"{host}:{port}" if host and port is not None else host
 
 
