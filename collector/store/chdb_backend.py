@@ -2,7 +2,9 @@
 
 chDB allows one session per process, so a store on chDB owns its directory until ``close()``.
 Inserting a pyarrow table through the ``Python()`` table function is the fast path (lists of lists
-fail for Array columns); query results come back as Arrow tables too.
+fail for Array columns); query results come back as Arrow tables too. ``Python(name)`` resolves the
+name off a calling frame in a way that is not thread-safe (concurrent inserts picked up each other's
+blocks), so inserts take turns; queries still run concurrently.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ChdbBackend:
         self.path = path
         self._session = chdb.session.Session(path)
         self._closed = threading.Event()
+        self._insert_lock = threading.Lock()
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         self._session.query(f"USE {database}")
 
@@ -41,10 +44,11 @@ class ChdbBackend:
         return self._session.query(sql, "ArrowTable").to_pydict()
 
     def insert(self, table: str, columns: SpanColumns) -> None:
-        block = pyarrow.table({name: pyarrow.array(columns[name], type=_ARROW_TYPES[COLUMNS[name]]) for name in COLUMNS})
+        span_block = pyarrow.table({name: pyarrow.array(columns[name], type=_ARROW_TYPES[COLUMNS[name]]) for name in COLUMNS})
         names = ", ".join(COLUMNS)
-        # chDB resolves Python(block) to the local variable named "block" in this frame.
-        self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(block)")
+        with self._insert_lock:
+            # chDB resolves Python(span_block) to the local variable named "span_block" in this frame.
+            self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(span_block)")
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -28,6 +28,11 @@ PID_FILE = "clickhouse-server.pid"
 URL_FILE = "url"
 
 
+def with_database(server_url: str, database: str) -> str:
+    """The same server's URL for another database."""
+    return f"{server_url.rpartition('/')[0]}/{database}"
+
+
 def server_binary() -> str | None:
     return shutil.which(SERVER_BINARY)
 
@@ -90,8 +95,16 @@ class ClickHouseServer:
         return self.url
 
     def stop(self) -> None:
+        """SIGTERM; the server waits up to about 10 s for open client connections to go away."""
         if self.process is not None:
             self.process.stop(timeout=30)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: an outage as sudden as a crash (acknowledged inserts are already on disk)."""
+        if self.process is not None:
+            self.process.kill9()
+            self.process.stop()
             self.process = None
 
 
@@ -189,11 +202,10 @@ if pytest is not None:
         from clickhouse_driver import Client
 
         server_url = request.getfixturevalue("clickhouse_server_url")
-        base, _, _ = server_url.rpartition("/")
         database = f"test_{uuid.uuid4().hex[:12]}"
-        client = Client.from_url(f"{base}/default")
+        client = Client.from_url(with_database(server_url, "default"))
         try:
-            yield f"{base}/{database}"
+            yield with_database(server_url, database)
         finally:
             client.execute(f"DROP DATABASE IF EXISTS {database}")
             client.disconnect()
