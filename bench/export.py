@@ -1,0 +1,168 @@
+"""What span export and metrics cost the proxy: record() and observe_request() per request on the
+data path, OTLP encoding per span off it, memory per buffered span, and exporter throughput to a
+real gRPC TraceService on 127.0.0.1.
+
+    python bench/export.py [--spans 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import tracemalloc
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mesh.export import OtlpExporter, SpanRecorder, proxy_resource  # noqa: E402
+from mesh.metrics import ProxyMetrics  # noqa: E402
+from spans import conventions as conv  # noqa: E402
+from spans import model  # noqa: E402
+from spans.otlp_encode import SpanBatchEncoder  # noqa: E402
+
+
+def proxy_span(n: int) -> tuple:
+    """A span shaped like the HTTP/1.1 relay's outbound CLIENT span (15 attributes)."""
+    attributes = (
+        (conv.HTTP_METHOD, "GET"),
+        (conv.URL_PATH, f"/api/items/{n % 50}"),
+        (conv.SERVER_ADDRESS, "payments"),
+        (conv.DIRECTION, "outbound"),
+        (conv.QUEUE_NS, 1_200 + n % 5_000),
+        (conv.CONNECT_NS, 0),
+        (conv.CONNECTION_REUSED, True),
+        (conv.FIRST_BYTE_NS, 180_000 + n % 90_000),
+        (conv.BODY_NS, 3_000 + n % 2_000),
+        (conv.RETRIES, 0),
+        (conv.RETRY_DELAY_NS, 0),
+        (conv.ENDPOINT, f"10.0.0.{n % 4}:8080"),
+        (conv.ENDPOINT_LOAD, 0.0002 * (n % 100)),
+        (conv.HTTP_STATUS, 200),
+        (conv.PEER_SERVICE, "payments"),
+    )
+    return (
+        os.urandom(16).hex(), os.urandom(8).hex(), os.urandom(8).hex(), "GET", model.KIND_CLIENT,
+        time.time_ns(), 250_000 + n, model.STATUS_UNSET, "", attributes,
+    )  # fmt: skip
+
+
+def per_call_ns(function, argument, calls: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            function(argument)
+        best = min(best, (time.perf_counter_ns() - start) / calls)
+    return best
+
+
+def library_encode(records) -> bytes:
+    """The same request built with the opentelemetry-proto message classes, for comparison."""
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = "tracemesh-proxy"
+    for trace_id, span_id, parent, name, kind, start, duration, code, message, attributes in records:
+        span = scope_spans.spans.add()
+        span.trace_id = bytes.fromhex(trace_id)
+        span.span_id = bytes.fromhex(span_id)
+        span.parent_span_id = bytes.fromhex(parent)
+        span.name = name
+        span.kind = kind
+        span.start_time_unix_nano = start
+        span.end_time_unix_nano = start + duration
+        for key, value in attributes:
+            attribute = span.attributes.add()
+            attribute.key = key
+            if type(value) is str:
+                attribute.value.string_value = value
+            elif type(value) is bool:
+                attribute.value.bool_value = value
+            elif type(value) is int:
+                attribute.value.int_value = value
+            else:
+                attribute.value.double_value = value
+    return request.SerializeToString()
+
+
+class CountingSink(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self):
+        self.spans = 0
+
+    def Export(self, request, context):
+        self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=20_000, help="spans per measurement (default %(default)s)")
+    args = parser.parse_args()
+    print("command: python bench/export.py --spans", args.spans)
+    records = [proxy_span(n) for n in range(args.spans)]
+
+    recorder = SpanRecorder(capacity=args.spans * 10)
+    record_ns = per_call_ns(recorder.record, records[0], args.spans)
+    print(f"SpanRecorder.record: {record_ns:.0f} ns/call")
+
+    metrics = ProxyMetrics()
+    observe = metrics.observe_request
+    observe_ns = per_call_ns(
+        lambda seconds: observe("outbound", "payments", "10.0.0.1:8080", 200, "", seconds), 0.0012, args.spans
+    )
+    print(f"ProxyMetrics.observe_request: {observe_ns:.0f} ns/call")
+
+    encoder = SpanBatchEncoder(proxy_resource("checkout"), "tracemesh-proxy")
+    batches = [records[i : i + 512] for i in range(0, len(records), 512)]
+    for encode, label in ((encoder.encode, "spans.otlp_encode"), (library_encode, "opentelemetry-proto messages")):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter_ns()
+            for batch in batches:
+                encode(batch)
+            best = min(best, (time.perf_counter_ns() - start) / len(records))
+        print(f"encode ({label}): {best / 1000:.2f} us/span")
+    payload = encoder.encode(batches[0])
+    print(f"encoded size: {len(payload) / len(batches[0]):.0f} bytes/span")
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    buffered = [proxy_span(n) for n in range(10_000)]
+    per_span = (tracemalloc.get_traced_memory()[0] - before) / len(buffered)
+    tracemalloc.stop()
+    del buffered
+    print(f"memory per buffered span: {per_span:.0f} bytes (8192-span buffer: {per_span * 8192 / 2**20:.1f} MiB)")
+
+    sink = CountingSink()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    exporter_recorder = SpanRecorder(capacity=len(records))
+    exporter = OtlpExporter(exporter_recorder, f"127.0.0.1:{port}", proxy_resource("checkout"), interval_s=0.05)
+    exporter.start()
+    cpu_start, start = time.process_time(), time.perf_counter()
+    for record in records:
+        exporter_recorder.record(record)
+    while exporter.exported < len(records) and time.perf_counter() - start < 60:
+        time.sleep(0.005)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    exporter.stop(flush_timeout=1.0)
+    server.stop(0)
+    print(
+        f"exporter to a local gRPC TraceService: {exporter.exported / elapsed:,.0f} spans/s, "
+        f"{cpu / max(exporter.exported, 1) * 1e6:.1f} us CPU/span (exporter + in-process sink), "
+        f"{exporter.exported} exported, {exporter.failed} failed"
+    )
+
+
+if __name__ == "__main__":
+    main()
