@@ -252,6 +252,7 @@ def test_odd_spans_never_raise_and_are_counted():
     assert edges[("a", "b", "request")]["requests"] == 1
     assert edges[("a", "42", "request")]["retries"] == 0
     assert graph.pairing_stats().malformed == 1
+    assert graph.failed_batches() == 1
 
 
 def test_pending_spans_are_bounded():

@@ -76,9 +76,11 @@ class GraphMetrics:
         evicted.add_metric([], hops.evicted)
         malformed = CounterMetricFamily("tracemesh_graph_malformed_spans", "Spans the graph could not read.")
         malformed.add_metric([], hops.malformed)
+        failed = CounterMetricFamily("tracemesh_graph_failed_batches", "Span batches the graph could not read.")
+        failed.add_metric([], self.graph.failed_batches())
         pending = GaugeMetricFamily("tracemesh_graph_pending_spans", "Spans waiting for their partner span.")
         pending.add_metric([], hops.pending)
-        return [paired, unpaired, evicted, malformed, pending]
+        return [paired, unpaired, evicted, malformed, failed, pending]
 
 
 def render_prometheus(graph: ServiceGraph) -> str:

@@ -81,6 +81,10 @@ class ServiceGraph:
     def now_ns(self) -> int:
         return self._clock()
 
+    def failed_batches(self) -> int:
+        """Batches ``consume`` could not read at all (logged when they happen)."""
+        return self._failed_batches
+
     def pairing_stats(self) -> HopStats:
         with self._lock:
             return self._hops.stats()
@@ -140,20 +144,22 @@ class ServiceGraph:
         self.expire()
         start_ns, end_ns = self._aligned(start_ns, end_ns)
         steps = -(-(end_ns - start_ns) // step_ns)
-        per_step: dict[EdgeKey, list[EdgeStats]] = {}
+        per_step: dict[EdgeKey, dict[int, EdgeStats]] = {}
 
         def add_window(window_start: int, window: dict[DetailKey, EdgeStats]) -> None:
             step = (window_start - start_ns) // step_ns
             for (client, server, connection, _, _), stats in window.items():
                 if (source is None or client == source) and (target is None or server == target):
-                    points = per_step.get((client, server, connection))
-                    if points is None:
-                        points = per_step[(client, server, connection)] = [EdgeStats() for _ in range(steps)]
-                    points[step].merge(stats)
+                    _merge_into(per_step.setdefault((client, server, connection), {}), step, stats)
 
         self._visit_windows(start_ns, end_ns, add_window)
-        step_starts = [start_ns + step * step_ns for step in range(steps)]
-        step_seconds = [self._elapsed_seconds(begin, begin + step_ns) for begin in step_starts]
+        nothing = EdgeStats()
+
+        def point(step: int, points: dict[int, EdgeStats]) -> dict:
+            begin = start_ns + step * step_ns
+            seconds = self._elapsed_seconds(begin, begin + step_ns)
+            return {"time": rfc3339(begin), **metrics_json(points.get(step, nothing), seconds)}
+
         return {
             "start": rfc3339(start_ns),
             "end": rfc3339(start_ns + steps * step_ns),
@@ -163,10 +169,7 @@ class ServiceGraph:
                     "source": edge[0],
                     "target": edge[1],
                     "connectionType": edge[2],
-                    "points": [
-                        {"time": rfc3339(begin), **metrics_json(stats, seconds)}
-                        for begin, stats, seconds in zip(step_starts, points, step_seconds)
-                    ],
+                    "points": [point(step, points) for step in range(steps)],
                 }
                 for edge, points in sorted(per_step.items())
             ],

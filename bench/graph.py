@@ -1,0 +1,83 @@
+"""What the service graph costs on the ingest path: CPU per span of ``ServiceGraph.consume``.
+
+The batches are what a meshed request looks like: per request, the caller app's CLIENT span,
+the two proxy spans, the callee app's SERVER span and ``--internal`` INTERNAL spans; half the
+requests' partner spans arrive in the next batch. Also times a graph query over the last hour.
+
+    python bench/graph.py [--requests 20000] [--internal 2] [--batch 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collector.graph.service_graph import ServiceGraph  # noqa: E402
+from spans.conventions import ENDPOINT, HTTP_METHOD, HTTP_STATUS, PEER_SERVICE, RETRIES, SERVER_ADDRESS  # noqa: E402
+from spans.model import KIND_CLIENT, KIND_INTERNAL, KIND_SERVER  # noqa: E402
+from tests.support.graph_spans import MS, S, columns, new_trace_id, proxy_hop, span  # noqa: E402
+
+SERVICES = ["frontend", "cart", "catalog", "checkout", "payments", "users", "search", "ads"]
+
+
+def request_spans(index: int, now_ns: int, internal: int) -> list[dict]:
+    trace_id = new_trace_id()
+    caller = SERVICES[index % len(SERVICES)]
+    callee = SERVICES[(index * 7 + 3) % len(SERVICES)]
+    start = now_ns - 5 * S + index * 1000
+    http = {HTTP_METHOD: "GET", HTTP_STATUS: 200, "url.path": f"/items/{index % 50}"}
+    app_client = span(trace_id, caller, KIND_CLIENT, start, 12 * MS,
+                      attributes={**http, PEER_SERVICE: callee, SERVER_ADDRESS: "127.0.0.1"})
+    proxy_client, proxy_server = proxy_hop(
+        trace_id, caller, callee, start + MS, (index % 97 + 1) * 100_000, parent=app_client["span_id"],
+        attributes={**http, RETRIES: index % 5 == 0, ENDPOINT: f"10.1.0.{index % 4}:8080"},
+    )
+    app_server = span(trace_id, callee, KIND_SERVER, start + 2 * MS, 8 * MS, parent=proxy_server["span_id"],
+                      attributes={**http, "http.route": "/items/{id}"})
+    inner = [span(trace_id, callee, KIND_INTERNAL, start + 3 * MS, MS, parent=app_server["span_id"],
+                  attributes={"db.statement": "SELECT 1"}) for _ in range(internal)]
+    return [app_client, proxy_client, proxy_server, app_server, *inner]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--internal", type=int, default=2, help="INTERNAL spans per request")
+    parser.add_argument("--batch", type=int, default=512, help="spans per consume() call")
+    args = parser.parse_args()
+
+    now = time.time_ns()
+    rows = []
+    for index in range(args.requests):
+        spans = request_spans(index, now, args.internal)
+        # Odd requests: the callee side comes one batch later, as from another process.
+        rows += spans if index % 2 == 0 else spans[::-1]
+    batches = [columns(rows[i : i + args.batch]) for i in range(0, len(rows), args.batch)]
+
+    # The input batches are the bench's own garbage-collector load, not the graph's: keep the
+    # collector's full passes from walking them.
+    gc.collect()
+    gc.freeze()
+    graph = ServiceGraph()
+    started = time.process_time()
+    for batch in batches:
+        graph.consume(batch)
+    cpu = time.process_time() - started
+    print(f"consume: {len(rows)} spans in {len(batches)} batches of {args.batch}: "
+          f"{cpu:.3f} s CPU = {cpu / len(rows) * 1e6:.2f} us/span ({len(rows) / cpu:,.0f} spans/s)")
+    started = time.perf_counter()
+    answer = graph.graph(now - 3600 * S, now)
+    print(f"graph query over the last hour: {(time.perf_counter() - started) * 1e3:.1f} ms, "
+          f"{len(answer['edges'])} edges, {sum(e['requests'] for e in answer['edges'])} requests")
+    print(f"pairing: {graph.pairing_stats()}")
+    print("command: python bench/graph.py " + " ".join(sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
