@@ -39,6 +39,7 @@ RETRYABLE_CODES = frozenset(
     }
 )
 _POLL_S = 0.05  # how often the exporter looks for a full batch
+_ENCODE_CHUNK = 32  # spans encoded between offers of the GIL to the data path (~150 µs of work)
 _CHANNEL_OPTIONS = (
     # Reconnect soon after a restarted collector comes back (gRPC's default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -193,7 +194,7 @@ class OtlpExporter:
 
     def _send(self, batch: list[SpanRecord], timeout_s: float) -> bool:
         try:
-            payload = self._encoder.encode(batch)
+            payload = self._encode(batch)
         except Exception:  # a malformed record must not stop the exporter
             log.exception("span export: could not encode a batch of %d spans; dropping it", len(batch))
             self._count_failure(len(batch))
@@ -220,6 +221,16 @@ class OtlpExporter:
                 return False
             self._count_success(len(batch), response)
             return True
+
+    def _encode(self, batch: list[SpanRecord]) -> bytes:
+        """Encodes in small chunks, offering the GIL to the event loop between them: a thread that
+        holds it keeps a waiting thread out for up to the switch interval (5 ms), which would add
+        that much latency to requests arriving mid-batch."""
+        chunks = []
+        for first in range(0, len(batch), _ENCODE_CHUNK):
+            chunks.append(self._encoder.span_fields(batch[first : first + _ENCODE_CHUNK]))
+            time.sleep(0)
+        return self._encoder.request(b"".join(chunks))
 
     def _count_success(self, count: int, response: ExportTraceServiceResponse) -> None:
         rejected = response.partial_success.rejected_spans

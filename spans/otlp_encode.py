@@ -127,8 +127,15 @@ class SpanBatchEncoder:
 
     def encode(self, records: Sequence[SpanRecord]) -> bytes:
         """ExportTraceServiceRequest bytes holding ``records`` under this encoder's resource and scope."""
+        return self.request(self.span_fields(records))
+
+    def span_fields(self, records: Sequence[SpanRecord]) -> bytes:
+        """The encoded spans alone; pieces encoded separately may be joined and passed to ``request``."""
         span = self._span
-        scope_spans = self._scope_field + b"".join([span(record) for record in records])
+        return b"".join([span(record) for record in records])
+
+    def request(self, span_fields: bytes) -> bytes:
+        scope_spans = self._scope_field + span_fields
         resource_spans = self._resource_field + _length_delimited(_LEN_FIELD_2, scope_spans)
         return _length_delimited(_LEN_FIELD_1, resource_spans)
 
