@@ -1,16 +1,17 @@
 """gRPC calls through the proxy: each HTTP/2 stream from a caller becomes one call relayed to one upstream.
 
-A call reads top to bottom in ``GrpcCall.run``: find the destination, get admitted (or shed at once with
-UNAVAILABLE), pick an endpoint, open a stream on a pooled multiplexed connection, forward. After the
-response has started, frames flow by callbacks with no task involved: HEADERS, DATA and trailers pass
-through unchanged (metadata, grpc-status, percent-encoded grpc-message, grpc-timeout), RST_STREAM is
-passed on both ways so cancellation reaches the server and a server's reset reaches the caller.
+A call reads top to bottom in ``GrpcCall``: find the destination, get admitted (or shed at once with
+UNAVAILABLE), pick an endpoint, open a stream on a pooled multiplexed connection, forward. All of it runs
+in callbacks of the two connections (a task only while queued or connecting), which is what keeps a
+relayed call cheap. HEADERS, DATA and trailers pass through unchanged (metadata, grpc-status,
+percent-encoded grpc-message, grpc-timeout); RST_STREAM is passed on both ways, so cancellation reaches
+the server and a server's reset reaches the caller.
 
 The proxy never parses messages, so it cannot tell unary from streaming calls. What it can tell is the
 shape on the wire, and that is what retries follow: a call may be sent again only if the upstream
 answered trailers-only with a retryable status (or never got the stream at all), the caller had ended
 its request, and the proxy kept every request byte (at most ``MAX_REPLAY_BODY``). The per-destination
-timeout bounds each attempt until the upstream starts answering; after that the caller's own deadline
+timeout bounds the call, retries included, until the upstream starts answering; after that the caller's own deadline
 (grpc-timeout, enforced by client and server) governs, so long-lived streams are not cut off.
 """
 
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import time
 
-from mesh.http2 import CANCEL, CONNECTION_LOST, NO_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
+from mesh.http2 import CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -121,6 +122,7 @@ class GrpcRelay:
         self.stack = stack
         self.retries = bool(stack.retry_on_status)
         self.pool = H2Pool()
+        self.loop = asyncio.get_event_loop()
         self.connections: set[H2ServerConnection] = set()
 
     def connection(self) -> H2ServerConnection:
@@ -129,7 +131,11 @@ class GrpcRelay:
         return conn
 
     def _start_call(self, stream: Stream, headers, end_stream: bool) -> None:
-        GrpcCall(self, stream, headers, end_stream)
+        try:
+            GrpcCall(self, stream, headers, end_stream)
+        except Exception:  # a bug must cost one call, never the connection it shares with others
+            logger.exception("gRPC call could not be started")
+            stream.conn.reset(stream, INTERNAL_ERROR)
 
     def shutdown(self) -> None:
         for conn in list(self.connections):
@@ -142,31 +148,28 @@ class GrpcRelay:
 class _Attempt:
     """One try of a call on one upstream stream; its events go back to the call while it is current."""
 
-    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "outcome", "answered")
+    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "answered")
 
-    def __init__(self, call: "GrpcCall", endpoint, loop) -> None:
+    def __init__(self, call: "GrpcCall", endpoint) -> None:
         self.call = call
         self.endpoint = endpoint
         self.stream: Stream | None = None
         self.ewma_t0 = endpoint.ewma.start()
-        self.outcome = loop.create_future()  # resolved when the response starts or the attempt fails
-        self.answered = False
+        self.answered = False  # the upstream answered, failed, or the attempt was given up
 
     def on_headers(self, headers, end_stream: bool) -> None:
         call = self.call
         if call.attempt is not self:
             return
         if not self.answered:
-            self.answered = True
-            self._settle()
+            self.settle()
             call.first_byte_ns = _monotonic_ns()
             if end_stream:
                 status, _message = status_of(headers)
                 if call.may_retry_status(status):
-                    self.outcome.set_result(("status", status, headers))
+                    call.attempt_failed(("status", status, headers))
                     return
             call.response_started()
-            self.outcome.set_result(None)
         call.response_headers(headers, end_stream)
 
     def on_data(self, data: bytes, end_stream: bool) -> None:
@@ -184,34 +187,29 @@ class _Attempt:
         if call.attempt is not self:
             return
         if not self.answered:
-            self.answered = True
-            self._settle()
+            self.settle()
             self.endpoint.breaker.failure(time.monotonic())
-            self.outcome.set_result(("reset", error_code, None))
-            return
-        call.upstream_reset(error_code)
+            call.attempt_failed(("reset", error_code, None))
+        else:
+            call.upstream_reset(error_code)
 
     def timed_out(self) -> None:
-        self.answered = True
-        self._settle()
+        self.settle()
         self.endpoint.breaker.failure(time.monotonic())
         stream = self.stream
-        if stream is not None:
-            stream.conn.reset(stream, CANCEL)
-        self.outcome.set_result(("timeout", None, None))
+        stream.conn.reset(stream, CANCEL)
 
-    def _settle(self) -> None:
-        self.endpoint.ewma.finish(self.ewma_t0)
-
-    def abandon(self) -> None:
-        """The call went away (cancelled) while this attempt was still waiting for an answer."""
+    def settle(self) -> None:
         if not self.answered:
             self.answered = True
-            self._settle()
+            self.endpoint.ewma.finish(self.ewma_t0)
 
 
 class GrpcCall:
-    """One call: the caller's stream ``down`` and the current upstream attempt. Listens on ``down``."""
+    """One call: the caller's stream ``down`` and the current upstream attempt. Listens on ``down``.
+
+    Everything is driven by callbacks; a task exists only while the call waits in the admission queue
+    or for a new upstream connection."""
 
     def __init__(self, relay: GrpcRelay, down: Stream, headers, end_stream: bool) -> None:
         self.relay = relay
@@ -239,6 +237,8 @@ class GrpcCall:
         self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
         self.replay_size = 0
         self.attempt: _Attempt | None = None
+        self.tried: list = []
+        self.waiting: asyncio.Task | asyncio.TimerHandle | None = None  # queue wait, connect or backoff
         self.deadline: asyncio.TimerHandle | None = None
         self.destination = None
         self.admitted = False
@@ -255,71 +255,75 @@ class GrpcCall:
         self.retry_delay_ns = 0
         self.endpoint = None
         self.endpoint_load = 0.0
-        self.task = asyncio.ensure_future(self.run())
+        self._start()
 
     # ---- the call, top to bottom ----------------------------------------------------------
 
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must cost one call, never the connection
-            logger.exception("gRPC call %s failed inside the proxy", self.path)
-            self.fail(INTERNAL, f"proxy error: {exc}", "internal")
-
-    async def _run(self) -> None:
-        stack = self.stack
-        destination = stack.resolve_authority(self.authority)
+    def _start(self) -> None:
+        destination = self.stack.resolve_authority(self.authority)
         if destination is None:
             self.fail(UNAVAILABLE, f"no destination for {self.authority.decode('latin-1')!r}", UNKNOWN_DESTINATION)
             return
         self.destination = destination
+        if destination.admission.try_acquire():
+            self._admitted()
+        else:
+            self.waiting = asyncio.ensure_future(self._queue(destination))
+
+    async def _queue(self, destination) -> None:
         try:
             queued_s = await destination.admission.acquire()
         except Shed as shed:
+            stack = self.stack
             if stack.metrics is not None:
                 stack.metrics.observe_shed(stack.direction, destination.name, shed.reason)
             self.fail(UNAVAILABLE, f"load shed by proxy ({shed.reason})", shed.reason)
             return
-        self.admitted = True
+        self.waiting = None
         self.queue_ns = int(queued_s * 1e9)
-        destination.retry_budget.deposit()
-        policy = destination.policy
-        self.deadline = asyncio.get_running_loop().call_later(policy.timeout_s, self._timed_out)
-        tried = []
-        while True:
-            endpoint = destination.balancer.pick(exclude=tried)
-            if endpoint is None:
-                self.fail(UNAVAILABLE, f"no available endpoint for {destination.name}", NO_ENDPOINTS)
-                return
-            self.endpoint = endpoint
-            self.endpoint_load = endpoint.ewma.load()
-            try:
-                conn, connect_ns = await self.relay.pool.connect(endpoint.address, policy.connect_timeout_s)
-            except ConnectError as exc:
-                endpoint.breaker.failure(time.monotonic())
-                outcome = ("connect", exc.kind, str(exc))
-            else:
-                self.connect_ns += connect_ns
-                self.reused = self.reused and connect_ns == 0
-                outcome = await self._attempt(conn, endpoint)
-            if outcome is None or self.done:
-                return  # the response has started (or the caller went away): callbacks take it from here
-            if not self._may_retry(outcome):
-                self._give_up(outcome)
-                return
-            self.retries += 1
-            delay = backoff(self.retries)
-            self.retry_delay_ns += int(delay * 1e9)
-            tried.append(endpoint)
-            await asyncio.sleep(delay)
-            if len(tried) >= len(destination.balancer.endpoints):
-                tried.clear()  # every endpoint was tried once: any may take the retry
+        self._admitted()
 
-    def _attempt(self, conn, endpoint) -> asyncio.Future:
-        loop = conn.loop
-        attempt = _Attempt(self, endpoint, loop)
+    def _admitted(self) -> None:
+        self.admitted = True
+        destination = self.destination
+        destination.retry_budget.deposit()
+        self.deadline = self.relay.loop.call_later(destination.policy.timeout_s, self._timed_out)
+        self._next_attempt()
+
+    def _next_attempt(self) -> None:
+        self.waiting = None
+        if self.done:
+            return
+        balancer = self.destination.balancer
+        if len(self.tried) >= len(balancer.endpoints):
+            self.tried.clear()  # every endpoint was tried once: any may take the retry
+        endpoint = balancer.pick(exclude=self.tried)
+        if endpoint is None:
+            self.fail(UNAVAILABLE, f"no available endpoint for {self.destination.name}", NO_ENDPOINTS)
+            return
+        self.endpoint = endpoint
+        self.endpoint_load = endpoint.ewma.load()
+        conn = self.relay.pool.reusable(endpoint.address)
+        if conn is not None:
+            self._send(conn, endpoint)
+        else:
+            self.waiting = asyncio.ensure_future(self._connect(endpoint))
+
+    async def _connect(self, endpoint) -> None:
+        try:
+            conn, connect_ns = await self.relay.pool.connect(endpoint.address, self.destination.policy.connect_timeout_s)
+        except ConnectError as exc:
+            self.waiting = None
+            endpoint.breaker.failure(time.monotonic())
+            self.attempt_failed(("connect", exc.kind, str(exc)))
+            return
+        self.waiting = None
+        self.connect_ns += connect_ns
+        self.reused = self.reused and connect_ns == 0
+        self._send(conn, endpoint)
+
+    def _send(self, conn, endpoint) -> None:
+        attempt = _Attempt(self, endpoint)
         self.attempt = attempt
         stream = conn.open_stream(attempt)
         attempt.stream = stream
@@ -338,7 +342,23 @@ class GrpcCall:
             conn.send_headers(stream, self.upstream_headers, not body)
             if body:
                 conn.send_data(stream, body, True)
-        return attempt.outcome
+
+    def attempt_failed(self, outcome) -> None:
+        """No answer from this attempt (connect error, reset, retryable status): retry or give up."""
+        if self.done:
+            return
+        attempt = self.attempt
+        if attempt is not None and attempt.stream.conn.streams.get(attempt.stream.id) is attempt.stream:
+            attempt.stream.conn.reset(attempt.stream, CANCEL)
+        if not self._may_retry(outcome):
+            self._give_up(outcome)
+            return
+        self.retries += 1
+        delay = backoff(self.retries)
+        self.retry_delay_ns += int(delay * 1e9)
+        if self.endpoint is not None:
+            self.tried.append(self.endpoint)
+        self.waiting = self.relay.loop.call_later(delay, self._next_attempt)
 
     def _timed_out(self) -> None:
         """The destination's timeout ran out before the upstream started answering."""
@@ -347,10 +367,8 @@ class GrpcCall:
             return
         attempt = self.attempt
         if attempt is not None and not attempt.answered:
-            attempt.timed_out()  # _run hears ("timeout", ...) and gives up
-        else:  # connecting or backing off between attempts
-            self.task.cancel()
-            self._give_up(("timeout", None, None))
+            attempt.timed_out()
+        self._give_up(("timeout", None, None))
 
     def response_started(self) -> None:
         if self.deadline is not None:
@@ -425,11 +443,9 @@ class GrpcCall:
             return
         attempt = self.attempt
         if attempt is not None:
-            attempt.abandon()
+            attempt.settle()
             stream = attempt.stream
             stream.conn.reset(stream, CANCEL if error_code == CONNECTION_LOST else error_code)
-        if not self.task.done():
-            self.task.cancel()
         self.finish(CANCELLED, "cancelled by caller")
 
     # ---- upstream -> caller ------------------------------------------------------------------
@@ -481,10 +497,14 @@ class GrpcCall:
         down = self.down
         if down.conn.streams.get(down.id) is down and down.local_closed:
             down.conn.reset(down, NO_ERROR)  # we answered before the caller finished sending: stop it
+        waiting = self.waiting
+        if waiting is not None:
+            self.waiting = None
+            waiting.cancel()
         attempt = self.attempt
         destination = self.destination
         if attempt is not None:
-            attempt.abandon()
+            attempt.settle()
             up = attempt.stream
             if up.conn.streams.get(up.id) is up:
                 up.conn.reset(up, CANCEL)

@@ -4,7 +4,7 @@ The `h2` package costs about 180 µs of CPU per unary call on each side of a con
 hop has two sides, which alone would keep gRPC far below 0.6x direct throughput. A relay needs much
 less than a general HTTP/2 library: it never interprets bodies, only moves DATA frames from one stream
 to another while honouring both peers' flow-control windows. So this module keeps HTTP/2 framing,
-SETTINGS, PING, GOAWAY, RST_STREAM and flow control, and leaves header compression to `hpack`.
+SETTINGS, PING, GOAWAY, RST_STREAM and flow control; header compression is `mesh.hpack_codec`.
 
 Flow control is what bounds memory: receive credit (WINDOW_UPDATE) for bytes read from one peer is given
 back only when those bytes have been written toward the other peer (``send_data(..., source=stream)``),
@@ -25,7 +25,7 @@ import struct
 import time
 from typing import Callable
 
-import hpack
+from mesh.hpack_codec import HeaderDecoder, HeaderEncoder, HeaderError
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -136,9 +136,8 @@ class H2Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._blocked: dict[int, Stream] = {}  # streams waiting for connection send window
-        self.encoder = hpack.Encoder()
-        self.decoder = hpack.Decoder()
-        self.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
+        self.encoder = HeaderEncoder()
+        self.decoder = HeaderDecoder(max_header_list_size=MAX_HEADER_LIST_SIZE)
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = DEFAULT_MAX_FRAME
         self.peer_max_streams = MAX_WINDOW
@@ -297,8 +296,8 @@ class H2Connection(asyncio.Protocol):
 
     def _headers_complete(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
-            headers = self.decoder.decode(block, raw=True)
-        except hpack.HPACKError:
+            headers = self.decoder.decode(block)
+        except HeaderError:
             self.close_with(COMPRESSION_ERROR)  # the shared table is now unusable
             return
         end_stream = bool(flags & FLAG_END_STREAM)
@@ -330,7 +329,7 @@ class H2Connection(asyncio.Protocol):
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 self.peer_max_frame = value
             elif key == SETTINGS_HEADER_TABLE_SIZE:
-                self.encoder.header_table_size = value
+                self.encoder.set_peer_table_size(value)
             elif key == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
         self.write_frame(SETTINGS, FLAG_ACK, 0, b"")

@@ -1,0 +1,296 @@
+"""HPACK (RFC 7541) for the HTTP/2 relay: the header codec is most of a proxied gRPC call's CPU.
+
+The `hpack` package spends about 60 µs per header block here (generic table search, a debug log call
+per header), and a relayed call decodes three blocks and encodes three. A proxy sees the same few header
+lists over and over, so this codec is built for that:
+
+- decoding is a single pass with plain list indexing; Huffman-coded strings (what gRPC peers send)
+  are decoded once and then looked up in a bounded cache, and so are whole blocks that did not change
+  the dynamic table (a server's usual response headers and trailers are such blocks);
+- encoding never Huffman-codes, and adds a header to the dynamic table only the second time it is seen
+  and only while the table has room. Nothing is ever evicted, so an entry's index is plain arithmetic
+  and a repeated header costs one dict lookup. Values that change on every call (trace ids, deadlines)
+  are never indexed, so they cannot crowd out the ones that repeat. Whole blocks are cached too, while
+  the table is unchanged.
+
+Decoded header lists may be shared between calls (the block cache): treat them as read-only.
+
+The static table and the Huffman decoder come from the `hpack` package.
+"""
+
+from __future__ import annotations
+
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+DEFAULT_TABLE_SIZE = 4096
+ENTRY_OVERHEAD = 32
+
+_STATIC_INDEX = {entry: index for index, entry in reversed(list(enumerate(STATIC_TABLE, 1)))}
+_STATIC_NAME_INDEX = {name: index for index, (name, _value) in reversed(list(enumerate(STATIC_TABLE, 1)))}
+_STATIC_COUNT = len(STATIC_TABLE)
+
+# Values that differ on (nearly) every request: indexing them would only fill the table.
+_NEVER_INDEXED_VALUES = frozenset((
+    b"traceparent", b"tracestate", b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid",
+    b"grpc-timeout", b"grpc-message", b"content-length", b"date",
+))
+# Secrets: sent as never-indexed literals so no intermediary stores them in a compression table.
+_SENSITIVE = frozenset((b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"))
+
+_HUFFMAN_CACHE_LIMIT = 4096
+_BLOCK_CACHE_LIMIT = 256
+_SEEN_LIMIT = 1024
+
+
+class HeaderError(Exception):
+    """A header block that cannot be decoded: a connection error (COMPRESSION_ERROR) in HTTP/2."""
+
+
+def _encode_int(value: int, prefix_bits: int, first_byte_flags: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first_byte_flags | value,))
+    out = bytearray((first_byte_flags | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode_string(value: bytes) -> bytes:
+    return _encode_int(len(value), 7, 0) + value
+
+
+class HeaderDecoder:
+    """Decodes the header blocks one peer sends (one per connection: the dynamic table is shared state)."""
+
+    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE, max_header_list_size: int = 256 * 1024):
+        self.allowed_table_size = max_table_size  # what our SETTINGS allow the peer to use
+        self.max_table_size = max_table_size
+        self.max_header_list_size = max_header_list_size
+        self.entries: list[tuple[bytes, bytes]] = []  # newest last
+        self.table_size = 0
+        self.generation = 0  # bumped on every dynamic table change
+        self._huffman: dict[bytes, bytes] = {}
+        self._blocks: dict[bytes, tuple[int, list]] = {}
+
+    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        cached = self._blocks.get(block)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1]
+        generation = self.generation
+        try:
+            headers = self._decode(block)
+        except IndexError:
+            raise HeaderError("header block truncated or index out of range") from None
+        if generation == self.generation:
+            if len(self._blocks) >= _BLOCK_CACHE_LIMIT:
+                self._blocks.clear()
+            self._blocks[block] = (generation, headers)
+        return headers
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        headers = []
+        append = headers.append
+        pos = 0
+        end = len(block)
+        list_size = 0
+        while pos < end:
+            byte = block[pos]
+            if byte & 0x80:  # indexed field
+                index = byte & 0x7F
+                pos += 1
+                if index == 0x7F:
+                    index, pos = self._int_tail(block, pos, index)
+                header = self._entry(index)
+            elif byte & 0x40:  # literal, added to the table
+                index = byte & 0x3F
+                pos += 1
+                if index == 0x3F:
+                    index, pos = self._int_tail(block, pos, index)
+                header, pos = self._literal(block, pos, index)
+                self._add(header)
+            elif byte & 0x20:  # dynamic table size update
+                size = byte & 0x1F
+                pos += 1
+                if size == 0x1F:
+                    size, pos = self._int_tail(block, pos, size)
+                if size > self.allowed_table_size:
+                    raise HeaderError(f"table size update to {size} exceeds the allowed {self.allowed_table_size}")
+                self.max_table_size = size
+                self.generation += 1
+                self._evict(0)
+                continue
+            else:  # literal not indexed / never indexed
+                index = byte & 0x0F
+                pos += 1
+                if index == 0x0F:
+                    index, pos = self._int_tail(block, pos, index)
+                header, pos = self._literal(block, pos, index)
+            list_size += len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
+            if list_size > self.max_header_list_size:
+                raise HeaderError(f"header list larger than {self.max_header_list_size} bytes")
+            append(header)
+        return headers
+
+    @staticmethod
+    def _int_tail(block: bytes, pos: int, value: int) -> tuple[int, int]:
+        shift = 0
+        while True:
+            byte = block[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+            if shift > 28:
+                raise HeaderError("integer too large")
+
+    def _entry(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= _STATIC_COUNT:
+            return STATIC_TABLE[index - 1]
+        dynamic = index - _STATIC_COUNT
+        if index == 0 or dynamic > len(self.entries):
+            raise HeaderError(f"header table index {index} out of range")
+        return self.entries[-dynamic]
+
+    def _literal(self, block: bytes, pos: int, name_index: int) -> tuple[tuple[bytes, bytes], int]:
+        if name_index:
+            name = self._entry(name_index)[0]
+        else:
+            name, pos = self._string(block, pos)
+        value, pos = self._string(block, pos)
+        return (name, value), pos
+
+    def _string(self, block: bytes, pos: int) -> tuple[bytes, int]:
+        byte = block[pos]
+        length = byte & 0x7F
+        pos += 1
+        if length == 0x7F:
+            length, pos = self._int_tail(block, pos, length)
+        end = pos + length
+        if end > len(block):
+            raise HeaderError("string runs past the header block")
+        raw = block[pos:end]
+        if not byte & 0x80:
+            return raw, end
+        value = self._huffman.get(raw)
+        if value is None:
+            try:
+                value = decode_huffman(raw)
+            except Exception as exc:  # the library raises its own decoding error type
+                raise HeaderError(f"bad Huffman string: {exc}") from None
+            if len(self._huffman) >= _HUFFMAN_CACHE_LIMIT:
+                self._huffman.clear()
+            self._huffman[raw] = value
+        return value, end
+
+    def _add(self, header: tuple[bytes, bytes]) -> None:
+        self.generation += 1
+        size = len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
+        if size > self.max_table_size:
+            self.entries.clear()
+            self.table_size = 0
+            return
+        self._evict(size)
+        self.entries.append(header)
+        self.table_size += size
+
+    def _evict(self, room: int) -> None:
+        entries = self.entries
+        while entries and self.table_size + room > self.max_table_size:
+            name, value = entries.pop(0)
+            self.table_size -= len(name) + len(value) + ENTRY_OVERHEAD
+
+
+class HeaderEncoder:
+    """Encodes header blocks toward one peer; indexes repeating headers, never evicts (see module doc)."""
+
+    def __init__(self) -> None:
+        self.capacity = DEFAULT_TABLE_SIZE  # what we use of the peer's table
+        self.table_size = 0
+        self.inserted: dict[tuple[bytes, bytes], int] = {}  # header -> insertion number
+        self._indexed: dict[tuple[bytes, bytes], bytes] = {}  # header -> its encoding, while the table is unchanged
+        self._seen_once: set[tuple[bytes, bytes]] = set()
+        self._size_update: int | None = None
+        self._blocks: dict[tuple, bytes] = {}  # header list -> block, while the table is unchanged
+        self._stable = True
+
+    def set_peer_table_size(self, size: int) -> None:
+        """The peer's SETTINGS_HEADER_TABLE_SIZE. Smaller than what we use: start over with an empty table."""
+        if size < self.capacity or size < self.table_size:
+            self.capacity = size
+            self.table_size = 0
+            self.inserted.clear()
+            self._indexed.clear()
+            self._blocks.clear()
+            self._size_update = size
+
+    def encode(self, headers) -> bytes:
+        key = tuple(headers)
+        block = self._blocks.get(key)
+        if block is not None:
+            return block
+        self._stable = self._size_update is None  # cleared when this encoding changes our state
+        block = self._encode(headers)
+        if self._stable:
+            if len(self._blocks) >= _BLOCK_CACHE_LIMIT:
+                self._blocks.clear()
+            self._blocks[key] = block
+        return block
+
+    def _encode(self, headers) -> bytes:
+        out = []
+        if self._size_update is not None:
+            out.append(_encode_int(self._size_update, 5, 0x20))
+            self._size_update = None
+        indexed = self._indexed
+        for header in headers:
+            encoded = indexed.get(header)
+            if encoded is None:
+                encoded = self._encode_new(header)
+            out.append(encoded)
+        return b"".join(out)
+
+    def _encode_new(self, header: tuple[bytes, bytes]) -> bytes:
+        header = (header[0], header[1])
+        static = _STATIC_INDEX.get(header)
+        if static is not None:
+            encoded = _encode_int(static, 7, 0x80)
+            self._indexed[header] = encoded
+            return encoded
+        inserted = self.inserted.get(header)
+        if inserted is not None:  # indexed earlier; the cache was cleared by a later insertion
+            encoded = _encode_int(_STATIC_COUNT + len(self.inserted) - inserted, 7, 0x80)
+            self._indexed[header] = encoded
+            return encoded
+        name, value = header
+        name_index = _STATIC_NAME_INDEX.get(name, 0)
+        if name in _SENSITIVE:
+            flags, prefix = 0x10, 4
+        elif name not in _NEVER_INDEXED_VALUES and header in self._seen_once and self._room_for(header):
+            flags, prefix = 0x40, 6
+            self.inserted[header] = len(self.inserted)
+            self.table_size += len(name) + len(value) + ENTRY_OVERHEAD
+            self._indexed.clear()  # every older entry's index just moved by one
+            self._blocks.clear()
+            self._stable = False
+        else:
+            flags, prefix = 0x00, 4
+            if name not in _NEVER_INDEXED_VALUES and header not in self._seen_once:
+                if len(self._seen_once) >= _SEEN_LIMIT:
+                    self._seen_once.clear()
+                self._seen_once.add(header)
+                self._stable = False
+        if name_index:
+            head = _encode_int(name_index, prefix, flags)
+        else:
+            head = _encode_int(0, prefix, flags) + _encode_string(name)
+        return head + _encode_string(value)
+
+    def _room_for(self, header: tuple[bytes, bytes]) -> bool:
+        return self.table_size + len(header[0]) + len(header[1]) + ENTRY_OVERHEAD <= self.capacity
