@@ -67,7 +67,7 @@ def setup_query_api(app: web.Application, store: SpanStore) -> None:
     app.router.add_get("/api/v1/services", list_services)
     app.router.add_get("/api/v1/services/{service}/operations", list_operations)
     app.router.add_get("/api/v1/traces", search_traces)
-    app.router.add_get("/api/v1/traces/{trace_id}", get_trace)
+    app.router.add_get("/api/v1/traces/{traceId}", get_trace)
     openapi_body = OPENAPI_PATH.read_bytes()
 
     async def openapi_document(request: web.Request) -> web.Response:
@@ -97,7 +97,7 @@ async def list_operations(request: web.Request) -> web.Response:
 
 async def get_trace(request: web.Request) -> web.Response:
     check_parameters(request, ())
-    trace_id = parse_trace_id(request.match_info["trace_id"])
+    trace_id = parse_trace_id(request.match_info["traceId"])
     columns = await call_store(request, lambda store: store.trace(trace_id))
     if row_count(columns) == 0:
         raise json_error(web.HTTPNotFound, f"trace {trace_id} not found")

@@ -8,6 +8,7 @@ chDB directory belongs to the one collector process that opened it. The API chec
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -52,7 +53,7 @@ def register(subparsers) -> None:
         "--error",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="only traces with (--error) or without (--no-error) a span whose status is ERROR",
+        help="only traces where a matching span has status ERROR (--error) or has not (--no-error)",
     )
     traces.set_defaults(run=run_traces)
 
@@ -103,10 +104,11 @@ def print_result(args: argparse.Namespace, path: str, render) -> int:
     except CollectorError as exc:
         print(f"tracemesh: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(body))
+    text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if args.json else render(body)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # the reader (head, less) is gone; stop quietly as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -156,29 +158,61 @@ def trace_table(body: dict) -> str:
 
 
 def trace_tree(trace: dict) -> str:
-    """The spans as an indented tree under the root; spans whose parent never arrived start their own tree."""
+    """The spans as an indented tree, each span printed once, children in start order."""
     spans = trace["spans"]
-    span_ids = {span["spanId"] for span in spans}
-    children: dict[str, list[dict]] = {}
-    for span in spans:  # the API sends spans by start time, so children come out in order
-        parent = span["parentSpanId"] if span["parentSpanId"] in span_ids else ""
-        children.setdefault(parent, []).append(span)
+    roots, children = span_forest(spans)
     trace_start = int(trace["startTimeUnixNano"])
     lines = [
         f"trace {trace['traceId']}  {trace['rootService']} {trace['rootName']}  "
         f"{format_time(trace_start)}  {format_duration(int(trace['durationNano']))}  "
         f"{trace['spanCount']} spans, {trace['errorCount']} errors"
     ]
+    # Depth-first with an explicit stack: a trace may nest deeper than Python's recursion limit.
+    stack: list[tuple[int, str, bool]] = []
+    printed: set[int] = set()
 
-    def walk(parent_id: str, prefix: str) -> None:
-        siblings = children.get(parent_id, [])
-        for index, span in enumerate(siblings):
-            last = index == len(siblings) - 1
-            lines.append(prefix + ("└─ " if last else "├─ ") + span_line(span, trace_start))
-            walk(span["spanId"], prefix + ("   " if last else "│  "))
+    def push(siblings: list[int], prefix: str) -> None:
+        fresh = [index for index in siblings if index not in printed]
+        printed.update(fresh)
+        stack.extend((index, prefix, index == fresh[-1]) for index in reversed(fresh))
 
-    walk("", "")
-    return "\n".join(lines)
+    push(roots, "")
+    unvisited = iter(range(len(spans)))
+    while True:
+        if not stack:
+            # Spans in a parent cycle are reachable from no root: show each cycle from its earliest span.
+            leftover = next((index for index in unvisited if index not in printed), None)
+            if leftover is None:
+                return "\n".join(lines)
+            push([leftover], "")
+        index, prefix, last = stack.pop()
+        lines.append(prefix + ("└─ " if last else "├─ ") + span_line(spans[index], trace_start))
+        push(children.get(index, []), prefix + ("   " if last else "│  "))
+
+
+def span_forest(spans: list[dict]) -> tuple[list[int], dict[int, list[int]]]:
+    """Root span positions and each span's child positions; ``spans`` is in start order.
+
+    Zipkin clients and servers may share one span id (the server half of an RPC reuses the client's
+    id and parent). Spans sharing an id nest in start order, and the last of them takes the children,
+    so the server half sits under its client half. A span whose parent never arrived is a root.
+    """
+    by_id: dict[str, list[int]] = {}
+    for index, span in enumerate(spans):
+        by_id.setdefault(span["spanId"], []).append(index)
+    roots: list[int] = []
+    children: dict[int, list[int]] = {}
+    for index, span in enumerate(spans):
+        twins = by_id[span["spanId"]]
+        if twins[0] != index:
+            parent = twins[twins.index(index) - 1]
+        elif span["parentSpanId"] in by_id and span["parentSpanId"] != span["spanId"]:
+            parent = by_id[span["parentSpanId"]][-1]
+        else:
+            roots.append(index)
+            continue
+        children.setdefault(parent, []).append(index)
+    return roots, children
 
 
 def span_line(span: dict, trace_start: int) -> str:
