@@ -122,7 +122,6 @@ class GrpcRelay:
         self.stack = stack
         self.retries = bool(stack.retry_on_status)
         self.pool = H2Pool()
-        self.loop = asyncio.get_event_loop()
         self.connections: set[H2ServerConnection] = set()
 
     def connection(self) -> H2ServerConnection:
@@ -287,7 +286,7 @@ class GrpcCall:
         self.admitted = True
         destination = self.destination
         destination.retry_budget.deposit()
-        self.deadline = self.relay.loop.call_later(destination.policy.timeout_s, self._timed_out)
+        self.deadline = self.down.conn.loop.call_later(destination.policy.timeout_s, self._timed_out)
         self._next_attempt()
 
     def _next_attempt(self) -> None:
@@ -358,7 +357,7 @@ class GrpcCall:
         self.retry_delay_ns += int(delay * 1e9)
         if self.endpoint is not None:
             self.tried.append(self.endpoint)
-        self.waiting = self.relay.loop.call_later(delay, self._next_attempt)
+        self.waiting = self.down.conn.loop.call_later(delay, self._next_attempt)
 
     def _timed_out(self) -> None:
         """The destination's timeout ran out before the upstream started answering."""

@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 from mesh.hpack_codec import HeaderDecoder, HeaderEncoder, HeaderError
+from mesh.pool import ConnectError, split_address
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -126,7 +127,7 @@ class H2Connection(asyncio.Protocol):
     def __init__(self, on_close: Callable | None = None) -> None:
         self.on_close = on_close  # told once when the connection is gone (or, on a client, leaves the pool)
         self.transport: asyncio.Transport | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()
         self.streams: dict[int, Stream] = {}
         self.closed = False
         self.going_away = False  # GOAWAY sent or received: no new streams
@@ -558,10 +559,6 @@ class H2ClientConnection(H2Connection):
             self.on_close(self)  # out of the pool now; open streams still finish
 
 
-class ConnectError(Exception):
-    """Could not open an HTTP/2 connection to an upstream (refused, unreachable, timed out)."""
-
-
 class H2Pool:
     """Multiplexed upstream connections per endpoint address: one is enough until the peer's
     MAX_CONCURRENT_STREAMS fills it, then another is opened."""
@@ -591,17 +588,15 @@ class H2Pool:
         return conn, time.monotonic_ns() - started
 
     async def _open(self, address: str, timeout_s: float) -> H2ClientConnection:
-        host, _, port = address.rpartition(":")
+        host, port = split_address(address)
         loop = asyncio.get_running_loop()
         try:
-            _transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: H2ClientConnection(address, self._discard), host.strip("[]"), int(port)),
-                timeout_s,
-            )
-        except asyncio.TimeoutError:
-            raise ConnectError(f"connect to {address} timed out after {timeout_s}s") from None
-        except (OSError, ValueError) as exc:
-            raise ConnectError(f"connect to {address} failed: {exc}") from None
+            async with asyncio.timeout(timeout_s):
+                _transport, conn = await loop.create_connection(lambda: H2ClientConnection(address, self._discard), host, port)
+        except TimeoutError:
+            raise ConnectError("connect_timeout", f"{address} after {timeout_s:g}s") from None
+        except OSError as exc:
+            raise ConnectError("connect_refused", f"{address}: {exc.strerror or exc}") from None
         self._connections.setdefault(address, []).append(conn)
         return conn
 

@@ -42,6 +42,10 @@ class EchoApp:
         self.cancelled: list[str] = []  # methods whose call the server saw cancelled
         self.cancelled_event = threading.Event()
         self.seen_metadata: list[dict[str, str]] = []
+        self.sleep_deadlines: list[float | None] = []  # time remaining when each Sleep call arrived
+        self.calls: dict[str, int] = {}  # method -> calls that reached this server
+        self._lock = threading.Lock()
+        self._flaky_seen: set[bytes] = set()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
@@ -51,6 +55,7 @@ class EchoApp:
             "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
             "Sleep": grpc.unary_unary_rpc_method_handler(self.sleep),
             "Big": grpc.unary_unary_rpc_method_handler(self.big),
+            "Flaky": grpc.unary_unary_rpc_method_handler(self.flaky),
         }
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
@@ -62,6 +67,10 @@ class EchoApp:
 
     def _note(self, context) -> None:
         self.seen_metadata.append(dict(context.invocation_metadata()))
+
+    def _count(self, method_name: str) -> None:
+        with self._lock:
+            self.calls[method_name] = self.calls.get(method_name, 0) + 1
 
     def unary(self, request: bytes, context) -> bytes:
         self._note(context)
@@ -89,6 +98,7 @@ class EchoApp:
 
     def fail(self, request: bytes, context) -> bytes:
         """Request ``code|message`` (UTF-8): ends the call with that status and message."""
+        self._count("Fail")
         code, _, message = request.decode().partition("|")
         context.set_trailing_metadata([("x-failed", code)])
         context.abort(_status_code(int(code)), message)
@@ -96,6 +106,7 @@ class EchoApp:
     def sleep(self, request: bytes, context) -> bytes:
         """Sleeps ``request`` seconds unless cancelled first (then records it)."""
         self._note(context)
+        self.sleep_deadlines.append(context.time_remaining())
         done = threading.Event()
 
         def on_done():
@@ -109,6 +120,16 @@ class EchoApp:
             time.sleep(0.01)
         done.set()
         return b"slept"
+
+    def flaky(self, request: bytes, context) -> bytes:
+        """UNAVAILABLE the first time a request body is seen, an echo the second time."""
+        self._count("Flaky")
+        with self._lock:
+            first = request not in self._flaky_seen
+            self._flaky_seen.add(request)
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not yet, try again")
+        return request
 
     def big(self, request: bytes, context) -> bytes:
         """Answers with ``len(request)`` bytes derived from it, so both directions carry the size."""

@@ -1,0 +1,331 @@
+"""gRPC through Tracemesh proxies: real grpcio clients and servers, real proxy listeners on 127.0.0.1.
+
+Most calls take a full hop, client -> outbound proxy -> inbound proxy -> app, so both sides of the
+relay (and both span kinds) are exercised by every behaviour a proxy must pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from mesh.destination import DestinationPolicy
+from spans import conventions as attr
+from spans.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR
+from tests.support.grpc_apps import CHANNEL_OPTIONS, ChainApp, EchoApp, method
+from tests.support.grpc_proxy import ProxyLoop, write_endpoints
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+NON_ASCII_MESSAGE = "prüfung fehlgeschlagen: 100% ✗ — 日本語\nzweite Zeile"
+
+
+@pytest.fixture(scope="module")
+def app():
+    server = EchoApp()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxies():
+    loop = ProxyLoop()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture(scope="module")
+def hop(app, proxies, tmp_path_factory):
+    """Outbound proxy (service "client") -> inbound proxy (service "echo") -> app."""
+    inbound, inbound_spans = proxies.inbound("echo", app.address)
+    endpoints = write_endpoints(tmp_path_factory.mktemp("hop") / "endpoints.toml", {"echo": [inbound]})
+    outbound, outbound_spans = proxies.outbound("client", endpoints)
+    return {"outbound": outbound, "inbound": inbound, "outbound_spans": outbound_spans, "inbound_spans": inbound_spans,
+            "endpoints": endpoints}
+
+
+@pytest.fixture()
+def channel(hop):
+    """A client channel to the outbound proxy naming the "echo" service in :authority."""
+    hop["outbound_spans"].take(1 << 20)
+    hop["inbound_spans"].take(1 << 20)
+    ch = grpc.insecure_channel(hop["outbound"], options=CHANNEL_OPTIONS + [("grpc.default_authority", "echo")])
+    yield ch
+    ch.close()
+
+
+def trailers(error_or_call) -> dict[str, str | bytes]:
+    return dict(error_or_call.trailing_metadata() or ())
+
+
+def wait_for_spans(recorder, count: int, timeout: float = 5.0) -> list[tuple]:
+    spans: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    while len(spans) < count and time.monotonic() < deadline:
+        spans += recorder.take(1000)
+        time.sleep(0.01)
+    return spans
+
+
+def attributes(span) -> dict:
+    return dict(span[9])
+
+
+# ---- the four call kinds, metadata and trailers ---------------------------------------------
+
+def test_unary_passes_metadata_and_trailers_both_ways(channel):
+    metadata = [("x-tenant", "acme"), ("x-blob-bin", b"\x00\xffbinary")]
+    response, call = channel.unary_unary(method("Unary")).with_call(b"hello", metadata=metadata, timeout=5)
+    assert response == b"hello"
+    assert dict(call.initial_metadata())["x-tenant"] == "acme"
+    assert dict(call.initial_metadata())["x-blob-bin"] == b"\x00\xffbinary"
+    assert trailers(call)["x-tenant-trailer"] == "acme"
+    assert trailers(call)["x-blob-trailer-bin"] == b"\x00\xffbinary"
+
+
+def test_client_streaming(channel):
+    requests = [b"a" * size for size in (1, 100, 70_000, 0, 5)]
+    response, call = channel.stream_unary(method("ClientStream")).with_call(iter(requests), metadata=[("x-k", "v")], timeout=5)
+    assert response == f"{len(requests)}:{sum(map(len, requests))}".encode()
+    assert trailers(call)["x-k-trailer"] == "v"
+
+
+def test_server_streaming(channel):
+    responses = list(channel.unary_stream(method("ServerStream"))(b"50:1000", timeout=5))
+    assert responses == [bytes([index]) * 1000 for index in range(50)]
+
+
+def test_bidi_streaming_interleaves_requests_and_responses(channel):
+    """Each response arrives before the next request is sent: nothing is held back by the proxy."""
+    sent: list[bytes] = []
+    answered = threading.Event()
+
+    def requests():
+        for index in range(20):
+            message = f"message-{index}".encode()
+            sent.append(message)
+            yield message
+            assert answered.wait(5), "the proxy held a response back"
+            answered.clear()
+
+    received = []
+    for response in channel.stream_stream(method("Bidi"))(requests(), timeout=10):
+        received.append(response)
+        answered.set()
+    assert received == [message[::-1] for message in sent]
+
+
+# ---- statuses ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [code for code in grpc.StatusCode if code != grpc.StatusCode.OK], ids=lambda c: c.name)
+def test_every_status_code_and_a_non_ascii_message_pass_through(channel, code):
+    with pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(method("Fail"))(f"{code.value[0]}|{NON_ASCII_MESSAGE}".encode(), timeout=5)
+    assert raised.value.code() == code
+    assert raised.value.details() == NON_ASCII_MESSAGE
+    assert trailers(raised.value)["x-failed"] == str(code.value[0])
+
+
+def test_failed_call_spans_carry_the_status(channel, hop):
+    with pytest.raises(grpc.RpcError):
+        channel.unary_unary(method("Fail"))(b"5|not here", timeout=5)
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    server = wait_for_spans(hop["inbound_spans"], 1)[0]
+    for span in (client, server):
+        assert span[7] == STATUS_ERROR and span[8] == "not here"
+        assert attributes(span)[attr.RPC_GRPC_STATUS] == 5
+
+
+@pytest.mark.parametrize("path", ["/tracemesh.test.Echo/NoSuchMethod", "/no.such.Service/Method"])
+def test_unimplemented_method_or_service_passes_through(channel, path):
+    with pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(path)(b"x", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert attr.PROXY_ERROR_HEADER not in trailers(raised.value)
+
+
+# ---- big messages and many streams -----------------------------------------------------------
+
+def test_4_mib_messages_both_ways(channel):
+    big = bytes(range(256)) * (4 * 1024 * 1024 // 256) + b"tail"
+    assert channel.unary_unary(method("Big"))(big, timeout=20) == big[::-1]
+    streamed = list(channel.unary_stream(method("ServerStream"))(b"2:4194305", timeout=20))
+    assert [len(message) for message in streamed] == [4194305, 4194305]
+    response = channel.stream_unary(method("ClientStream"))(iter([big, big]), timeout=20)
+    assert response == f"2:{2 * len(big)}".encode()
+
+
+def test_concurrent_calls_share_one_upstream_connection(channel, proxies, hop):
+    unary = channel.unary_unary(method("Unary"))
+    futures = [unary.future(f"call-{index}".encode(), timeout=10) for index in range(200)]
+    assert [future.result() for future in futures] == [f"call-{index}".encode() for index in range(200)]
+    outbound = next(listener for listener in proxies.listeners if listener.address == hop["outbound"])
+    assert [len(conns) for conns in outbound.grpc.pool._connections.values()] == [1]
+
+
+# ---- deadlines and cancellation --------------------------------------------------------------
+
+def test_deadline_expires_through_the_proxy_and_the_server_sees_it(channel, app):
+    app.cancelled_event.clear()
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(method("Sleep"))(b"10", timeout=0.5)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 3
+    assert app.cancelled_event.wait(5), "the server never learned the call was over"
+    assert 0 < app.sleep_deadlines[-1] <= 0.5, "grpc-timeout must reach the server"
+
+
+def test_client_cancellation_reaches_the_server(channel, app, hop):
+    app.cancelled_event.clear()
+    future = channel.unary_unary(method("Sleep")).future(b"10", timeout=30)
+    time.sleep(0.5)
+    assert future.cancel()
+    assert app.cancelled_event.wait(5), "cancellation did not reach the server"
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    assert attributes(client)[attr.RPC_GRPC_STATUS] == grpc.StatusCode.CANCELLED.value[0]
+
+
+# ---- the proxy's own answers -------------------------------------------------------------------
+
+def test_unknown_destination_is_unavailable_with_the_proxy_error(hop):
+    with grpc.insecure_channel(hop["outbound"], options=[("grpc.default_authority", "nobody")]) as ch:
+        with pytest.raises(grpc.RpcError) as raised:
+            ch.unary_unary(method("Unary"))(b"x", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert trailers(raised.value)[attr.PROXY_ERROR_HEADER] == "unknown_destination"
+
+
+def test_overload_is_shed_at_once_with_unavailable(proxies, hop, tmp_path):
+    policy = DestinationPolicy(max_in_flight=1, max_queue=0)
+    outbound, spans = proxies.outbound("client", hop["endpoints"], route_to="echo", policy=policy)
+    with grpc.insecure_channel(outbound) as ch:
+        slow = ch.unary_unary(method("Sleep")).future(b"1", timeout=10)
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            ch.unary_unary(method("Unary"))(b"x", timeout=5)
+        assert time.monotonic() - started < 0.5
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert trailers(raised.value)[attr.PROXY_ERROR_HEADER] == "queue_full"
+        assert slow.result() == b"slept"
+
+
+def test_destination_timeout_answers_deadline_exceeded(proxies, hop):
+    policy = DestinationPolicy(timeout_s=0.3)
+    outbound, spans = proxies.outbound("client", hop["endpoints"], route_to="echo", policy=policy)
+    with grpc.insecure_channel(outbound) as ch:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            ch.unary_unary(method("Sleep"))(b"5", timeout=10)
+        assert time.monotonic() - started < 2
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert trailers(raised.value)[attr.PROXY_ERROR_HEADER] == "timeout"
+    span = wait_for_spans(spans, 1)[0]
+    assert attributes(span)[attr.PROXY_ERROR] == "timeout"
+
+
+# ---- retries -----------------------------------------------------------------------------------
+
+def test_retryable_status_is_retried_and_succeeds(channel, hop, app):
+    before = app.calls.get("Flaky", 0)
+    assert channel.unary_unary(method("Flaky"))(b"flaky-1", timeout=5) == b"flaky-1"
+    assert app.calls["Flaky"] - before == 2
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    assert attributes(client)[attr.RETRIES] == 1
+    assert attributes(client)[attr.RETRY_DELAY_NS] > 0
+
+
+def test_non_retryable_status_is_not_retried(channel, app):
+    before = app.calls.get("Fail", 0)
+    with pytest.raises(grpc.RpcError):
+        channel.unary_unary(method("Fail"))(b"13|internal", timeout=5)
+    assert app.calls["Fail"] - before == 1
+
+
+def test_refused_endpoint_is_retried_on_another(proxies, app, tmp_path):
+    inbound, _ = proxies.inbound("echo", app.address)
+    dead = f"127.0.0.1:{free_port()}"
+    endpoints = write_endpoints(tmp_path / "endpoints.toml", {"echo": [dead, inbound]})
+    outbound, spans = proxies.outbound("client", endpoints, route_to="echo")
+    with grpc.insecure_channel(outbound) as ch:
+        for index in range(10):
+            assert ch.unary_unary(method("Unary"))(f"{index}".encode(), timeout=5) == f"{index}".encode()
+    endpoints_used = {attributes(span)[attr.ENDPOINT] for span in wait_for_spans(spans, 10)}
+    assert endpoints_used == {inbound}
+
+
+# ---- tracing -----------------------------------------------------------------------------------
+
+def test_one_hop_gives_a_client_and_a_server_span_in_one_trace(channel, hop):
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = [("traceparent", f"00-{caller_trace}-{caller_span}-01")]
+    channel.unary_unary(method("Unary"))(b"traced", metadata=metadata, timeout=5)
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    server = wait_for_spans(hop["inbound_spans"], 1)[0]
+    assert client[0] == server[0] == caller_trace
+    assert client[2] == caller_span and server[2] == client[1]
+    assert (client[4], server[4]) == (KIND_CLIENT, KIND_SERVER)
+    assert client[3] == server[3] == "tracemesh.test.Echo/Unary"
+    client_attributes, server_attributes = attributes(client), attributes(server)
+    for span_attributes in (client_attributes, server_attributes):
+        assert span_attributes[attr.RPC_SYSTEM] == "grpc"
+        assert span_attributes[attr.RPC_SERVICE] == "tracemesh.test.Echo"
+        assert span_attributes[attr.RPC_METHOD] == "Unary"
+        assert span_attributes[attr.RPC_GRPC_STATUS] == 0
+        assert span_attributes[attr.FIRST_BYTE_NS] > 0 and span_attributes[attr.BODY_NS] >= 0
+        assert attr.CONNECT_NS in span_attributes and attr.QUEUE_NS in span_attributes
+    assert client_attributes[attr.PEER_SERVICE] == "echo"
+    assert client_attributes[attr.ENDPOINT] == hop["inbound"]
+    assert client[6] >= server[6]
+
+
+def test_trace_is_started_when_the_caller_sends_none(channel, hop, app):
+    channel.unary_unary(method("Unary"))(b"untraced", timeout=5)
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    server = wait_for_spans(hop["inbound_spans"], 1)[0]
+    assert client[2] == "" and server[0] == client[0] and server[2] == client[1]
+    assert app.seen_metadata[-1]["traceparent"] == f"00-{server[0]}-{server[1]}-01"
+
+
+def test_chain_a_b_c_gives_one_trace_with_two_spans_per_hop(proxies, tmp_path):
+    """client -> [A in] A [A out] -> [B in] B [B out] -> [C in] C, each app copying trace headers on."""
+    apps: list[ChainApp] = []
+    try:
+        c_app = ChainApp("C")
+        apps.append(c_app)
+        c_in, c_spans = proxies.inbound("c", c_app.address)
+        endpoints = write_endpoints(tmp_path / "endpoints.toml", {"c": [c_in]})
+        b_out, b_out_spans = proxies.outbound("b", endpoints)
+        b_app = ChainApp("B", b_out, "c")
+        apps.append(b_app)
+        b_in, b_in_spans = proxies.inbound("b", b_app.address)
+        endpoints = write_endpoints(tmp_path / "endpoints-a.toml", {"b": [b_in]})
+        a_out, a_out_spans = proxies.outbound("a", endpoints)
+        a_app = ChainApp("A", a_out, "b")
+        apps.append(a_app)
+        a_in, a_in_spans = proxies.inbound("a", a_app.address)
+        with grpc.insecure_channel(a_in) as ch:
+            assert ch.unary_unary("/tracemesh.test.Chain/Call")(b"start", timeout=10) == b"start>A>B>C"
+        [a_server] = wait_for_spans(a_in_spans, 1)
+        [a_client] = wait_for_spans(a_out_spans, 1)
+        [b_server] = wait_for_spans(b_in_spans, 1)
+        [b_client] = wait_for_spans(b_out_spans, 1)
+        [c_server] = wait_for_spans(c_spans, 1)
+    finally:
+        for chain_app in apps:
+            chain_app.stop()
+    spans = [a_server, a_client, b_server, b_client, c_server]
+    assert len({span[0] for span in spans}) == 1, "all hops must share one trace"
+    assert a_server[2] == ""
+    for parent, child in zip(spans, spans[1:]):
+        assert child[2] == parent[1]
+    for client, server in ((a_client, b_server), (b_client, c_server)):
+        assert (client[4], server[4]) == (KIND_CLIENT, KIND_SERVER)
+        assert client[6] >= server[6], "a client span lasts at least as long as its server span"
+        assert client[5] <= server[5] + 5_000_000
+    assert {span[3] for span in spans} == {"tracemesh.test.Chain/Call"}
