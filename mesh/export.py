@@ -85,15 +85,9 @@ class SpanRecorder:
         return len(self._spans)
 
     def take(self, limit: int) -> list[SpanRecord]:
-        """Removes and returns up to ``limit`` of the oldest spans."""
+        """Removes and returns up to ``limit`` of the oldest spans (one consumer: the exporter)."""
         popleft = self._spans.popleft
-        batch = []
-        try:
-            for _ in range(min(limit, len(self._spans))):
-                batch.append(popleft())
-        except IndexError:  # only if another thread took spans too
-            pass
-        return batch
+        return [popleft() for _ in range(min(limit, len(self._spans)))]
 
 
 class OtlpExporter:

@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from mesh.destination import Destination
     from mesh.export import OtlpExporter, SpanRecorder
 
 # Seconds; proxied calls in a mesh are mostly sub-millisecond to a few seconds.
@@ -166,6 +169,11 @@ class ProxyMetrics:
             self._ejections,
         )
 
+    def track_destinations(self, destinations: Iterable[Destination]) -> None:
+        """Publishes each destination's admission queue and each endpoint's state on every scrape.
+        ``destinations`` is iterated per scrape, so destinations created later appear too."""
+        self.registry.register(_DestinationCollector(destinations))
+
     def _new_target(self, direction: str, destination: str, endpoint: str) -> _Target:
         key = (direction, destination, endpoint)
         if len(self._targets) >= MAX_SERIES:
@@ -220,3 +228,35 @@ class _SpanExportCollector:
         yield GaugeMetricFamily(
             "tracemesh_span_buffer_spans", "Spans waiting in the export buffer.", value=len(self._recorder)
         )
+
+
+class _DestinationCollector:
+    """Scrape-time gauges of the reliability layers' state (read on the event loop's thread, where
+    the admin server runs)."""
+
+    def __init__(self, destinations: Iterable[Destination]):
+        self._destinations = destinations
+
+    def collect(self) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily(
+            "tracemesh_destination_in_flight", "Requests admitted and not yet finished.", labels=["destination"]
+        )
+        queued = GaugeMetricFamily(
+            "tracemesh_destination_queued", "Requests waiting in the admission queue.", labels=["destination"]
+        )
+        ejected = GaugeMetricFamily(
+            "tracemesh_endpoint_ejected", "1 while failure accrual keeps the endpoint out.", labels=["destination", "endpoint"]
+        )  # fmt: skip
+        load = GaugeMetricFamily(
+            "tracemesh_endpoint_load_seconds",
+            "Peak-EWMA load estimate: RTT x (pending + 1), what the balancer compares.",
+            labels=["destination", "endpoint"],
+        )
+        for destination in list(self._destinations):
+            in_flight.add_metric([destination.name], destination.admission.in_flight)
+            queued.add_metric([destination.name], destination.admission.queued)
+            for endpoint in list(destination.balancer.endpoints):
+                labels = [destination.name, endpoint.address]
+                ejected.add_metric(labels, 1 if endpoint.breaker.ejected else 0)
+                load.add_metric(labels, endpoint.ewma.load())
+        yield from (in_flight, queued, ejected, load)

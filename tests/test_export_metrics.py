@@ -4,10 +4,14 @@ bound on how many label sets unknown destinations can create."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mesh import metrics as metrics_module
+from mesh.destination import Destination, DestinationPolicy
 from mesh.export import SpanRecorder
 from mesh.metrics import LATENCY_BUCKETS, ProxyMetrics, grpc_status_name, http_status_class
 
@@ -119,3 +123,31 @@ def test_status_label_helpers():
         "none", "1xx", "2xx", "3xx", "4xx", "5xx", "none",
     ]  # fmt: skip
     assert [grpc_status_name(c) for c in (None, 0, 4, 16, 17)] == ["", "OK", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "UNKNOWN"]
+
+
+def test_destination_admission_and_endpoint_state_are_read_at_scrape_time():
+    metrics = ProxyMetrics()
+    destinations = []
+    metrics.track_destinations(destinations)
+    payments = Destination("payments", DestinationPolicy(max_in_flight=1, max_queue=5), ["10.0.0.1:80", "10.0.0.2:80"])
+    destinations.append(payments)  # created after tracking started, as the proxy does on first use
+
+    async def hold_one_and_queue_one():
+        await payments.admission.acquire()
+        waiter = asyncio.ensure_future(payments.admission.acquire())
+        await asyncio.sleep(0)
+        samples = scrape(metrics)
+        waiter.cancel()
+        return samples
+
+    broken = payments.balancer.endpoints[0]
+    for _ in range(broken.breaker.threshold):
+        broken.breaker.failure(time.monotonic())
+    samples = asyncio.run(hold_one_and_queue_one())
+
+    assert samples["tracemesh_destination_in_flight", labels(destination="payments")] == 1
+    assert samples["tracemesh_destination_queued", labels(destination="payments")] == 1
+    assert samples["tracemesh_endpoint_ejected", labels(destination="payments", endpoint="10.0.0.1:80")] == 1
+    assert samples["tracemesh_endpoint_ejected", labels(destination="payments", endpoint="10.0.0.2:80")] == 0
+    load = samples["tracemesh_endpoint_load_seconds", labels(destination="payments", endpoint="10.0.0.2:80")]
+    assert 0 < load < 1  # the initial RTT estimate with nothing pending
