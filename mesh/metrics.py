@@ -117,6 +117,11 @@ class ProxyMetrics:
         """Publishes the span buffer's and exporter's counters on every scrape."""
         self.registry.register(_SpanExportCollector(recorder, exporter))
 
+    def track_destinations(self, destinations: Iterable[Destination]) -> None:
+        """Publishes each destination's admission queue and each endpoint's state on every scrape.
+        ``destinations`` is iterated per scrape, so destinations created later appear too."""
+        self.registry.register(_DestinationCollector(destinations))
+
     def collect(self) -> Iterator[Metric]:
         """The prometheus_client collector protocol: plain counts to metric families, per scrape."""
         target_labels = ["direction", "destination", "endpoint"]
@@ -168,11 +173,6 @@ class ProxyMetrics:
             ["destination", "endpoint"],
             self._ejections,
         )
-
-    def track_destinations(self, destinations: Iterable[Destination]) -> None:
-        """Publishes each destination's admission queue and each endpoint's state on every scrape.
-        ``destinations`` is iterated per scrape, so destinations created later appear too."""
-        self.registry.register(_DestinationCollector(destinations))
 
     def _new_target(self, direction: str, destination: str, endpoint: str) -> _Target:
         key = (direction, destination, endpoint)
