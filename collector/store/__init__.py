@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from collector.store.span_store import SpanStore, StoreUnavailable, TraceQuery
 
-__all__ = ["SpanStore", "StoreUnavailable", "TraceQuery", "open_store", "DEFAULT_DATABASE"]
+__all__ = ["SpanStore", "StoreUnavailable", "TraceQuery", "open_store", "open_backend", "DEFAULT_DATABASE"]
 
 DEFAULT_DATABASE = "tracemesh"
 DEFAULT_NATIVE_PORT = 9000
@@ -28,7 +28,7 @@ def open_store(url: str, *, retention_days: int | None = None) -> SpanStore:
     """
     if retention_days is not None and retention_days < 1:
         raise ValueError("retention days must be at least 1")
-    store = SpanStore(_backend(url))
+    store = SpanStore(open_backend(url))
     try:
         if retention_days is not None:
             store.set_retention(retention_days)
@@ -39,7 +39,8 @@ def open_store(url: str, *, retention_days: int | None = None) -> SpanStore:
     return store
 
 
-def _backend(url: str):
+def open_backend(url: str):
+    """The raw backend for ``url`` (statements and blocks, no schema); ``SpanStore(backend)`` wraps it."""
     scheme, _, rest = url.partition("://")
     if scheme == "chdb":
         if not rest:

@@ -2,7 +2,8 @@
 
 chDB allows one session per process, so a store on chDB owns its directory until ``close()``.
 Inserting a pyarrow table through the ``Python()`` table function is the fast path (lists of lists
-fail for Array columns); query results come back as Arrow tables too. ``Python(name)`` resolves the
+fail for Array columns). Query results come back as column-wise JSON, which parsed faster with
+orjson than the Arrow result formats (22 vs 30-47 ms for 20 whole traces). ``Python(name)`` resolves the
 name off a calling frame in a way that is not thread-safe (concurrent inserts picked up each other's
 blocks), so inserts take turns; queries still run concurrently.
 """
@@ -13,6 +14,7 @@ import threading
 
 import chdb
 import chdb.session
+import orjson
 import pyarrow
 
 from spans.model import COLUMNS, SpanColumns
@@ -35,13 +37,15 @@ class ChdbBackend:
         self._insert_lock = threading.Lock()
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         self._session.query(f"USE {database}")
+        self._session.query("SET output_format_json_quote_64bit_integers = 0")
 
     def execute(self, statements: list[str]) -> None:
         for statement in statements:
             self._session.query(statement)
 
     def query(self, sql: str) -> dict[str, list]:
-        return self._session.query(sql, "ArrowTable").to_pydict()
+        result = orjson.loads(self._session.query(sql, "JSONColumnsWithMetadata").bytes())
+        return {column["name"]: result["data"].get(column["name"], []) for column in result["meta"]}
 
     def insert(self, table: str, columns: SpanColumns) -> None:
         span_block = pyarrow.table({name: pyarrow.array(columns[name], type=_ARROW_TYPES[COLUMNS[name]]) for name in COLUMNS})

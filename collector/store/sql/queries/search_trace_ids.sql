@@ -11,8 +11,8 @@ WHERE 1
   AND duration_ns >= %(min_duration_ns)s                   -- if min_duration_ns
   AND duration_ns <= %(max_duration_ns)s                   -- if max_duration_ns
   AND hasAll(tags, %(tags)s)                               -- if tags
-  AND (status_code = 2 OR has(tags, 'error=true'))         -- if only_errors
-  AND NOT (status_code = 2 OR has(tags, 'error=true'))     -- if only_non_errors
+  AND is_error = 1                                         -- if only_errors
+  AND is_error = 0                                         -- if only_non_errors
 GROUP BY trace_id
 ORDER BY latest_start_ns DESC, trace_id
 LIMIT %(limit)s
