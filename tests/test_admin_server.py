@@ -39,6 +39,35 @@ def test_live_always_ready_only_when_the_proxy_says_so():
     asyncio.run(scenario())
 
 
+def test_other_methods_paths_and_malformed_requests_get_clear_errors():
+    async def exchange(port: int, raw: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return answer
+
+    async def scenario():
+        admin = AdminServer(ProxyMetrics().registry)
+        await admin.start("127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"http://127.0.0.1:{admin.port}/metrics", data=b"x") as response:
+                    assert response.status == 405
+                async with session.head(f"http://127.0.0.1:{admin.port}/live") as response:
+                    assert response.status == 200
+                status, _, body = await get(session, admin.port, "/ready?verbose=1")
+                assert (status, body) == (503, "not ready\n")
+            assert (await exchange(admin.port, b"hello\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+            assert await exchange(admin.port, b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n") == b""
+            assert (await exchange(admin.port, b"GET /live HTTP/1.0\r\n\r\n")).endswith(b"\r\n\r\nlive\n")
+        finally:
+            await admin.stop()
+
+    asyncio.run(scenario())
+
+
 def test_metrics_scrape_shows_requests_and_spans_lost_to_a_dead_collector():
     metrics = ProxyMetrics()
     recorder = SpanRecorder(capacity=20)
