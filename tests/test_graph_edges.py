@@ -294,6 +294,22 @@ def test_windows_range_queries_and_retention():
     )
 
 
+def test_long_ranges_read_through_cached_blocks_that_late_requests_refresh():
+    clock = Clock()
+    graph = new_graph(clock)
+    for minute in range(60):
+        graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", T0 - 3600 * S + minute * 60 * S, MS)))
+    hour = (T0 - 3600 * S, T0)
+    assert edges_of(graph, *hour)[("a", "b", "request")]["requests"] == 60
+    assert edges_of(graph, *hour)[("a", "b", "request")]["requests"] == 60  # now from the cached blocks
+    # A request of 50 minutes ago arrives late: its (cached) blocks must not hide it.
+    graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", T0 - 3000 * S, 7 * MS, error=True)))
+    edge = edges_of(graph, *hour)[("a", "b", "request")]
+    assert (edge["requests"], edge["errors"]) == (61, 1)
+    assert edges_of(graph, T0 - 3010 * S, T0 - 2990 * S)[("a", "b", "request")]["requests"] == 2
+    assert edges_of(graph, T0 - 1800 * S, T0 - 1200 * S)[("a", "b", "request")]["requests"] == 10
+
+
 def test_spans_from_a_real_otel_sdk_through_the_otlp_decoder():
     decoder = pytest.importorskip("spans.otlp_decode")
     exporter = InMemorySpanExporter()

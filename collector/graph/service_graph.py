@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from collector.graph.edges import DATABASE, USER_NODE, HopStats, HopTracker, Observation
-from collector.graph.windows import DetailKey, EdgeKey, EdgeStats, WindowStore
+from collector.graph.windows import EdgeKey, EdgeStats, Window, WindowStore, stats_of
 from spans.model import SpanColumns
 
 log = logging.getLogger(__name__)
@@ -105,20 +105,22 @@ class ServiceGraph:
         breakdown per callee endpoint and per route."""
         self.expire()
         start_ns, end_ns = self._aligned(start_ns, end_ns)
+        merged = Window()
+        now_ns = self._clock()
+        with self._lock:
+            pieces = self._windows.pieces(start_ns, end_ns, now_ns)
+        for piece_start, piece_size in pieces:
+            with self._lock:  # one piece at a time, so ingest is never held up for long
+                piece = self._windows.piece(piece_start, piece_size)
+                if piece is not None:
+                    merged.merge(piece)
+        edges = merged.edges
         endpoints: dict[EdgeKey, dict[str, EdgeStats]] = {}
         routes: dict[EdgeKey, dict[str, EdgeStats]] = {}
-
-        def add_window(_: int, window: dict[DetailKey, EdgeStats]) -> None:
-            for (client, server, connection, endpoint, route), stats in window.items():
-                edge = (client, server, connection)
-                _merge_into(endpoints.setdefault(edge, {}), endpoint, stats)
-                _merge_into(routes.setdefault(edge, {}), route, stats)
-
-        self._visit_windows(start_ns, end_ns, add_window)
-        edges: dict[EdgeKey, EdgeStats] = {}
-        for edge, by_endpoint in endpoints.items():
-            for stats in by_endpoint.values():
-                _merge_into(edges, edge, stats)
+        for (edge, endpoint), stats in merged.endpoints.items():
+            endpoints.setdefault(edge, {})[endpoint] = stats
+        for (edge, route), stats in merged.routes.items():
+            routes.setdefault(edge, {})[route] = stats
         seconds = self._elapsed_seconds(start_ns, end_ns)
         return {
             "start": rfc3339(start_ns),
@@ -146,11 +148,11 @@ class ServiceGraph:
         steps = -(-(end_ns - start_ns) // step_ns)
         per_step: dict[EdgeKey, dict[int, EdgeStats]] = {}
 
-        def add_window(window_start: int, window: dict[DetailKey, EdgeStats]) -> None:
+        def add_window(window_start: int, window: Window) -> None:
             step = (window_start - start_ns) // step_ns
-            for (client, server, connection, _, _), stats in window.items():
-                if (source is None or client == source) and (target is None or server == target):
-                    _merge_into(per_step.setdefault((client, server, connection), {}), step, stats)
+            for edge, stats in window.edges.items():
+                if (source is None or edge[0] == source) and (target is None or edge[1] == target):
+                    stats_of(per_step.setdefault(edge, {}), step).merge(stats)
 
         self._visit_windows(start_ns, end_ns, add_window)
         nothing = EdgeStats()
@@ -177,14 +179,14 @@ class ServiceGraph:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _visit_windows(self, start_ns: int, end_ns: int, visit: Callable[[int, dict], None]) -> None:
-        """Call ``visit(window start, detail stats)`` for each window in the range, in time order,
+    def _visit_windows(self, start_ns: int, end_ns: int, visit: Callable[[int, Window], None]) -> None:
+        """Call ``visit(window start, window)`` for each window in the range, in time order,
         holding the lock for one window at a time so ingest is never held up for long."""
         with self._lock:
-            starts = sorted(start for start, _ in self._windows.windows_between(start_ns, end_ns))
+            starts = self._windows.window_starts(start_ns, end_ns)
         for window_start in starts:
             with self._lock:
-                window = self._windows.window(window_start)
+                window = self._windows.piece(window_start, self.window_ns)
                 if window is not None:
                     visit(window_start, window)
 
@@ -234,13 +236,6 @@ def metrics_json(stats: EdgeStats, seconds: float) -> dict:
 def rfc3339(time_ns: int) -> str:
     moment = _EPOCH + timedelta(microseconds=time_ns // 1000)
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _merge_into(target: dict, key, stats: EdgeStats) -> None:
-    existing = target.get(key)
-    if existing is None:
-        existing = target[key] = EdgeStats()
-    existing.merge(stats)
 
 
 def _breakdown(label: str, details: dict[str, EdgeStats], seconds: float) -> list[dict]:

@@ -15,7 +15,8 @@ mapping must be explicit, stable and cheap (one ``log`` and one dict update per 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -64,42 +65,43 @@ class LatencySketch:
 
     def merge(self, other: LatencySketch) -> None:
         buckets = self.buckets
-        for index, count in other.buckets.items():
-            buckets[index] = buckets.get(index, 0) + count
+        if buckets:
+            get = buckets.get
+            for index, count in other.buckets.items():
+                buckets[index] = get(index, 0) + count
+        else:
+            buckets.update(other.buckets)
         self.zeros += other.zeros
         self.count += other.count
         self.total_ns += other.total_ns
-        self.min_ns = min(self.min_ns, other.min_ns)
-        self.max_ns = max(self.max_ns, other.max_ns)
+        if other.min_ns < self.min_ns:
+            self.min_ns = other.min_ns
+        if other.max_ns > self.max_ns:
+            self.max_ns = other.max_ns
 
     def quantile(self, q: float) -> float | None:
         """The ``q``-quantile (0..1) in nanoseconds; None when the sketch is empty."""
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
-        """Quantiles ``qs`` (ascending, 0..1) in nanoseconds, in one pass over the sorted buckets.
+        """Quantiles ``qs`` (0..1) in nanoseconds.
 
         Each is within RELATIVE_ACCURACY of the order statistic of rank ``floor(q * (count - 1))``
         (numpy's ``method="lower"``); None for every q when the sketch is empty."""
         if self.count == 0:
             return [None] * len(qs)
-        ranks = [math.floor(q * (self.count - 1)) for q in qs]
+        indexes = sorted(self.buckets)
+        # below[k]: how many values lie below bucket indexes[k] (the zeros and earlier buckets).
+        below = list(accumulate(map(self.buckets.__getitem__, indexes), initial=self.zeros))
         results: list[float | None] = []
-        seen = self.zeros
-        next_rank = 0
-        while next_rank < len(ranks) and ranks[next_rank] < seen:
-            results.append(0.0)
-            next_rank += 1
-        for index in sorted(self.buckets):
-            if next_rank == len(ranks):
-                break
-            seen += self.buckets[index]
+        for q in qs:
+            rank = math.floor(q * (self.count - 1))
+            if rank < self.zeros:
+                results.append(0.0)
+                continue
+            index = indexes[bisect_right(below, rank) - 1]
             # The extremes are known exactly; never report a value outside them.
-            value = min(max(bucket_value(index), self.min_ns), self.max_ns)
-            while next_rank < len(ranks) and ranks[next_rank] < seen:
-                results.append(value)
-                next_rank += 1
-        results.extend([float(self.max_ns)] * (len(ranks) - len(results)))
+            results.append(min(max(bucket_value(index), self.min_ns), self.max_ns))
         return results
 
     def mean_ns(self) -> float | None:

@@ -1,11 +1,12 @@
 """Edge metrics in 10-second windows, the last hour of them kept in memory for the live view.
 
-A window holds one ``EdgeStats`` per (client, server, connection type, callee endpoint, route), the
-finest detail the API shows; an edge's numbers over any range are the sum of its details over the
-windows in the range (counts add, sketches merge). Requests are placed by the time they completed,
-so a span that arrives late still lands in the window it belongs to, as long as that window is
-kept. Separately, per edge, totals since start-up feed the Prometheus counters, which must never go
-down when old windows are dropped.
+A window holds, per edge (client, server, connection type), one ``EdgeStats`` for the edge, one per
+callee endpoint and one per route: the three views the API shows. They are kept apart rather than
+as one endpoint × route product so that reading an hour merges few small sketches. An edge's
+numbers over any range are the sum over the windows in the range (counts add, sketches merge).
+Requests are placed by the time they completed, so a span that arrives late still lands in the
+window it belongs to, as long as that window is kept. Separately, per edge, totals since start-up
+feed the Prometheus counters, which must never go down when old windows are dropped.
 
 Memory is bounded: windows older than the retention are dropped, and an edge keeps at most
 ``max_details`` distinct endpoints and routes; later ones are counted under ``OTHER``.
@@ -13,15 +14,13 @@ Memory is bounded: windows older than the retention are dropped, and an edge kee
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from collector.graph.edges import Observation
 from collector.graph.sketch import LatencySketch
 
 OTHER = "~other"
 
 EdgeKey = tuple[str, str, str]  # client, server, connection type
-DetailKey = tuple[str, str, str, str, str]  # client, server, connection type, endpoint, route
+DetailKey = tuple[EdgeKey, str]  # an edge and one of its endpoints, or one of its routes
 
 
 class EdgeStats:
@@ -55,7 +54,7 @@ class EdgeStats:
 
 
 class _EdgeDetails:
-    """The endpoints and routes already given their own series on one edge."""
+    """The endpoints and routes already given their own stats on one edge."""
 
     __slots__ = ("endpoints", "routes")
 
@@ -64,12 +63,47 @@ class _EdgeDetails:
         self.routes: set[str] = set()
 
 
+class Window:
+    """One window's stats per edge, per (edge, endpoint) and per (edge, route)."""
+
+    __slots__ = ("edges", "endpoints", "routes")
+
+    def __init__(self) -> None:
+        self.edges: dict[EdgeKey, EdgeStats] = {}
+        self.endpoints: dict[DetailKey, EdgeStats] = {}
+        self.routes: dict[DetailKey, EdgeStats] = {}
+
+    def merge(self, other: Window) -> None:
+        for mine, theirs in ((self.edges, other.edges), (self.endpoints, other.endpoints), (self.routes, other.routes)):
+            for key, stats in theirs.items():
+                stats_of(mine, key).merge(stats)
+
+
+def stats_of(table: dict, key) -> EdgeStats:
+    """The stats under ``key``, created empty on first use."""
+    stats = table.get(key)
+    if stats is None:
+        stats = table[key] = EdgeStats()
+    return stats
+
+
 class WindowStore:
+    """The kept windows, plus cached merges of whole blocks of them for long range reads.
+
+    A block (``BLOCK_WINDOWS``: a minute, or ten, of consecutive windows) that lies wholly in the
+    past is merged once when first read (a ten-minute block from its one-minute blocks) and reused
+    until a late request lands in one of its windows, so reading an hour merges about 6 blocks
+    rather than 360 windows."""
+
+    BLOCK_WINDOWS = (60, 6)  # largest first
+
     def __init__(self, window_ns: int, retention_ns: int, max_details: int):
         self.window_ns = window_ns
+        self.block_sizes_ns = tuple(window_ns * count for count in self.BLOCK_WINDOWS)
         self.retention_ns = retention_ns
         self.max_details = max_details
-        self._windows: dict[int, dict[DetailKey, EdgeStats]] = {}
+        self._windows: dict[int, Window] = {}
+        self._blocks: dict[tuple[int, int], Window] = {}  # (start, size) -> merged windows
         self._totals: dict[EdgeKey, EdgeStats] = {}
         self._details: dict[EdgeKey, _EdgeDetails] = {}
         self._oldest_kept = 0
@@ -82,7 +116,7 @@ class WindowStore:
         current = self.window_start(now_ns)
         if current - self.retention_ns > self._oldest_kept:
             self._drop_before(current - self.retention_ns)
-        windows, totals = self._windows, self._totals
+        windows, totals, blocks = self._windows, self._totals, self._blocks
         for observation in observations:
             edge = (observation.client, observation.server, observation.connection)
             total = totals.get(edge)
@@ -95,21 +129,49 @@ class WindowStore:
                 continue  # older than anything kept: only the totals remember it
             window = windows.get(start)
             if window is None:
-                window = windows[start] = {}
-            key = (*edge, *self._detail(edge, observation))
-            stats = window.get(key)
-            if stats is None:
-                stats = window[key] = EdgeStats()
-            stats.record(observation)
+                window = windows[start] = Window()
+            endpoint, route = self._detail(edge, observation)
+            stats_of(window.edges, edge).record(observation)
+            stats_of(window.endpoints, (edge, endpoint)).record(observation)
+            stats_of(window.routes, (edge, route)).record(observation)
+            if blocks:
+                for size in self.block_sizes_ns:
+                    blocks.pop((start - start % size, size), None)
 
-    def windows_between(self, start_ns: int, end_ns: int) -> Iterator[tuple[int, dict[DetailKey, EdgeStats]]]:
-        """(window start, its stats) for the kept windows starting in [start_ns, end_ns)."""
-        for window_start, window in self._windows.items():
-            if start_ns <= window_start < end_ns:
-                yield window_start, window
+    def window_starts(self, start_ns: int, end_ns: int) -> list[int]:
+        """The starts of the kept windows in [start_ns, end_ns), in time order."""
+        return sorted(start for start in self._windows if start_ns <= start < end_ns)
 
-    def window(self, start_ns: int) -> dict[DetailKey, EdgeStats] | None:
-        return self._windows.get(start_ns)
+    def pieces(self, start_ns: int, end_ns: int, now_ns: int) -> list[tuple[int, int]]:
+        """How to read the windows in [start_ns, end_ns) (window-aligned), in time order:
+        (start, size) of whole past blocks, the largest that fit, and of single kept windows."""
+        current = self.window_start(now_ns)
+        position = max(start_ns, self._oldest_kept)
+        end_ns = min(end_ns, current + self.window_ns)
+        pieces = []
+        while position < end_ns:
+            size = next(
+                (size for size in self.block_sizes_ns if position % size == 0 and position + size <= min(end_ns, current)),
+                self.window_ns,
+            )
+            if size != self.window_ns or position in self._windows:
+                pieces.append((position, size))
+            position += size
+        return pieces
+
+    def piece(self, start_ns: int, size_ns: int) -> Window | None:
+        """One window, or the merge of a block of them (cached until a late request changes it)."""
+        if size_ns == self.window_ns:
+            return self._windows.get(start_ns)
+        merged = self._blocks.get((start_ns, size_ns))
+        if merged is None:
+            merged = self._blocks[(start_ns, size_ns)] = Window()
+            smaller = next((size for size in self.block_sizes_ns if size < size_ns), self.window_ns)
+            for part_start in range(start_ns, start_ns + size_ns, smaller):
+                part = self.piece(part_start, smaller)
+                if part is not None:
+                    merged.merge(part)
+        return merged
 
     def totals(self) -> dict[EdgeKey, EdgeStats]:
         """Per edge, everything counted since start-up (live objects: read under the owner's lock)."""
@@ -132,5 +194,7 @@ class WindowStore:
 
     def _drop_before(self, oldest_kept: int) -> None:
         self._oldest_kept = oldest_kept
+        for block in [block for block in self._blocks if block[0] < oldest_kept]:
+            del self._blocks[block]
         for window_start in [start for start in self._windows if start < oldest_kept]:
             del self._windows[window_start]
