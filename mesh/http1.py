@@ -23,7 +23,8 @@ import httptools
 
 from spans.conventions import PROXY_ERROR_HEADER
 
-MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers
+MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
+MAX_HEADERS = 128
 HOP_BY_HOP = frozenset(
     (
         b"connection",
@@ -54,7 +55,7 @@ REASONS = {
 
 
 class HeadTooLarge(Exception):
-    """Raised from a parser callback when a message head exceeds MAX_HEAD_BYTES."""
+    """Raised from a parser callback when a message head has more than MAX_HEADERS fields."""
 
 
 def error_response(status: int, proxy_error: str, close: bool) -> bytes:
@@ -99,54 +100,11 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-class RequestHead:
-    """What the relay needs to know about one downstream request once its headers are in."""
-
-    __slots__ = (
-        "method",
-        "target",
-        "version",
-        "headers",
-        "keep_alive",
-        "content_length",
-        "chunked",
-        "upgrade",
-        "host",
-        "connection_tokens",
-    )
-
-    def __init__(self, method: bytes, target: bytes, version: str, headers: list, keep_alive: bool, upgrade: bool):
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers  # [(lower-cased name, value)]
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.content_length = -1  # -1: none given
-        self.chunked = False
-        self.host = b""
-        tokens = frozenset()
-        for name, value in headers:
-            if name == b"content-length":
-                self.content_length = int(value)  # llhttp has validated it
-            elif name == b"transfer-encoding":
-                self.chunked = True  # llhttp rejects any coding but a final "chunked"
-            elif name == b"host":
-                self.host = value
-            elif name == b"connection":
-                tokens = connection_tokens(headers)
-        self.connection_tokens = tokens
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or self.content_length > 0
-
-
 class Http1Server(asyncio.Protocol):
     """One downstream connection. Requests are answered in order; each becomes an exchange."""
 
     def __init__(self, new_exchange, on_close=None):
-        self.new_exchange = new_exchange  # (server, RequestHead) -> exchange
+        self.new_exchange = new_exchange  # (server, method, target, version, headers, keep_alive, upgrade)
         self.on_close = on_close
         self.transport = None
         self.parser = httptools.HttpRequestParser(self)
@@ -157,23 +115,27 @@ class Http1Server(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.write_buffer: list | None = None  # batched writes while parsing one read
+        self.head_bytes = -1  # bytes read since a request head began; -1 outside heads
         self._url = b""
         self._headers: list = []
-        self._head_bytes = 0
 
     # asyncio callbacks ------------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.head_bytes >= 0:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, "header_too_large")
+                return
         self.write_buffer = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._after_upgrade_request(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, HeadTooLarge):
+            if isinstance(exc.__context__, HeadTooLarge):
                 self._reject(431, "header_too_large")
             else:
                 raise
@@ -211,34 +173,25 @@ class Http1Server(asyncio.Protocol):
     # httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self):
         self._url = b""
-        self._headers = []
-        self._head_bytes = 0
+        self.head_bytes = 0
 
     def on_url(self, url: bytes):
         self._url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise HeadTooLarge()
 
     def on_header(self, name: bytes, value: bytes):
-        if self.receiving is not None:
-            return  # a trailer field after a chunked body: not forwarded
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise HeadTooLarge()
-        self._headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))  # after the head: trailers, into a list nobody reads
 
     def on_headers_complete(self):
+        headers = self._headers
+        self._headers = []
+        self.head_bytes = -1
+        if len(headers) > MAX_HEADERS:
+            raise HeadTooLarge()
         parser = self.parser
-        head = RequestHead(
-            parser.get_method(),
-            self._url,
-            parser.get_http_version(),
-            self._headers,
-            parser.should_keep_alive(),
+        exchange = self.new_exchange(
+            self, parser.get_method(), self._url, parser.get_http_version(), headers, parser.should_keep_alive(),
             parser.should_upgrade(),
-        )
-        exchange = self.new_exchange(self, head)
+        )  # fmt: skip
         self.receiving = exchange
         if self.answering is None:
             self.answering = exchange
@@ -341,11 +294,11 @@ class Http1Client(asyncio.Protocol):
         self.idle_since = 0.0
         self.reusable = True
         self.first_byte_ns = 0
+        self.head_bytes = -1
         self._reason = b""
         self._headers: list = []
-        self._head_bytes = 0
+        self._response_headers: list = []
         self._in_body = False
-        self._close_delimited = False
         self._expect_head_only = False
         self._parser_spent = False
 
@@ -360,6 +313,11 @@ class Http1Client(asyncio.Protocol):
             self.reusable = False
             self.close()
             return
+        if self.head_bytes >= 0:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail("response_header_too_large")
+                return
         downstream = exchange.downstream
         if downstream.write_buffer is None:
             downstream.write_buffer = []
@@ -383,7 +341,7 @@ class Http1Client(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            if self._in_body and self._close_delimited:
+            if self._in_body and close_delimited(self._response_headers):
                 exchange.response_complete()  # the body was delimited by the connection's close
             else:
                 exchange.upstream_failed("connection_reset" if exchange.response_started else "upstream_closed")
@@ -435,43 +393,36 @@ class Http1Client(asyncio.Protocol):
 
     # httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self):
-        if not self.first_byte_ns and self.exchange is not None:
+        if not self.first_byte_ns:
             self.first_byte_ns = perf_counter_ns()
         self._reason = b""
-        self._headers = []
-        self._head_bytes = 0
+        self.head_bytes = 0
 
     def on_status(self, reason: bytes):
         self._reason += reason
-        self._head_bytes += len(reason)
 
     def on_header(self, name: bytes, value: bytes):
-        if self._in_body:
-            return  # trailer fields are not forwarded over HTTP/1.1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise HeadTooLarge()
-        self._headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))  # after the head: trailers, into a list nobody reads
 
     def on_headers_complete(self):
-        status = self.parser.get_status_code()
+        headers = self._headers
+        self._headers = []
+        self.head_bytes = -1
         exchange = self.exchange
         if exchange is None:
             return
+        if len(headers) > MAX_HEADERS:
+            raise HeadTooLarge()
+        parser = self.parser
+        status = parser.get_status_code()
         if status < 200:
             if status != 101:
-                exchange.interim_response(status, self._reason, self._headers)
+                exchange.interim_response(status, self._reason, headers)
             return
-        if not self.parser.should_keep_alive():
+        if not parser.should_keep_alive():
             self.reusable = False
-        content_length, chunked = -1, False
-        for name, value in self._headers:
-            if name == b"content-length":
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = True
-        head_only = self._expect_head_only or status == 204 or status == 304
-        exchange.response_head(status, self._reason, self._headers, content_length, chunked)
+        self._response_headers = headers
+        exchange.response_head(status, self._reason, headers)
         if self.exchange is not exchange:
             return  # the exchange dropped this connection (a retry, an abort)
         if self._expect_head_only:
@@ -481,7 +432,6 @@ class Http1Client(asyncio.Protocol):
             exchange.response_complete()
         else:
             self._in_body = True
-            self._close_delimited = content_length < 0 and not chunked and not head_only
 
     def on_body(self, body: bytes):
         if self._in_body and self.exchange is not None:
@@ -499,3 +449,11 @@ class Http1Client(asyncio.Protocol):
         self.close()
         if exchange is not None:
             exchange.upstream_failed(error)
+
+
+def close_delimited(headers: list) -> bool:
+    """A response body without Content-Length or chunked coding ends when the connection closes."""
+    for name, _ in headers:
+        if name == b"content-length" or name == b"transfer-encoding":
+            return False
+    return True

@@ -16,17 +16,15 @@ from mesh.pool import Pools
 from mesh.stack import Stack
 from spans.model import KIND_SERVER
 
-NEVER_EJECT = 1 << 62
-
 
 class InboundStack(Stack):
     direction = "inbound"
     span_kind = KIND_SERVER
     retry_on_status = False
 
-    def __init__(self, app_address: str, policy: DestinationPolicy, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
-        super().__init__(service, recorder, metrics, pools, max_body_bytes)
-        policy = dataclasses.replace(policy, failure_threshold=NEVER_EJECT)
+    def __init__(self, app_address: str, policy: DestinationPolicy, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
+        super().__init__(service, recorder, metrics, pools, deadlines, max_body_bytes)
+        policy = dataclasses.replace(policy, failure_threshold=0)
         self.app = Destination(service, policy, (app_address,))
 
     def resolve_authority(self, authority: bytes) -> Destination:

@@ -63,8 +63,8 @@ class ProtocolSniffer(asyncio.Protocol):
         protocol.connection_made(self.transport)
         protocol.data_received(first)
 
-    def new_exchange(self, server: Http1Server, head) -> Exchange:
-        return Exchange(self.stack, server, head)
+    def new_exchange(self, server: Http1Server, method, target, version, headers, keep_alive, upgrade) -> Exchange:
+        return Exchange(self.stack, server, method, target, version, headers, keep_alive, upgrade)
 
     def connection_lost(self, exc):
         pass

@@ -19,9 +19,10 @@ class OutboundStack(Stack):
     direction = "outbound"
     span_kind = KIND_CLIENT
     retry_on_status = True
+    peer_service = True
 
-    def __init__(self, destinations: Destinations, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
-        super().__init__(service, recorder, metrics, pools, max_body_bytes)
+    def __init__(self, destinations: Destinations, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
+        super().__init__(service, recorder, metrics, pools, deadlines, max_body_bytes)
         self.destinations = destinations
 
     def resolve_authority(self, authority: bytes) -> Destination | None:
@@ -31,8 +32,8 @@ class OutboundStack(Stack):
 class RouteStack(OutboundStack):
     """An outbound listener bound to one service (``--route ADDR=SERVICE``)."""
 
-    def __init__(self, route_to: str, destinations: Destinations, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
-        super().__init__(destinations, service, recorder, metrics, pools, max_body_bytes)
+    def __init__(self, route_to: str, destinations: Destinations, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
+        super().__init__(destinations, service, recorder, metrics, pools, deadlines, max_body_bytes)
         self.route_to = route_to
 
     def resolve_authority(self, authority: bytes) -> Destination | None:

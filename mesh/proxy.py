@@ -24,6 +24,7 @@ from mesh.listener import Listener
 from mesh.metrics import ProxyMetrics
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools, split_address
+from mesh.relay import Deadlines
 
 log = logging.getLogger("tracemesh.proxy")
 
@@ -71,6 +72,7 @@ class Proxy:
         self.discovery = EndpointsFile(config.endpoints) if config.endpoints else NoEndpoints()
         self.destinations = Destinations(self.discovery, config.policy, config.overrides)
         self.pools = Pools(config.policy.connect_timeout_s)
+        self.deadlines = Deadlines()
         self.admin = AdminServer(self.metrics.registry)
         self.listeners: list[Listener] = []
         self._tasks: list[asyncio.Task] = []
@@ -78,7 +80,7 @@ class Proxy:
     def build_listeners(self) -> None:
         c = self.config
         common = dict(service=c.service, recorder=self.recorder, metrics=self.metrics, pools=self.pools,
-                      max_body_bytes=c.max_body_bytes)  # fmt: skip
+                      deadlines=self.deadlines, max_body_bytes=c.max_body_bytes)  # fmt: skip
         if c.inbound:
             self.listeners.append(Listener(c.inbound, InboundStack(c.app, c.inbound_policy, **common)))
         if c.outbound:
@@ -92,6 +94,7 @@ class Proxy:
             await self.discovery.load()
             self._tasks.append(asyncio.create_task(self.discovery.run()))
         self._tasks.append(asyncio.create_task(self.pools.sweep_forever()))
+        self._tasks.append(asyncio.create_task(self.deadlines.run()))
         if self.exporter is not None:
             self.exporter.start()
         if c.admin:

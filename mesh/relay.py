@@ -3,7 +3,7 @@
 The data path of both directions, read top to bottom:
 
     start: refuse what cannot be proxied -> resolve the destination -> continue/start the trace and
-           rewrite its headers -> admission (shed) -> arm the timeout -> attempt
+           rewrite its headers -> admission (shed) -> deadline -> attempt
     attempt: balancer pick (p2c peak-EWMA, ejected endpoints skipped) -> pooled or new connection
              -> send head and buffered body
     response: 502/503/504 or a failed connection -> retry when safe and within budget, after backoff
@@ -11,9 +11,10 @@ The data path of both directions, read top to bottom:
     finish: endpoint health and load, admission release, connection back to the pool, ONE span
             record (a tuple) and the metrics observation
 
-It is a callback state machine rather than a coroutine: a request costs no task, no future and only
-one timer, which is what keeps the proxy near 15 µs of CPU per request. Only a new connection (and a
-queued admission) goes through a task.
+It is a callback state machine, not a coroutine: a request costs no task, no future and no timer
+(deadlines are swept by ``Deadlines``). Only a new connection, a queued admission and a retry's backoff
+go through the event loop. Every attribute an exchange may never set has a class default, because
+setting thirty slots per request costs more than most of the request's logic.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from mesh.http1 import (
     LAST_CHUNK,
     PAUSE_UNSENT_BODY,
     PAUSE_UPSTREAM_FULL,
-    RequestHead,
     chunk,
     connection_tokens,
-    encode_headers,
     error_response,
 )
 from mesh.pool import ConnectError
@@ -43,98 +42,155 @@ from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
 _DROP_FORWARD = HOP_BY_HOP | trace_context.TRACE_HEADER_NAMES
+_TRACE_HEADERS = trace_context.TRACE_HEADER_NAMES
+_extract = trace_context.extract
+_trace_headers = trace_context.trace_headers
+_new_span_id = trace_context.new_span_id
 _METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
 _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
+_SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[(status, reason)] = line
+    return line
+
+
+class Deadlines:
+    """The proxy's request deadlines, checked every ``tick_s``: one sweep for all requests is much
+    cheaper than a timer per request, and timeouts are configured in whole milliseconds or more."""
+
+    def __init__(self, tick_s: float = 0.02):
+        self.tick_s = tick_s
+        self.pending: set = set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = _monotonic()
+            for exchange in [e for e in self.pending if e.deadline <= now]:
+                exchange.timed_out()
 
 
 class Exchange:
     """One request/response pair; created by the downstream connection when the request head is in."""
 
-    __slots__ = (
-        "stack", "downstream", "head", "destination", "ctx", "span_id", "forward_head", "start_ns",
-        "t_start", "queue_ns", "deadline", "endpoint", "endpoint_load", "ewma_t0", "tried", "conn",
-        "connect_ns", "reused", "sent_ns", "retries", "retry_delay_ns", "body", "body_bytes",
-        "replayable", "request_done", "response_started", "status", "rechunk", "keep_alive",
-        "close_after", "response_bytes", "finished", "admitted", "error", "started", "destination_name",
-    )  # fmt: skip
+    # What most requests never change (see the module docstring).
+    destination = None
+    destination_name = ""
+    ctx = None
+    span_id = ""
+    forward_head = b""
+    queue_ns = 0
+    deadline = 0.0
+    endpoint = None
+    endpoint_load = 0.0
+    ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+    tried = ()
+    conn = None
+    connect_ns = 0
+    reused = False
+    sent_ns = 0
+    retries = 0
+    retry_delay_ns = 0
+    body_bytes = 0
+    replayable = True  # self.body still holds the whole body received so far
+    response_started = False
+    status = 0
+    rechunk = False
+    close_after = False
+    response_bytes = 0
+    finished = False
+    admitted = False
+    error = ""
+    started = False
+    content_length = -1
+    chunked = False
+    connection_tokens = frozenset()
+    message_complete = False  # the downstream parser has seen the whole request
 
-    def __init__(self, stack, downstream, head: RequestHead):
+    def __init__(self, stack, downstream, method, target, version, headers, keep_alive, upgrade):
         self.stack = stack
         self.downstream = downstream
-        self.head = head
-        self.destination = None
-        self.destination_name = ""
-        self.ctx = None
-        self.span_id = ""
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers  # [(lower-cased name, value)]
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
         self.start_ns = time_ns()
         self.t_start = perf_counter_ns()
-        self.queue_ns = 0
-        self.deadline = None
-        self.endpoint = None
-        self.endpoint_load = 0.0
-        self.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
-        self.tried = ()
-        self.conn = None
-        self.connect_ns = 0
-        self.reused = False
-        self.sent_ns = 0
-        self.retries = 0
-        self.retry_delay_ns = 0
         self.body = []  # request body chunks received and not sent yet, or kept for a replay
-        self.body_bytes = 0
-        self.replayable = True  # self.body still holds the whole body received so far
-        self.request_done = not head.has_body
-        self.response_started = False
-        self.status = 0
-        self.rechunk = False
-        self.keep_alive = head.keep_alive
-        self.close_after = False
-        self.response_bytes = 0
-        self.finished = False
-        self.admitted = False
-        self.error = ""
-        self.started = False
+        self.request_done = True  # until a body is announced
 
     # start -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.started = True
-        head = self.head
-        ctx = trace_context.extract(head.headers)
+        stack = self.stack
+        headers = self.headers
+        ctx = self.ctx = _extract(headers)
         if ctx is None:
-            ctx = trace_context.TraceContext(trace_context.new_trace_id(), "", True, "", trace_context.W3C)
-        self.ctx = ctx
-        self.span_id = span_id = trace_context.new_span_id()
-        if head.upgrade:
+            ctx = self.ctx = trace_context.TraceContext(trace_context.new_trace_id(), "", True, "", trace_context.W3C)
+        span_id = self.span_id = _new_span_id()
+
+        host = b""
+        forward = []
+        for header in headers:
+            name = header[0]
+            if name in _DROP_FORWARD:
+                if name == b"transfer-encoding":
+                    self.chunked = True  # llhttp accepts no coding but a final "chunked"
+                    self.request_done = self.message_complete
+                elif name == b"connection" and header[1] not in _SIMPLE_CONNECTION:
+                    self.connection_tokens = connection_tokens(headers)
+                continue
+            if name == b"host":
+                host = header[1]
+            elif name == b"content-length":
+                self.content_length = length = int(header[1])  # validated by llhttp
+                if length:
+                    self.request_done = self.message_complete
+            forward.append(header)
+        if self.connection_tokens:
+            forward = [h for h in forward if h[0] not in self.connection_tokens]
+
+        if self.upgrade:
             # Upgrades (WebSocket, h2c) and CONNECT tunnels are not proxied. A bodiless upgrade request
             # is served as plain HTTP/1.1 (Upgrade is hop-by-hop, the app never sees it); others are refused.
-            if head.method == _CONNECT or head.has_body:
+            if self.method == _CONNECT or not self.request_done:
                 self.respond_locally(501, "upgrade_not_supported", close=True)
                 return
-        if head.content_length > self.stack.max_body_bytes:
+        if self.content_length > stack.max_body_bytes:
             self.respond_locally(413, "request_too_large", close=True)
             return
-        target = head.target
-        authority = head.host
+        target = self.target
+        authority = host
         if target[:7].lower() == _HTTP_SCHEME:  # absolute-form, as sent to an http_proxy
             slash = target.find(b"/", 7)
             authority = target[7:slash] if slash > 0 else target[7:]
             target = target[slash:] if slash > 0 else b"/"
-        destination = self.destination = self.stack.resolve_authority(authority)
+            if not host:
+                forward.append((b"host", authority))
+        destination = self.destination = stack.resolve_authority(authority)
         if destination is None:
             self.destination_name = authority_name(authority)
             self.respond_locally(502, "unknown_destination")
             return
         self.destination_name = destination.name
 
-        drop = _DROP_FORWARD | head.connection_tokens if head.connection_tokens else _DROP_FORWARD
-        parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-        encode_headers(parts, [h for h in head.headers if h[0] not in drop])
-        encode_headers(parts, trace_context.trace_headers(ctx, span_id))
-        if not head.host:
-            parts += (b"host: ", authority, b"\r\n")
-        parts.append(b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
+        parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in forward:
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in _trace_headers(ctx, span_id):
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n")
         self.forward_head = b"".join(parts)
 
         destination.retry_budget.deposit()
@@ -143,7 +199,7 @@ class Exchange:
             self.admitted = True
             self.admitted_now()
         else:
-            asyncio.get_running_loop().create_task(self.wait_for_admission(admission))
+            stack.loop.create_task(self.wait_for_admission(admission))
 
     async def wait_for_admission(self, admission) -> None:
         try:
@@ -161,8 +217,9 @@ class Exchange:
         self.admitted_now()
 
     def admitted_now(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.call_later(self.destination.policy.timeout_s, self.timed_out)
+        stack = self.stack
+        self.deadline = _monotonic() + self.destination.policy.timeout_s
+        stack.deadlines.pending.add(self)
         self.attempt()
 
     # attempt -----------------------------------------------------------------------------------
@@ -178,8 +235,9 @@ class Exchange:
             self.respond_locally(503, "no_endpoints")
             return
         self.endpoint = endpoint
-        self.endpoint_load = endpoint.ewma.load(now)
-        self.ewma_t0 = endpoint.ewma.start(now)
+        ewma = endpoint.ewma
+        self.endpoint_load = ewma.load(now)
+        self.ewma_t0 = ewma.start(now)
         pool = self.stack.pools.get(endpoint.address, self.destination.policy.connect_timeout_s)
         conn = pool.take_idle()
         if conn is not None:
@@ -189,8 +247,7 @@ class Exchange:
         else:
             self.reused = False
             self.connect_ns = perf_counter_ns()
-            task = asyncio.get_running_loop().create_task(pool.connect())
-            task.add_done_callback(self.connected)
+            self.stack.loop.create_task(pool.connect()).add_done_callback(self.connected)
 
     def connected(self, task: asyncio.Task) -> None:
         if task.cancelled():
@@ -208,21 +265,23 @@ class Exchange:
 
     def send(self, conn) -> None:
         self.conn = conn
-        head = self.head
-        parts = [self.forward_head]
         body = self.body
         if body:
-            if head.chunked:
-                parts.extend(chunk(data) for data in body)
-            else:
-                parts.extend(body)
+            parts = [self.forward_head]
+            parts += map(chunk, body) if self.chunked else body
+            if self.request_done and self.chunked:
+                parts.append(LAST_CHUNK)
+            data = b"".join(parts)
             if not self.replayable:
                 self.body = []
-        if self.request_done and head.chunked:
-            parts.append(LAST_CHUNK)
-        conn.send(self, b"".join(parts), head.method == _HEAD)
+        elif self.request_done and self.chunked:
+            data = self.forward_head + LAST_CHUNK
+        else:
+            data = self.forward_head
+        conn.send(self, data, self.method == _HEAD)
         self.sent_ns = perf_counter_ns()
-        self.downstream.resume(PAUSE_UNSENT_BODY)
+        if self.downstream.paused & PAUSE_UNSENT_BODY:
+            self.downstream.resume(PAUSE_UNSENT_BODY)
 
     # request body (from downstream) ------------------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -239,52 +298,63 @@ class Exchange:
         elif self.conn is None:
             self.body.append(data)
         if self.conn is not None:
-            self.conn.write(chunk(data) if self.head.chunked else data)
+            self.conn.write(chunk(data) if self.chunked else data)
             if not self.replayable:
                 self.body = []
         elif self.body_bytes > MAX_REPLAY_BODY:
             self.downstream.pause(PAUSE_UNSENT_BODY)
 
     def request_complete(self) -> None:
-        self.request_done = True
-        if self.finished:
+        self.message_complete = True
+        if self.request_done:
             return
-        if self.conn is not None and self.head.chunked:
+        self.request_done = True
+        if not self.finished and self.conn is not None and self.chunked:
             self.conn.write(LAST_CHUNK)
 
     def request_aborted(self, reason: str) -> None:
-        if not self.finished:
+        if not self.finished and self.started:
             self.abort("client_" + reason.split(":")[0])
 
     # response (from upstream) ------------------------------------------------------------------
     def interim_response(self, status: int, reason: bytes, headers: list) -> None:
-        if self.head.version == "1.1":
-            parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-            encode_headers(parts, [h for h in headers if h[0] not in HOP_BY_HOP])
+        if self.version == "1.1":
+            parts = [status_line(status, reason)]
+            for name, value in headers:
+                if name not in HOP_BY_HOP:
+                    parts += (name, b": ", value, b"\r\n")
             parts.append(b"\r\n")
             self.downstream.write(b"".join(parts))
 
-    def response_head(self, status: int, reason: bytes, headers: list, content_length: int, chunked: bool) -> None:
+    def response_head(self, status: int, reason: bytes, headers: list) -> None:
         if status >= 502 and status <= 504 and self.retry(status, ""):
             return
         self.status = status
         self.response_started = True
-        endpoint = self.endpoint
         if status >= 500:
             self.breaker_failure(_monotonic())
         else:
-            endpoint.breaker.success()
-        head = self.head
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        drop = HOP_BY_HOP
-        for name, _ in headers:
-            if name == b"connection":
-                drop = HOP_BY_HOP | connection_tokens(headers)
-                break
-        encode_headers(parts, [h for h in headers if h[0] not in drop])
-        if head.method == _HEAD or status == 204 or status == 304 or content_length >= 0:
+            self.endpoint.breaker.success()
+        parts = [status_line(status, reason)]
+        has_length = False
+        tokens = None
+        for header in headers:
+            name = header[0]
+            if name in HOP_BY_HOP:
+                if name == b"connection" and header[1] not in _SIMPLE_CONNECTION:
+                    tokens = connection_tokens(headers)
+                continue
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", header[1], b"\r\n")
+        if tokens:
+            parts = [parts[0]]
+            for name, value in headers:
+                if name not in HOP_BY_HOP and name not in tokens:
+                    parts += (name, b": ", value, b"\r\n")
+        if has_length or self.method == _HEAD or status == 204 or status == 304:
             pass  # Content-Length (if any) was forwarded as is
-        elif head.version == "1.1":
+        elif self.version == "1.1":
             self.rechunk = True
             parts.append(b"transfer-encoding: chunked\r\n")
         else:
@@ -292,7 +362,7 @@ class Exchange:
         if self.close_after or not self.keep_alive:
             self.keep_alive = False
             parts.append(b"connection: close\r\n\r\n")
-        elif head.version == "1.0":
+        elif self.version == "1.0":
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
@@ -335,7 +405,7 @@ class Exchange:
             or not self.replayable
             # inbound retries only what never reached the app (or a stale pooled connection)
             or not (self.stack.retry_on_status or error == CONNECT_FAILED or (error and self.reused))
-            or not http_retryable(self.head.method, status or None, error or None)
+            or not http_retryable(self.method, status or None, error or None)
             or not self.destination.retry_budget.withdraw()
         ):
             return False
@@ -344,7 +414,7 @@ class Exchange:
         self.retries += 1
         delay = backoff(self.retries)
         self.retry_delay_ns += int(delay * 1e9)
-        asyncio.get_running_loop().call_later(delay, self.attempt)
+        self.stack.loop.call_later(delay, self.attempt)
         return True
 
     def endpoint_failed(self) -> None:
@@ -368,7 +438,7 @@ class Exchange:
             self.stack.metrics.observe_ejection(self.destination_name, self.endpoint.address)
 
     def timed_out(self) -> None:
-        self.deadline = None
+        self.stack.deadlines.pending.discard(self)
         if self.finished:
             return
         if self.response_started:
@@ -429,75 +499,72 @@ class Exchange:
             return
         self.finished = True
         end = perf_counter_ns()
-        if self.deadline is not None:
-            self.deadline.cancel()
-        endpoint = self.endpoint
-        if endpoint is not None and self.ewma_t0 >= 0:
-            endpoint.ewma.finish(self.ewma_t0)
+        stack = self.stack
+        if self.deadline:
+            stack.deadlines.pending.discard(self)
+        if self.ewma_t0 >= 0:
+            self.endpoint.ewma.finish(self.ewma_t0)
         conn = self.conn
         first_byte_ns = 0
         if conn is not None:
             self.conn = None
-            if conn.first_byte_ns:
-                first_byte_ns = conn.first_byte_ns
+            first_byte_ns = conn.first_byte_ns
             conn.release(reusable and not self.close_after)
         if self.admitted:
             self.destination.admission.release()
         downstream = self.downstream
-        downstream.resume(PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL)
+        if downstream.paused & (PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL):
+            downstream.resume(PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL)
         self.record(end, first_byte_ns)
         downstream.exchange_finished(self, self.keep_alive and not self.close_after)
 
     def record(self, end: int, first_byte_ns: int) -> None:
         stack = self.stack
-        head = self.head
         status = self.status
         error = self.error
         endpoint = self.endpoint
         address = endpoint.address if endpoint is not None else ""
         destination = self.destination_name
         duration = end - self.t_start
-        sent = self.sent_ns
-        attributes = [
-            (conv.HTTP_METHOD, _METHOD_NAMES.get(head.method) or head.method.decode("latin-1")),
-            (conv.URL_PATH, head.target.partition(b"?")[0].decode("latin-1")),
-            (conv.SERVER_ADDRESS, destination),
-            (conv.DIRECTION, stack.direction),
-            (conv.QUEUE_NS, self.queue_ns),
-            (conv.CONNECT_NS, self.connect_ns),
-            (conv.CONNECTION_REUSED, self.reused),
-            (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
-            (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
-            (conv.RETRIES, self.retries),
-            (conv.RETRY_DELAY_NS, self.retry_delay_ns),
-            (conv.ENDPOINT, address),
-            (conv.ENDPOINT_LOAD, self.endpoint_load),
-        ]
-        if status:
-            attributes.append((conv.HTTP_STATUS, status))
-        if stack.direction == "outbound":
-            attributes.append((conv.PEER_SERVICE, destination))
-        if error:
-            attributes.append((conv.PROXY_ERROR, error))
-            attributes.append((conv.ERROR_TYPE, error))
-        elif status >= 500:
-            attributes.append((conv.ERROR_TYPE, str(status)))
         ctx = self.ctx
         if ctx.sampled:
+            method = _METHOD_NAMES.get(self.method) or self.method.decode("latin-1")
+            sent = self.sent_ns
+            attributes = (
+                (conv.HTTP_METHOD, method),
+                (conv.URL_PATH, self.target.partition(b"?")[0].decode("latin-1")),
+                (conv.SERVER_ADDRESS, destination),
+                (conv.DIRECTION, stack.direction),
+                (conv.QUEUE_NS, self.queue_ns),
+                (conv.CONNECT_NS, self.connect_ns),
+                (conv.CONNECTION_REUSED, self.reused),
+                (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
+                (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
+                (conv.RETRIES, self.retries),
+                (conv.RETRY_DELAY_NS, self.retry_delay_ns),
+                (conv.ENDPOINT, address),
+                (conv.ENDPOINT_LOAD, self.endpoint_load),
+            )
+            if status:
+                attributes += ((conv.HTTP_STATUS, status),)
+            if stack.peer_service:
+                attributes += ((conv.PEER_SERVICE, destination),)
+            if error:
+                attributes += ((conv.PROXY_ERROR, error), (conv.ERROR_TYPE, error))
+            elif status >= 500:
+                attributes += ((conv.ERROR_TYPE, str(status)),)
             stack.recorder.record(
                 (
                     ctx.trace_id,
                     self.span_id,
                     ctx.parent_id,
-                    _METHOD_NAMES.get(head.method) or head.method.decode("latin-1"),
+                    method,
                     stack.span_kind,
                     self.start_ns,
                     duration,
                     STATUS_ERROR if status >= 500 or error else STATUS_UNSET,
                     error,
-                    tuple(attributes),
+                    attributes,
                 )
             )
-        stack.metrics.observe_request(
-            stack.direction, destination, address, status, error, duration / 1e9, self.retries
-        )
+        stack.metrics.observe_request(stack.direction, destination, address, status, error, duration / 1e9, self.retries)

@@ -7,6 +7,8 @@ difference between the two directions is readable in one place each.
 
 from __future__ import annotations
 
+import asyncio
+
 from mesh.pool import Pools
 
 
@@ -23,13 +25,16 @@ class Stack:
     direction = ""
     span_kind = 0
     retry_on_status = False  # retry 502/503/504 answers (outbound only: inbound would retry the app)
+    peer_service = False  # spans name the destination as peer.service (outbound)
 
-    def __init__(self, service: str, recorder, metrics, pools: Pools, max_body_bytes: int):
+    def __init__(self, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
         self.service = service
         self.recorder = recorder
         self.metrics = metrics
         self.pools = pools
+        self.deadlines = deadlines  # mesh.relay.Deadlines
         self.max_body_bytes = max_body_bytes
+        self.loop = asyncio.get_running_loop()
 
     def resolve_authority(self, authority: bytes):
         """The ``Destination`` a request for ``authority`` goes to, or None when there is none."""

@@ -1,0 +1,335 @@
+"""Proxy benchmark: the same HTTP/1.1 load direct, through one proxy, through one hop, and through nginx.
+
+    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000]
+
+The upstream "app" is nginx answering a fixed 13-byte body (so the app costs as little as possible and
+the proxies are what is measured). Scenarios, each loaded by ``wrk`` (one thread) at saturation and at a
+paced ~--rate requests/s (a wrk Lua ``delay()`` per connection):
+
+  direct       wrk -> app
+  proxy        wrk -> tracemesh inbound proxy -> app                 (tracing on: spans exported)
+  hop          wrk -> tracemesh outbound proxy -> inbound proxy -> app (Host names the service)
+  nginx        wrk -> nginx reverse proxy (keep-alive upstream) -> app
+
+Spans go to a discarding OTLP/gRPC sink (``--sink`` mode of this script) so the proxies do all their
+tracing work while the collector's own cost stays out of the figures. CPU per request is the proxy
+processes' utime+stime (from /proc/PID/stat) over the saturated run divided by the requests wrk
+completed; RSS is VmRSS after the runs. Added latency is the scenario's p50/p99 minus direct's.
+Everything listens on 127.0.0.1 free ports; every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent import futures
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+NGINX_APP = """
+worker_processes 1; daemon off; master_process off; error_log {dir}/app-error.log; pid {dir}/app.pid;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
+    location / {{ default_type text/plain; return 200 "hello world\\n"; }} }} }}
+"""
+
+NGINX_PROXY = """
+worker_processes 1; daemon off; master_process off; error_log {dir}/proxy-error.log; pid {dir}/proxy.pid;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  upstream app {{ server 127.0.0.1:{app_port}; keepalive 128; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+"""
+
+PACED_LUA = """
+local per_connection_ms = {delay_ms}
+function delay() return per_connection_ms end
+"""
+
+HOST_LUA = 'wrk.headers["Host"] = "app"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not open")
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the full line)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def to_ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, duration: float, connections: int, script: Path | None) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url)
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        result[f"p{pct}"] = to_ms(*match.groups())
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = int(errors.group(1)) if errors else 0
+    return result
+
+
+class Processes:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str], port: int) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+        self.running.append(process)
+        wait_for_port(port, process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def proxy_args(service: str, **flags: str) -> list[str]:
+    args = [sys.executable, "-m", "tracemesh", "proxy", "--service", service]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    return args
+
+
+def serve_sink(port: int) -> None:
+    """A discarding OTLP/gRPC trace receiver (what the proxies export to during the benchmark)."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    signal.sigwait([signal.SIGTERM, signal.SIGINT])
+    server.stop(0)
+
+
+def measure(name: str, url: str, pids: list[int], args, lua: Path | None, paced_lua: Path) -> dict:
+    run_wrk(url, 1.0, args.connections, lua)  # warm-up: connections pooled, caches hot
+    before = [cpu_ticks(pid) for pid in pids]
+    saturated = run_wrk(url, args.duration, args.connections, lua)
+    ticks = sum(cpu_ticks(pid) for pid in pids) - sum(before)
+    paced = run_wrk(url, args.duration, args.paced_connections, paced_lua)
+    return {
+        "name": name,
+        "saturated": saturated,
+        "paced": paced,
+        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1) if pids else None,
+        "rss_mb": sum(rss_mb(pid) for pid in pids) if pids else None,
+    }
+
+
+def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
+    app_port, nginx_port, sink_port = free_port(), free_port(), free_port()
+    (workdir / "app.conf").write_text(NGINX_APP.format(dir=workdir, port=app_port))
+    (workdir / "nginx.conf").write_text(NGINX_PROXY.format(dir=workdir, port=nginx_port, app_port=app_port))
+    app = procs.start("app", ["nginx", "-p", str(workdir), "-c", str(workdir / "app.conf")], app_port)
+    nginx = procs.start("nginx", ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")], nginx_port)
+    procs.start("sink", [sys.executable, str(Path(__file__).resolve()), "--sink", str(sink_port)], sink_port)
+    collector = f"127.0.0.1:{sink_port}"
+
+    inbound_port, outbound_port = free_port(), free_port()
+    hop_inbound_port = free_port()
+    endpoints = workdir / "endpoints.yaml"
+    endpoints.write_text(f'app: ["127.0.0.1:{hop_inbound_port}"]\n')
+    inbound = procs.start(
+        "proxy-inbound",
+        proxy_args("app", inbound=f"127.0.0.1:{inbound_port}", app=f"127.0.0.1:{app_port}",
+                   collector=collector, admin=f"127.0.0.1:{free_port()}"),
+        inbound_port,
+    )  # fmt: skip
+    hop_inbound = procs.start(
+        "hop-inbound",
+        proxy_args("app", inbound=f"127.0.0.1:{hop_inbound_port}", app=f"127.0.0.1:{app_port}",
+                   collector=collector, admin=f"127.0.0.1:{free_port()}"),
+        hop_inbound_port,
+    )  # fmt: skip
+    hop_outbound = procs.start(
+        "hop-outbound",
+        proxy_args("client", outbound=f"127.0.0.1:{outbound_port}", endpoints=str(endpoints),
+                   collector=collector, admin=f"127.0.0.1:{free_port()}"),
+        outbound_port,
+    )  # fmt: skip
+
+    paced_lua = workdir / "paced.lua"
+    paced_lua.write_text(PACED_LUA.format(delay_ms=1000 * args.paced_connections / args.rate))
+    paced_host_lua = workdir / "paced_host.lua"
+    paced_host_lua.write_text(HOST_LUA + PACED_LUA.format(delay_ms=1000 * args.paced_connections / args.rate))
+    host_lua = workdir / "host.lua"
+    host_lua.write_text(HOST_LUA)
+
+    results = [
+        measure("direct", f"http://127.0.0.1:{app_port}/", [app.pid], args, None, paced_lua),
+        measure("proxy", f"http://127.0.0.1:{inbound_port}/", [inbound.pid], args, None, paced_lua),
+        measure("hop", f"http://127.0.0.1:{outbound_port}/", [hop_outbound.pid, hop_inbound.pid], args, host_lua,
+                paced_host_lua),
+        measure("nginx", f"http://127.0.0.1:{nginx_port}/", [nginx.pid], args, None, paced_lua),
+    ]
+    return results
+
+
+GRPC_LOAD = Path(__file__).resolve().parent / "grpc_unary.py"
+
+
+def run_grpc_load(target: str, duration: float, concurrency: int, rate: float = 0.0, authority: str = "") -> dict:
+    """One ``bench/grpc_unary.py load`` run (a grpcio client in its own process): rps, requests, p50, p99."""
+    command = [sys.executable, str(GRPC_LOAD), "load", target, "--duration", f"{duration:g}",
+               "--concurrency", str(concurrency), "--rate", f"{rate:g}"]
+    if authority:
+        command += ["--authority", authority]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def measure_grpc(name: str, target: str, pids: list[int], args, authority: str = "") -> dict:
+    run_grpc_load(target, 1.0, args.connections, authority=authority)  # warm-up
+    before = [cpu_ticks(pid) for pid in pids]
+    saturated = run_grpc_load(target, args.duration, args.connections, authority=authority)
+    ticks = sum(cpu_ticks(pid) for pid in pids) - sum(before)
+    paced = run_grpc_load(target, args.duration, args.paced_connections, rate=args.rate, authority=authority)
+    return {
+        "name": name,
+        "saturated": saturated,
+        "paced": paced,
+        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1) if pids else None,
+        "rss_mb": sum(rss_mb(pid) for pid in pids) if pids else None,
+    }
+
+
+def grpc_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
+    """gRPC unary (grpcio echo server, grpcio client keeping --connections calls in flight on one channel)
+    direct, through one inbound proxy, and through a hop (outbound proxy naming the service in :authority,
+    then inbound proxy). Rows are shaped like http_scenarios' so they print in the same table."""
+    app_port, sink_port = free_port(), free_port()
+    app = procs.start("grpc-app", [sys.executable, str(GRPC_LOAD), "serve", str(app_port)], app_port)
+    procs.start("grpc-sink", [sys.executable, str(Path(__file__).resolve()), "--sink", str(sink_port)], sink_port)
+    collector = f"127.0.0.1:{sink_port}"
+    inbound_port, hop_inbound_port, outbound_port = free_port(), free_port(), free_port()
+    endpoints = workdir / "grpc-endpoints.yaml"
+    endpoints.write_text(f'grpc-app: ["127.0.0.1:{hop_inbound_port}"]\n')
+    proxies = {}
+    for name, port, flags in (
+        ("grpc-proxy", inbound_port, {"inbound": f"127.0.0.1:{inbound_port}", "app": f"127.0.0.1:{app_port}"}),
+        ("grpc-hop-inbound", hop_inbound_port, {"inbound": f"127.0.0.1:{hop_inbound_port}", "app": f"127.0.0.1:{app_port}"}),
+        ("grpc-hop-outbound", outbound_port, {"outbound": f"127.0.0.1:{outbound_port}", "endpoints": str(endpoints)}),
+    ):
+        service = "client" if "outbound" in flags else "grpc-app"
+        proxies[name] = procs.start(name, proxy_args(service, **flags, collector=collector, admin=f"127.0.0.1:{free_port()}"), port)
+    return [
+        measure_grpc("direct", f"127.0.0.1:{app_port}", [app.pid], args),
+        measure_grpc("proxy", f"127.0.0.1:{inbound_port}", [proxies["grpc-proxy"].pid], args),
+        measure_grpc("hop", f"127.0.0.1:{outbound_port}", [proxies["grpc-hop-outbound"].pid, proxies["grpc-hop-inbound"].pid],
+                     args, authority="grpc-app"),
+    ]
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    direct = rows[0]
+    nginx = next((row for row in rows if row["name"] == "nginx"), None)
+    print(f"\n{title}")
+    print(
+        f"{'scenario':<10}{'req/s':>10}{'x direct':>10}{'x nginx':>9}{'CPU us/req':>12}{'RSS MB':>8}"
+        f"{'+p50 ms':>9}{'+p99 ms':>9}{'paced rps':>11}{'+p50 ms':>9}{'+p99 ms':>9}"
+    )
+    for row in rows:
+        sat, paced = row["saturated"], row["paced"]
+        cpu = f"{row['cpu_us']:.1f}" if row["cpu_us"] is not None else "-"
+        rss = f"{row['rss_mb']:.1f}" if row["rss_mb"] is not None else "-"
+        versus_nginx = f"{sat['rps'] / nginx['saturated']['rps']:.2f}" if nginx else "-"
+        print(
+            f"{row['name']:<10}{sat['rps']:>10.0f}{sat['rps'] / direct['saturated']['rps']:>10.2f}{versus_nginx:>9}"
+            f"{cpu:>12}{rss:>8}{sat['p50'] - direct['saturated']['p50']:>9.3f}{sat['p99'] - direct['saturated']['p99']:>9.3f}"
+            f"{paced['rps']:>11.0f}{paced['p50'] - direct['paced']['p50']:>9.3f}{paced['p99'] - direct['paced']['p99']:>9.3f}"
+        )
+        if sat["non2xx"] or paced["non2xx"]:
+            print(f"  !! {row['name']}: {sat['non2xx'] + paced['non2xx']} non-2xx responses")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default %(default)s)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections at saturation (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="paced load, requests/s (default %(default)s)")
+    parser.add_argument("--paced-connections", type=int, default=10, help="connections of the paced load")
+    parser.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        serve_sink(args.sink)
+        return 0
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"bench/proxy.py needs {tool} on PATH", file=sys.stderr)
+            return 2
+    print("command: python bench/proxy.py " + " ".join(sys.argv[1:]))
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk -t1, {args.connections} connections "
+          f"saturated, {args.paced_connections} paced at ~{args.rate:g} req/s, {args.duration:g}s each")
+    with tempfile.TemporaryDirectory(prefix="tracemesh-bench-") as tmp:
+        workdir = Path(tmp)
+        procs = Processes(workdir)
+        try:
+            print_table("HTTP/1.1 (app: nginx returning 13 bytes; tracing on, spans exported)", http_scenarios(args, procs, workdir))
+            print_table("gRPC unary", grpc_scenarios(args, procs, workdir))
+        finally:
+            procs.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
