@@ -15,7 +15,7 @@ from tests.support.clickhouse_server import clickhouse_server_url, private_click
 from tests.support.openapi_responses import check_response
 from tests.support.query_server import http_get, serving_query_api
 from tests.support.query_store import api_over_corpus  # noqa: F401  (fixture)
-from tests.support.trace_corpus import INJECTION, MS, S, UNICODE_NAME, UNICODE_SERVICE
+from tests.support.trace_corpus import INJECTION, MS, S, SLASHED_SERVICE, UNICODE_NAME, UNICODE_SERVICE
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def found(get, *params: tuple[str, str]) -> list[str]:
 def test_services_lists_every_service_once_sorted(get):
     assert get("/api/v1/services") == {
         "services": sorted(
-            ["frontend", "checkout", "payments", UNICODE_SERVICE, "batch", "gateway", "notifier", "orders", "billing"]
+            ["frontend", "checkout", "payments", UNICODE_SERVICE, "batch", "gateway", "notifier", "orders", SLASHED_SERVICE]
         )
     }
 
@@ -62,12 +62,14 @@ def test_operations_come_with_their_span_kind(get):
     assert get("/api/v1/services/orders/operations") == {"operations": [{"name": "publish", "spanKind": "PRODUCER"}]}
 
 
-def test_operations_of_a_non_ascii_service(get):
+def test_operations_of_non_ascii_and_slashed_services(get):
     path = "/api/v1/services/" + urllib.parse.quote(UNICODE_SERVICE, safe="") + "/operations"
     assert sorted(get(path)["operations"], key=lambda op: op["spanKind"]) == [
         {"name": "SELECT", "spanKind": "CLIENT"},
         {"name": UNICODE_NAME, "spanKind": "SERVER"},
     ]
+    path = "/api/v1/services/" + urllib.parse.quote(SLASHED_SERVICE, safe="") + "/operations"
+    assert get(path) == {"operations": [{"name": "consume", "spanKind": "CONSUMER"}]}
 
 
 @pytest.mark.parametrize("service", ["nobody", INJECTION, "a/b", "%00", "\u0000"])

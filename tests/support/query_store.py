@@ -14,7 +14,6 @@ import pytest
 from clickhouse_driver import Client
 
 from collector.store import SpanStore, open_store
-from tests.support.clickhouse_server import clickhouse_server_url  # noqa: F401  (fixture)
 from tests.support.query_server import serving_query_api
 from tests.support.trace_corpus import Corpus
 
@@ -28,7 +27,10 @@ class ServedCorpus:
 
 @pytest.fixture(scope="module", params=["chdb", "clickhouse"])
 def api_over_corpus(request, tmp_path_factory):
-    """The query API's base URL over a store holding ``Corpus()``, on chDB and on the ClickHouse server."""
+    """The query API's base URL over a store holding ``Corpus()``, on chDB and on the ClickHouse server.
+
+    A test module using it imports ``clickhouse_server_url`` too (the server fixture it asks for).
+    """
     if request.param == "chdb":
         url = f"chdb://{tmp_path_factory.mktemp('query-chdb')}/chdb"
         drop_database = None

@@ -33,6 +33,7 @@ S = 1_000_000_000
 INJECTION = "x' OR '1'='1'; DROP TABLE spans; --"
 UNICODE_SERVICE = "сервис-ü 服务"
 UNICODE_NAME = "操作 / émoji 🚀"
+SLASHED_SERVICE = "billing/worker"  # a path segment in /api/v1/services/{service}/operations
 
 
 @dataclass
@@ -135,10 +136,10 @@ class Corpus:
                  kind=KIND_SERVER, attributes={"http.route": "/poll"}),
             Span(self.wide, "2222222222222222", "notify", "notifier", base + 340 * S, 20 * MS,
                  parent_span_id="2222222222222221", kind=KIND_CLIENT, attributes={"http.status_code": 200}),
-            # messaging: producer and consumer; two tags that only match across the two spans.
+            # messaging: producer and consumer (a service name with a slash); two tags that only match across the two spans.
             Span(self.messaging, "3333333333333331", "publish", "orders", base + 50 * S, 2 * MS,
                  kind=KIND_PRODUCER, attributes={"messaging.system": "kafka", "queue": "orders"}),
-            Span(self.messaging, "3333333333333332", "consume", "billing", base + 50 * S + 3 * MS, 4 * MS,
+            Span(self.messaging, "3333333333333332", "consume", SLASHED_SERVICE, base + 50 * S + 3 * MS, 4 * MS,
                  parent_span_id="3333333333333331", kind=KIND_CONSUMER, attributes={"messaging.system": "kafka",
                                                                                       "consumer.group": "billing"}),
         ]
