@@ -308,6 +308,12 @@ def test_long_ranges_read_through_cached_blocks_that_late_requests_refresh():
     assert (edge["requests"], edge["errors"]) == (61, 1)
     assert edges_of(graph, T0 - 3010 * S, T0 - 2990 * S)[("a", "b", "request")]["requests"] == 2
     assert edges_of(graph, T0 - 1800 * S, T0 - 1200 * S)[("a", "b", "request")]["requests"] == 10
+    by_ten_minutes = graph.edge_series(*hour, 600 * S)["series"][0]["points"]
+    assert [point["requests"] for point in by_ten_minutes] == [10, 11, 10, 10, 10, 10]
+    by_quarter_hour_from_an_odd_start = graph.edge_series(T0 - 3590 * S, T0 - 590 * S, 900 * S)["series"][0]["points"]
+    # The last step is cut short by the end of the range: 5 requests in its 300 s.
+    assert [point["requests"] for point in by_quarter_hour_from_an_odd_start] == [16, 15, 15, 5]
+    assert by_quarter_hour_from_an_odd_start[-1]["rps"] == pytest.approx(5 / 300)
 
 
 def test_spans_from_a_real_otel_sdk_through_the_otlp_decoder():

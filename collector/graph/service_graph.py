@@ -106,14 +106,7 @@ class ServiceGraph:
         self.expire()
         start_ns, end_ns = self._aligned(start_ns, end_ns)
         merged = Window()
-        now_ns = self._clock()
-        with self._lock:
-            pieces = self._windows.pieces(start_ns, end_ns, now_ns)
-        for piece_start, piece_size in pieces:
-            with self._lock:  # one piece at a time, so ingest is never held up for long
-                piece = self._windows.piece(piece_start, piece_size)
-                if piece is not None:
-                    merged.merge(piece)
+        self._visit(start_ns, end_ns, end_ns - start_ns, lambda _, piece: merged.merge(piece))
         edges = merged.edges
         endpoints: dict[EdgeKey, dict[str, EdgeStats]] = {}
         routes: dict[EdgeKey, dict[str, EdgeStats]] = {}
@@ -148,23 +141,23 @@ class ServiceGraph:
         steps = -(-(end_ns - start_ns) // step_ns)
         per_step: dict[EdgeKey, dict[int, EdgeStats]] = {}
 
-        def add_window(window_start: int, window: Window) -> None:
-            step = (window_start - start_ns) // step_ns
-            for edge, stats in window.edges.items():
+        def add_piece(piece_start: int, piece: Window) -> None:
+            step = (piece_start - start_ns) // step_ns
+            for edge, stats in piece.edges.items():
                 if (source is None or edge[0] == source) and (target is None or edge[1] == target):
                     stats_of(per_step.setdefault(edge, {}), step).merge(stats)
 
-        self._visit_windows(start_ns, end_ns, add_window)
+        self._visit(start_ns, end_ns, step_ns, add_piece)
         nothing = EdgeStats()
 
         def point(step: int, points: dict[int, EdgeStats]) -> dict:
             begin = start_ns + step * step_ns
-            seconds = self._elapsed_seconds(begin, begin + step_ns)
+            seconds = self._elapsed_seconds(begin, min(begin + step_ns, end_ns))
             return {"time": rfc3339(begin), **metrics_json(points.get(step, nothing), seconds)}
 
         return {
             "start": rfc3339(start_ns),
-            "end": rfc3339(start_ns + steps * step_ns),
+            "end": rfc3339(end_ns),
             "stepSeconds": step_ns / SECOND_NS,
             "series": [
                 {
@@ -179,16 +172,18 @@ class ServiceGraph:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _visit_windows(self, start_ns: int, end_ns: int, visit: Callable[[int, Window], None]) -> None:
-        """Call ``visit(window start, window)`` for each window in the range, in time order,
-        holding the lock for one window at a time so ingest is never held up for long."""
+    def _visit(self, start_ns: int, end_ns: int, step_ns: int, visit: Callable[[int, Window], None]) -> None:
+        """Call ``visit(start, window or block)`` over [start_ns, end_ns) in time order, no piece
+        crossing a step boundary; the lock is held for one piece at a time so that a long read
+        never holds up ingest for long."""
+        now_ns = self._clock()
         with self._lock:
-            starts = self._windows.window_starts(start_ns, end_ns)
-        for window_start in starts:
+            pieces = self._windows.pieces(start_ns, end_ns, step_ns, now_ns)
+        for piece_start, piece_size in pieces:
             with self._lock:
-                window = self._windows.piece(window_start, self.window_ns)
-                if window is not None:
-                    visit(window_start, window)
+                piece = self._windows.piece(piece_start, piece_size)
+                if piece is not None:
+                    visit(piece_start, piece)
 
     def _aligned(self, start_ns: int, end_ns: int) -> tuple[int, int]:
         """The range widened to whole windows."""

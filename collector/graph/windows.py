@@ -115,7 +115,7 @@ class WindowStore:
         """Count ``observations``; those from the future count in the current window."""
         current = self.window_start(now_ns)
         if current - self.retention_ns > self._oldest_kept:
-            self._drop_before(current - self.retention_ns)
+            self._drop_before(self.window_start(current - self.retention_ns))
         windows, totals, blocks = self._windows, self._totals, self._blocks
         for observation in observations:
             edge = (observation.client, observation.server, observation.connection)
@@ -138,20 +138,22 @@ class WindowStore:
                 for size in self.block_sizes_ns:
                     blocks.pop((start - start % size, size), None)
 
-    def window_starts(self, start_ns: int, end_ns: int) -> list[int]:
-        """The starts of the kept windows in [start_ns, end_ns), in time order."""
-        return sorted(start for start in self._windows if start_ns <= start < end_ns)
-
-    def pieces(self, start_ns: int, end_ns: int, now_ns: int) -> list[tuple[int, int]]:
-        """How to read the windows in [start_ns, end_ns) (window-aligned), in time order:
-        (start, size) of whole past blocks, the largest that fit, and of single kept windows."""
+    def pieces(self, start_ns: int, end_ns: int, step_ns: int, now_ns: int) -> list[tuple[int, int]]:
+        """How to read the windows in [start_ns, end_ns) (window-aligned) in steps of ``step_ns``,
+        in time order: (start, size) of whole past blocks, the largest that fit within one step,
+        and of single kept windows."""
         current = self.window_start(now_ns)
         position = max(start_ns, self._oldest_kept)
         end_ns = min(end_ns, current + self.window_ns)
         pieces = []
         while position < end_ns:
+            step_end = position - (position - start_ns) % step_ns + step_ns
             size = next(
-                (size for size in self.block_sizes_ns if position % size == 0 and position + size <= min(end_ns, current)),
+                (
+                    size
+                    for size in self.block_sizes_ns
+                    if position % size == 0 and position + size <= min(step_end, end_ns, current)
+                ),
                 self.window_ns,
             )
             if size != self.window_ns or position in self._windows:
