@@ -101,6 +101,11 @@ def test_graph_range_in_rfc3339_and_unix_microseconds_agree(graph):
     assert {(e["source"], e["target"]): e["requests"] for e in earlier["edges"]} == {("a", "b"): 30}
 
 
+def test_a_range_from_the_epoch_reads_only_the_kept_hour():
+    [(status, body)] = call(ServiceGraph(), [("/api/v1/graph", {"start": "0"})])
+    assert (status, body["start"], body["edges"]) == (200, "1970-01-01T00:00:00Z", [])
+
+
 def test_edge_series_per_step(graph):
     answers = call(
         graph,

@@ -143,7 +143,7 @@ class WindowStore:
         in time order: (start, size) of whole past blocks, the largest that fit within one step,
         and of single kept windows."""
         current = self.window_start(now_ns)
-        position = max(start_ns, self._oldest_kept)
+        position = max(start_ns, self._oldest_kept, self.window_start(current - self.retention_ns))
         end_ns = min(end_ns, current + self.window_ns)
         pieces = []
         while position < end_ns:
