@@ -18,8 +18,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from collector.graph.prometheus import render_prometheus
 from collector.graph.service_graph import ServiceGraph
 from collector.graph.sketch import RELATIVE_ACCURACY
-from spans.conventions import ENDPOINT, PEER_SERVICE, RETRIES, SERVER_ADDRESS, SERVER_PORT, SERVICE_INSTANCE_ID
-from spans.model import KIND_CLIENT, KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, SpanColumns
+from spans.conventions import ENDPOINT, HTTP_STATUS, PEER_SERVICE, RETRIES, SERVER_ADDRESS, SERVER_PORT, SERVICE_INSTANCE_ID
+from spans.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    STATUS_UNSET,
+    SpanColumns,
+)
 from tests.support.graph_spans import MS, S, columns, new_trace_id, proxy_hop, span
 
 T0 = 1_800_000_000 * S  # a fixed "now" on a window boundary
@@ -222,6 +230,21 @@ def test_root_server_spans_are_requests_from_the_user_node():
     graph.consume(columns([span(new_trace_id(), "frontend", KIND_SERVER, T0 - S, 5 * MS) for _ in range(3)]))
     assert edges_of(graph)[("user", "frontend", "request")]["requests"] == 3
     assert nodes_of(graph) == {"user": "external", "frontend": "service"}
+
+
+def test_http_5xx_answers_are_errors_even_with_the_span_status_unset():
+    clock = Clock()
+    graph = new_graph(clock)
+    rows = []
+    for status in (200, 404, 500, 503, "502", "ok"):
+        hop = proxy_hop(new_trace_id(), "a", "b", T0 - S, MS, attributes={HTTP_STATUS: status})
+        hop[0]["status_code"] = STATUS_UNSET
+        rows += hop
+    legacy = proxy_hop(new_trace_id(), "a", "b", T0 - S, MS, attributes={"http.status_code": "504"})
+    legacy[0]["status_code"] = STATUS_UNSET
+    graph.consume(columns(rows + legacy))
+    edge = edges_of(graph)[("a", "b", "request")]
+    assert (edge["requests"], edge["errors"]) == (7, 4)
 
 
 def test_body_sizes_are_summed_as_bytes():

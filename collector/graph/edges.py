@@ -37,6 +37,7 @@ from spans.conventions import (
     DIRECTION,
     ENDPOINT,
     HTTP_METHOD,
+    HTTP_STATUS,
     PEER_SERVICE,
     PROXY_ERROR,
     RETRIES,
@@ -65,6 +66,7 @@ LEGACY_SERVER_ADDRESS = "net.peer.name"
 LEGACY_SERVER_PORT = "net.peer.port"
 HTTP_ROUTE = "http.route"
 LEGACY_HTTP_METHOD = "http.method"
+LEGACY_HTTP_STATUS = "http.status_code"
 REQUEST_BODY_SIZES = ("http.request.body.size", "http.request_content_length")
 RESPONSE_BODY_SIZES = ("http.response.body.size", "http.response_content_length")
 
@@ -195,7 +197,7 @@ class HopTracker:
             columns["name"][row],
             columns["start_ns"][row],
             columns["duration_ns"][row],
-            columns["status_code"][row] == STATUS_ERROR or PROXY_ERROR in attributes,
+            columns["status_code"][row] == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes),
             attributes,
             "",
         )
@@ -369,6 +371,14 @@ def _instance(resource_text: str, seen: dict[str, str]) -> str:
         instance = _text(resource.get(SERVICE_INSTANCE_ID)) if isinstance(resource, dict) else ""
         seen[resource_text] = instance
     return instance
+
+
+def _server_failure(attributes: dict) -> bool:
+    """An HTTP 5xx answer, even on a span whose status was left unset (Zipkin sends it as text)."""
+    status = attributes.get(HTTP_STATUS, attributes.get(LEGACY_HTTP_STATUS))
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    return isinstance(status, int) and status >= 500
 
 
 def _text(value) -> str:
