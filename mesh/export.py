@@ -2,7 +2,8 @@
 
 The data path only appends a span tuple to a bounded buffer (``SpanRecorder.record``, well under a
 microsecond, never blocks, never raises). A separate thread (``OtlpExporter``) takes batches off the
-buffer, encodes them as OTLP and sends ``TraceService/Export`` over gRPC. When the collector is slow,
+buffer, encodes them as OTLP and sends them to the collector over OTLP/gRPC (``host:port``) or
+OTLP/HTTP (``http://host:port``, no grpcio: 10 MB less RSS). When the collector is slow,
 down or pushing back, the exporter retries a little, then drops the batch and pauses; meanwhile the
 buffer fills and further spans are dropped at ``record()``. Every lost span is counted (``dropped``
 at the buffer, ``failed`` at the exporter) so ``/metrics`` shows what tracing missed.
@@ -11,14 +12,16 @@ at the buffer, ``failed`` at the exporter) so ``/metrics`` shows what tracing mi
 from __future__ import annotations
 
 import collections
+import http.client
 import logging
 import os
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 
-import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from spans import conventions
@@ -27,26 +30,104 @@ from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord
 log = logging.getLogger(__name__)
 
 SCOPE_NAME = "tracemesh-proxy"
-EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-# Statuses that mean "try again later" (OTLP spec: retryable); anything else drops the batch at once.
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
 _POLL_S = 0.05  # how often the exporter looks for a full batch
 _ENCODE_CHUNK = 32  # spans encoded between offers of the GIL to the data path (~150 µs of work)
-_CHANNEL_OPTIONS = (
+
+
+class ExportRefused(Exception):
+    """The collector did not take a batch; ``retryable`` says whether trying again later may help."""
+
+    def __init__(self, reason: str, retryable: bool):
+        super().__init__(reason)
+        self.retryable = retryable
+
+
+class GrpcTransport:
+    """OTLP/gRPC: one ``TraceService/Export`` unary call per batch, sent as already-encoded bytes."""
+
+    METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
     # Reconnect soon after a restarted collector comes back (gRPC's default backoff grows to 120 s).
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-)
+    CHANNEL_OPTIONS = (
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    )
+
+    def __init__(self, target: str):
+        import grpc  # imported here so that proxies exporting over OTLP/HTTP do not load grpcio
+
+        self._rpc_error = grpc.RpcError
+        # Statuses that mean "try again later" (OTLP spec); anything else drops the batch at once.
+        self._retryable = frozenset(
+            {
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.ABORTED,
+                grpc.StatusCode.CANCELLED,
+            }
+        )
+        self._channel = grpc.insecure_channel(target, options=self.CHANNEL_OPTIONS)
+        self._export = self._channel.unary_unary(
+            self.METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+
+    def send(self, payload: bytes, timeout_s: float) -> ExportTraceServiceResponse:
+        try:
+            return self._export(payload, timeout=timeout_s)
+        except self._rpc_error as error:
+            code = error.code()
+            raise ExportRefused(f"{code.name}: {error.details()}", code in self._retryable) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class HttpTransport:
+    """OTLP/HTTP with binary protobuf: one POST per batch on a kept-alive connection."""
+
+    RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})  # OTLP/HTTP spec
+
+    def __init__(self, url: str):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"collector URL {url!r} is not http://HOST:PORT[/path]")
+        self._host, self._port = parts.hostname, parts.port
+        self._path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+        self._connection: http.client.HTTPConnection | None = None
+
+    def send(self, payload: bytes, timeout_s: float) -> ExportTraceServiceResponse:
+        try:
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+            elif self._connection.sock is not None:
+                self._connection.sock.settimeout(timeout_s)
+            self._connection.request("POST", self._path, payload, {"Content-Type": "application/x-protobuf"})
+            response = self._connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            self.close()  # a fresh connection next time
+            raise ExportRefused(f"{type(error).__name__}: {error}", retryable=True) from None
+        if response.status != 200:
+            detail = body[:200].decode("utf-8", "replace")
+            raise ExportRefused(f"HTTP {response.status}: {detail}", response.status in self.RETRYABLE_STATUSES)
+        try:
+            return ExportTraceServiceResponse.FromString(body)
+        except DecodeError:  # accepted, without a readable partial-success report
+            return ExportTraceServiceResponse()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def transport_for(collector: str) -> GrpcTransport | HttpTransport:
+    """``http://host:port[/path]`` -> OTLP/HTTP; ``host:port`` -> OTLP/gRPC."""
+    if "://" in collector:
+        return HttpTransport(collector)
+    return GrpcTransport(collector)
 
 
 def proxy_resource(service: str, instance_id: str | None = None) -> dict[str, AttributeValue]:
@@ -116,7 +197,7 @@ class OtlpExporter:
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be at least 1")
         self.recorder = recorder
-        self.collector_addr = collector_addr.removeprefix("http://")
+        self.collector_addr = collector_addr
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -130,29 +211,24 @@ class OtlpExporter:
         self._stopping = threading.Event()
         self._flush_deadline = 0.0
         self._thread: threading.Thread | None = None
-        self._channel: grpc.Channel | None = None
-        self._export = None
+        self._transport: GrpcTransport | HttpTransport | None = None
         self._collector_healthy = True  # for logging state changes only, not every failure
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("exporter already started")
-        self._channel = grpc.insecure_channel(self.collector_addr, options=_CHANNEL_OPTIONS)
-        # Bytes in (already encoded), parsed response out.
-        self._export = self._channel.unary_unary(
-            EXPORT_METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
-        )
+        self._transport = transport_for(self.collector_addr)
         self._thread = threading.Thread(target=self._run, name="tracemesh-otlp-exporter", daemon=True)
         self._thread.start()
 
     def stop(self, flush_timeout: float = 5.0) -> None:
-        """Sends what is buffered (for at most ``flush_timeout`` seconds), then closes the channel."""
+        """Sends what is buffered (for at most ``flush_timeout`` seconds), then closes the connection."""
         if self._thread is None:
             return
         self._flush_deadline = time.monotonic() + flush_timeout
         self._stopping.set()
         self._thread.join(flush_timeout + self.timeout_s + 1.0)
-        self._channel.close()
+        self._transport.close()
 
     def _run(self) -> None:
         pause = 0.0  # > 0 while the collector is failing: how long to leave it alone
@@ -196,20 +272,16 @@ class OtlpExporter:
         attempt = 1
         while True:
             try:
-                response = self._export(payload, timeout=timeout_s)
-            except grpc.RpcError as error:
-                code = error.code()
-                if code in RETRYABLE_CODES and attempt < self.max_attempts:
+                response = self._transport.send(payload, timeout_s)
+            except ExportRefused as refused:
+                if refused.retryable and attempt < self.max_attempts:
                     time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
                     attempt += 1
                     continue
                 self._count_failure(len(batch))
                 if self._collector_healthy:
                     log.warning(
-                        "span export to %s failed (%s: %s); dropping spans until it recovers",
-                        self.collector_addr,
-                        code.name,
-                        error.details(),
+                        "span export to %s failed (%s); dropping spans until it recovers", self.collector_addr, refused
                     )
                     self._collector_healthy = False
                 return False

@@ -1,16 +1,28 @@
-"""Span export against a real gRPC TraceService on 127.0.0.1: spans arrive in batches with the proxy's
-resource, and a collector that is down, refusing or stalled never blocks recording, never grows
-memory past the buffer, and every lost span is counted."""
+"""Span export against real OTLP receivers on 127.0.0.1, over gRPC and over HTTP: spans arrive in
+batches with the proxy's resource, and a collector that is down, refusing or stalled never blocks
+recording, never grows memory past the buffer, and every lost span is counted."""
 
 from __future__ import annotations
 
-import grpc
+import subprocess
+import sys
+
 import pytest
 
-from mesh.export import SCOPE_NAME, OtlpExporter, SpanRecorder, proxy_resource
+from mesh.export import (
+    SCOPE_NAME,
+    GrpcTransport,
+    HttpTransport,
+    OtlpExporter,
+    SpanRecorder,
+    proxy_resource,
+    transport_for,
+)
 from spans import conventions, model
-from tests.support.processes import free_port
-from tests.support.trace_sink import TraceSink, wait_until
+from tests.support.processes import REPO_ROOT, free_port
+from tests.support.trace_sink import PERMANENT, RETRYABLE, GrpcTraceSink, HttpTraceSink, wait_until
+
+SINKS = {"grpc": GrpcTraceSink, "http": HttpTraceSink}
 
 
 def span(n: int):
@@ -28,9 +40,14 @@ def span(n: int):
     )
 
 
+@pytest.fixture(params=sorted(SINKS))
+def sink_class(request):
+    return SINKS[request.param]
+
+
 @pytest.fixture
-def sink():
-    server = TraceSink()
+def sink(sink_class):
+    server = sink_class()
     yield server
     server.stop()
 
@@ -94,10 +111,11 @@ def test_a_partial_batch_goes_out_after_the_interval(sink, exporters):
     assert wait_until(lambda: exporter.exported == 1, timeout=5)
 
 
-def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(exporters):
+def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(sink_class, exporters):
     port = free_port()
     recorder = SpanRecorder(capacity=200)
-    exporter = exporters(recorder, f"127.0.0.1:{port}", batch_size=50)
+    address = f"http://127.0.0.1:{port}" if sink_class is HttpTraceSink else f"127.0.0.1:{port}"
+    exporter = exporters(recorder, address, batch_size=50)
 
     for n in range(5000):  # far more than the buffer holds, with no collector listening
         recorder.record(span(n))
@@ -107,7 +125,7 @@ def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(expor
     assert exporter.exported == 0
     assert wait_until(lambda: accounted(recorder, exporter) == 5000)  # once no batch is in flight
 
-    sink = TraceSink(port)  # the collector comes (back) up on the same address
+    sink = sink_class(port)  # the collector comes (back) up on the same address
     try:
         for n in range(5000, 5100):
             recorder.record(span(n))
@@ -135,8 +153,8 @@ def test_collector_killed_mid_stream_loses_only_counted_spans(sink, exporters):
     assert wait_until(lambda: accounted(recorder, exporter) == 3100)
 
 
-def test_resource_exhausted_is_retried_a_bounded_number_of_times_then_counted(sink, exporters):
-    sink.fail_with = grpc.StatusCode.RESOURCE_EXHAUSTED
+def test_push_back_is_retried_a_bounded_number_of_times_then_counted(sink, exporters):
+    sink.refuse = RETRYABLE  # RESOURCE_EXHAUSTED / HTTP 503
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=10, max_attempts=3, max_pause_s=30.0)
     for n in range(10):
@@ -149,7 +167,7 @@ def test_resource_exhausted_is_retried_a_bounded_number_of_times_then_counted(si
 
 
 def test_a_non_retryable_status_drops_the_batch_at_once(sink, exporters):
-    sink.fail_with = grpc.StatusCode.INVALID_ARGUMENT
+    sink.refuse = PERMANENT  # INVALID_ARGUMENT / HTTP 400
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=5, max_attempts=3)
     for n in range(5):
@@ -177,6 +195,39 @@ def test_spans_the_collector_rejects_count_as_failed(sink, exporters):
         recorder.record(span(n))
     assert wait_until(lambda: exporter.exported + exporter.failed == 10)
     assert (exporter.exported, exporter.failed) == (8, 2)
+
+
+def test_collector_address_picks_the_transport():
+    grpc_transport = transport_for("127.0.0.1:4317")
+    assert isinstance(grpc_transport, GrpcTransport)
+    grpc_transport.close()
+    assert isinstance(transport_for("http://127.0.0.1:4318"), HttpTransport)
+    with pytest.raises(ValueError, match="not http://HOST:PORT"):
+        transport_for("https://collector:4318")
+
+
+def test_exporting_over_http_does_not_load_grpcio(tmp_path):
+    """grpcio costs the proxy 10 MB of RSS; OTLP/HTTP export must work without it."""
+    sink = HttpTraceSink()
+    script = f"""
+import sys
+from mesh.admin import AdminServer
+from mesh.export import OtlpExporter, SpanRecorder, proxy_resource
+from mesh.metrics import ProxyMetrics
+recorder = SpanRecorder()
+exporter = OtlpExporter(recorder, "{sink.address}", proxy_resource("checkout"))
+exporter.start()
+recorder.record(("%032x" % 1, "%016x" % 1, "", "GET", 2, 1, 1, 0, "", ()))
+exporter.stop(flush_timeout=5)
+assert exporter.exported == 1, (exporter.exported, exporter.failed)
+assert "grpc" not in sys.modules, "grpcio was imported"
+"""
+    try:
+        result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert len(sink.spans()) == 1
+    finally:
+        sink.stop()
 
 
 def test_stop_flushes_what_is_buffered(sink):

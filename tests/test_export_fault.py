@@ -1,5 +1,5 @@
-"""Collector killed under traffic (real collector, proxy and app processes): requests through the
-proxy are unaffected, the spans that could not be sent are counted on /metrics, the export buffer
+"""Collector killed under traffic (real collector, proxy and app processes; export over OTLP/gRPC and
+over OTLP/HTTP): requests through the proxy are unaffected, the spans that could not be sent are counted on /metrics, the export buffer
 stays bounded, and once the collector is back the proxy's spans reach it again."""
 
 from __future__ import annotations
@@ -54,10 +54,14 @@ def send_requests(port: int, count: int) -> list[int]:
     return statuses
 
 
-@pytest.fixture
-def stack(tmp_path):
+@pytest.fixture(params=["otlp-grpc", "otlp-http"])
+def stack(request, tmp_path):
     """collector + app + inbound proxy exporting to the collector; all stopped at the end."""
     collector = collector_for(tmp_path).start()
+    if request.param == "otlp-grpc":
+        export_to = collector.grpc_address
+    else:
+        export_to = f"http://127.0.0.1:{collector.otlp_http_port}"
     app_port, inbound_port, admin_port = free_port(), free_port(), free_port()
     app = ManagedProcess(
         [sys.executable, "-m", "tests.apps.upstream", "--port", str(app_port), "--name", "checkout"],
@@ -67,7 +71,7 @@ def stack(tmp_path):
         tracemesh_command(
             "proxy", "--service", "checkout",
             "--inbound", f"127.0.0.1:{inbound_port}", "--app", f"127.0.0.1:{app_port}",
-            "--collector", collector.grpc_address, "--admin", f"127.0.0.1:{admin_port}",
+            "--collector", export_to, "--admin", f"127.0.0.1:{admin_port}",
             "--span-buffer", str(SPAN_BUFFER),
         ),
         tmp_path / "proxy.log",
