@@ -74,7 +74,21 @@ OUTBOUND = "outbound"
 INBOUND = "inbound"
 
 _CALLER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
-_CALLEE_KINDS = (KIND_SERVER, KIND_CONSUMER)
+_HOP_KINDS = frozenset((KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, KIND_CONSUMER))
+# The columns a span is read from, in the order ``_process_span`` unpacks them.
+_SPAN_FIELDS = (
+    "kind",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service",
+    "name",
+    "start_ns",
+    "duration_ns",
+    "status_code",
+    "attributes",
+    "resource_attributes",
+)
 
 
 class Observation(NamedTuple):
@@ -146,12 +160,11 @@ class HopTracker:
     def process(self, columns: SpanColumns, now_ns: int, out: list[Observation]) -> None:
         """Append the requests ``columns`` complete to ``out``; a span that cannot be read is
         counted as malformed and skipped, never raised."""
-        kinds = columns["kind"]
         resources: dict[str, str] = {}
-        for row, kind in enumerate(kinds):
-            if kind in _CALLER_KINDS or kind in _CALLEE_KINDS:
+        for span in zip(*(columns[name] for name in _SPAN_FIELDS)):
+            if span[0] in _HOP_KINDS:
                 try:
-                    self._process_span(columns, row, kind, now_ns, resources, out)
+                    self._process_span(span, now_ns, resources, out)
                 except Exception:  # noqa: BLE001 - odd spans must never break ingest
                     self._malformed += 1
         self.expire(now_ns, out)
@@ -183,24 +196,14 @@ class HopTracker:
 
     # ---- one span ----------------------------------------------------------------------------
 
-    def _process_span(self, columns, row, kind, now_ns, resources, out) -> None:
-        attributes = orjson.loads(columns["attributes"][row])
+    def _process_span(self, span: tuple, now_ns: int, resources: dict[str, str], out: list[Observation]) -> None:
+        kind, trace_id, span_id, parent_id, service, name, start_ns, duration_ns, status, text, resource = span
+        attributes = orjson.loads(text)
         if not isinstance(attributes, dict):
             attributes = {}
-        trace_id = columns["trace_id"][row]
-        span_id = columns["span_id"][row]
-        parent_id = columns["parent_span_id"][row]
         direction = attributes.get(DIRECTION)
-        side = Side(
-            columns["service"][row],
-            kind,
-            columns["name"][row],
-            columns["start_ns"][row],
-            columns["duration_ns"][row],
-            columns["status_code"][row] == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes),
-            attributes,
-            "",
-        )
+        error = status == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes)
+        side = Side(service, kind, name, start_ns, duration_ns, error, attributes, "")
         if kind == KIND_CLIENT and direction == OUTBOUND:
             out.append(_proxy_request(side))
             self._claim((trace_id, span_id), now_ns)
@@ -209,7 +212,7 @@ class HopTracker:
         elif kind in _CALLER_KINDS:
             self._add_caller((trace_id, span_id), side, now_ns, out)
         else:
-            side.instance = _instance(columns["resource_attributes"][row], resources)
+            side.instance = _instance(resource, resources)
             if kind == KIND_SERVER and direction == INBOUND:
                 self._claim((trace_id, span_id), now_ns)
             if attributes.get(ZIPKIN_SHARED):
