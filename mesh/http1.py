@@ -114,6 +114,7 @@ class Http1Server(asyncio.Protocol):
         self.paused = 0  # PAUSE_* bits
         self.closed = False
         self.eof = False
+        self.lingering = False  # refused: reading only to discard, so the refusal is not lost to a reset
         self.write_buffer: list | None = None  # batched writes while parsing one read
         self.head_bytes = -1  # bytes read since a request head began; -1 outside heads
         self._url = b""
@@ -124,6 +125,8 @@ class Http1Server(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if self.head_bytes >= 0:
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
@@ -147,6 +150,9 @@ class Http1Server(asyncio.Protocol):
     def eof_received(self):
         # A half-closed client still gets its answers; the connection closes after them.
         self.eof = True
+        if self.lingering:
+            self.close()
+            return False
         if self.receiving is not None:
             self.receiving.request_aborted("closed_mid_request")
             self.receiving = None
@@ -241,7 +247,10 @@ class Http1Server(asyncio.Protocol):
             return
         self.answering = None
         if not keep_alive:
-            self.close()
+            if self.receiving is exchange:
+                self.linger()  # answered before the request was read through (413, early app answer)
+            else:
+                self.close()
         elif self.receiving is not exchange:  # else: its body is still arriving, read and dropped
             self._answer_next()
 
@@ -253,6 +262,20 @@ class Http1Server(asyncio.Protocol):
             self.answering.start()
         elif self.eof:
             self.close()
+
+    def linger(self, seconds: float = 2.0) -> None:
+        """Close after a refusal without losing it: closing a socket with unread input sends a reset,
+        which can destroy the response before the client reads it. So: send, half-close, and read
+        (discarding) until the client closes or ``seconds`` pass."""
+        self.flush()
+        if self.closed or self.lingering:
+            return
+        self.lingering = True
+        self.transport.write_eof()
+        if self.paused:
+            self.paused = 0
+            self.transport.resume_reading()
+        asyncio.get_running_loop().call_later(seconds, self.close)
 
     def close(self) -> None:
         self.flush()
@@ -269,7 +292,7 @@ class Http1Server(asyncio.Protocol):
         self.waiting.clear()
         if self.answering is None:
             self.write(error_response(status, proxy_error, close=True))
-            self.close()
+            self.linger()
         else:
             self.answering.close_after = True
             self.pause(PAUSE_PIPELINE)

@@ -1,10 +1,13 @@
 """A small service the proxy tests put behind sidecars (aiohttp; the proxy itself is raw asyncio).
 
-    python -m tests.apps.upstream --port 8080 --name b [--next c --outbound 127.0.0.1:4140]
+    python -m tests.apps.upstream --port 8080 --name b [--next c --outbound 127.0.0.1:4140] [--mode MODE]
+
+--mode fail:CODE answers every request but /stats with CODE; --mode hang never answers them.
 
 Routes:
   /hop            answer {"service", "trace_headers"}; with --next, first call the next service's /hop
                   through the local sidecar's outbound (Host: NEXT), forwarding the trace headers
+  /headers        {"headers": [[name, value], ...]} as received, "version": "1.1"
   /echo           echo the request body (streamed back, chunked) and its headers as x-echo-* counts
   /stream?n=&size= a chunked response of n chunks of size bytes, written one by one
   /status/{code}  answer that status (counts calls in /stats)
@@ -24,13 +27,19 @@ from aiohttp import web
 TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled")
 
 
-def build_app(name: str, next_service: str | None, outbound: str | None) -> web.Application:
+def build_app(name: str, next_service: str | None, outbound: str | None, mode: str = "ok") -> web.Application:
     calls: collections.Counter = collections.Counter()
     session: dict = {}
 
     @web.middleware
     async def count(request, handler):
+        if request.path == "/stats":
+            return await handler(request)
         calls[request.path] += 1
+        if mode.startswith("fail:"):
+            return web.Response(status=int(mode[5:]), text=f"{name} fails\n")
+        if mode == "hang":
+            await asyncio.sleep(3600)
         return await handler(request)
 
     async def hop(request: web.Request) -> web.Response:
@@ -42,6 +51,12 @@ def build_app(name: str, next_service: str | None, outbound: str | None) -> web.
             ) as response:
                 downstream = {"status": response.status, "body": await response.json()}
         return web.json_response({"service": name, "trace_headers": trace, "next": downstream})
+
+    async def headers(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"headers": [[k, v] for k, v in request.headers.items()], "version": "%d.%d" % request.version,
+             "path": request.path_qs}
+        )
 
     async def echo(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"x-echo-method": request.method})
@@ -85,6 +100,7 @@ def build_app(name: str, next_service: str | None, outbound: str | None) -> web.
     app = web.Application(middlewares=[count])
     app.router.add_route("*", "/hop", hop)
     app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/headers", headers)
     app.router.add_get("/stream", stream)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/hang", hang)
@@ -100,9 +116,10 @@ def main() -> None:
     parser.add_argument("--name", default="app")
     parser.add_argument("--next", dest="next_service")
     parser.add_argument("--outbound")
+    parser.add_argument("--mode", default="ok", help="ok | fail:CODE | hang")
     args = parser.parse_args()
-    web.run_app(build_app(args.name, args.next_service, args.outbound), host="127.0.0.1", port=args.port, print=None,
-                access_log=None)
+    web.run_app(build_app(args.name, args.next_service, args.outbound, args.mode), host="127.0.0.1", port=args.port,
+                print=None, access_log=None)
 
 
 if __name__ == "__main__":
