@@ -157,7 +157,9 @@ def test_prometheus_exposition_has_counters_and_cumulative_latency_buckets(graph
         (s.labels["client"], s.labels["server"]): s.value for s in families["tracemesh_edge_requests"].samples
     }
     assert requests == {("a", "b"): 40, ("a", "cache"): 10}
-    errors = {(s.labels["client"], s.labels["server"]): s.value for s in families["tracemesh_edge_request_errors"].samples}
+    errors = {
+        (s.labels["client"], s.labels["server"]): s.value for s in families["tracemesh_edge_request_errors"].samples
+    }
     assert errors[("a", "b")] == 3
     buckets = [
         (s.labels["le"], s.value)

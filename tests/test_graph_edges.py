@@ -18,7 +18,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from collector.graph.prometheus import render_prometheus
 from collector.graph.service_graph import ServiceGraph
 from collector.graph.sketch import RELATIVE_ACCURACY
-from spans.conventions import ENDPOINT, HTTP_STATUS, PEER_SERVICE, RETRIES, SERVER_ADDRESS, SERVER_PORT, SERVICE_INSTANCE_ID
+from spans.conventions import (
+    ENDPOINT,
+    HTTP_STATUS,
+    PEER_SERVICE,
+    RETRIES,
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    SERVICE_INSTANCE_ID,
+)
 from spans.model import (
     KIND_CLIENT,
     KIND_CONSUMER,

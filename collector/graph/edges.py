@@ -256,7 +256,7 @@ class HopTracker:
         peer = _peer_name(side.attributes) if side.kind == KIND_CLIENT else ""
         if peer:
             self._unpaired_to_peer += 1
-            out.append(_request(side, peer, REQUEST, _address(side.attributes), side.duration_ns))
+            out.append(_request(side, peer, REQUEST, _address(side.attributes)))
         else:
             self._unpaired_dropped += 1
 
@@ -267,30 +267,28 @@ class HopTracker:
 def _proxy_request(client: Side) -> Observation:
     attributes = client.attributes
     server = _peer_name(attributes) or UNKNOWN_NODE
-    endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
-    return _request(client, server, REQUEST, endpoint, client.duration_ns)
+    return _request(client, server, REQUEST, _text(attributes.get(ENDPOINT)) or _address(attributes))
 
 
 def _database_call(client: Side) -> Observation:
     attributes = client.attributes
     database = _peer_name(attributes) or _text(attributes.get(DB_SYSTEM))
-    return _request(client, database, DATABASE, _address(attributes), client.duration_ns)
+    return _request(client, database, DATABASE, _address(attributes))
+
+
+def _request(client: Side, server: str, connection: str, endpoint: str) -> Observation:
+    """A request known from the caller's span alone."""
+    route = route_of(client.attributes, client.name)
+    return _observation(
+        client.service, server, connection, endpoint, route, client, client.duration_ns, client.error, client.attributes
+    )
 
 
 def _request_from_outside(server: Side) -> Observation:
     route = route_of(server.attributes, server.name)
-    return Observation(
-        USER_NODE,
-        server.service,
-        REQUEST,
-        server.instance,
-        route,
-        server.start_ns + server.duration_ns,
-        server.duration_ns,
-        server.error,
-        _count(server.attributes.get(RETRIES)),
-        _body_size(server.attributes, REQUEST_BODY_SIZES),
-        _body_size(server.attributes, RESPONSE_BODY_SIZES),
+    return _observation(
+        USER_NODE, server.service, REQUEST, server.instance, route, server, server.duration_ns, server.error,
+        server.attributes,
     )
 
 
@@ -303,33 +301,36 @@ def _paired_request(client: Side, server: Side) -> Observation:
     else:
         connection = REQUEST
         duration_ns = client.duration_ns
-    merged = {**server.attributes, **client.attributes}
-    return Observation(
-        client.service,
-        server.service,
-        connection,
-        server.instance or _address(client.attributes),
-        route_of(server.attributes, server.name),
-        client.start_ns + duration_ns,
-        duration_ns,
-        client.error or server.error,
-        _count(merged.get(RETRIES)),
-        _body_size(merged, REQUEST_BODY_SIZES),
-        _body_size(merged, RESPONSE_BODY_SIZES),
+    endpoint = server.instance or _address(client.attributes)
+    route = route_of(server.attributes, server.name)
+    error = client.error or server.error
+    attributes = {**server.attributes, **client.attributes}
+    return _observation(
+        client.service, server.service, connection, endpoint, route, client, duration_ns, error, attributes
     )
 
 
-def _request(client: Side, server: str, connection: str, endpoint: str, duration_ns: int) -> Observation:
-    attributes = client.attributes
+def _observation(
+    client: str,
+    server: str,
+    connection: str,
+    endpoint: str,
+    route: str,
+    first: Side,
+    duration_ns: int,
+    error: bool,
+    attributes: dict,
+) -> Observation:
+    """The request that began when span ``first`` did and lasted ``duration_ns``."""
     return Observation(
-        client.service,
+        client,
         server,
         connection,
         endpoint,
-        route_of(attributes, client.name),
-        client.start_ns + duration_ns,
+        route,
+        first.start_ns + duration_ns,
         duration_ns,
-        client.error,
+        error,
         _count(attributes.get(RETRIES)),
         _body_size(attributes, REQUEST_BODY_SIZES),
         _body_size(attributes, RESPONSE_BODY_SIZES),
