@@ -172,7 +172,8 @@ class SpanRecorder:
 
 
 class OtlpExporter:
-    """Sends the recorder's spans to a collector's OTLP/gRPC endpoint from its own thread.
+    """Sends the recorder's spans to a collector (OTLP/gRPC or OTLP/HTTP, see ``transport_for``) from its
+    own thread.
 
     A batch goes out when ``batch_size`` spans are waiting or ``interval_s`` after the last send.
     A send that fails with a retryable status is retried ``max_attempts - 1`` times with doubling
@@ -211,23 +212,21 @@ class OtlpExporter:
         self._stopping = threading.Event()
         self._flush_deadline = 0.0
         self._thread: threading.Thread | None = None
-        self._transport: GrpcTransport | HttpTransport | None = None
+        self._transport = transport_for(collector_addr)  # a bad address fails here, before any traffic
         self._collector_healthy = True  # for logging state changes only, not every failure
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("exporter already started")
-        self._transport = transport_for(self.collector_addr)
         self._thread = threading.Thread(target=self._run, name="tracemesh-otlp-exporter", daemon=True)
         self._thread.start()
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Sends what is buffered (for at most ``flush_timeout`` seconds), then closes the connection."""
-        if self._thread is None:
-            return
-        self._flush_deadline = time.monotonic() + flush_timeout
-        self._stopping.set()
-        self._thread.join(flush_timeout + self.timeout_s + 1.0)
+        if self._thread is not None:
+            self._flush_deadline = time.monotonic() + flush_timeout
+            self._stopping.set()
+            self._thread.join(flush_timeout + self.timeout_s + 1.0)
         self._transport.close()
 
     def _run(self) -> None:
