@@ -83,6 +83,9 @@ def test_graph_over_the_default_five_minutes(graph):
     assert ab["latencyMs"]["p50"] == pytest.approx(10, rel=0.01)
     assert ab["latencyMs"]["p90"] == pytest.approx(20, rel=0.01)
     assert edges[("a", "cache")]["connectionType"] == "database"
+    inbound = {n["name"]: n["inbound"] for n in body["nodes"]}
+    assert inbound["b"] == {key: value for key, value in ab.items() if key in inbound["b"]}
+    assert inbound["a"]["requests"] == 0 and inbound["a"]["latencyMs"]["p50"] is None
 
 
 def test_graph_range_in_rfc3339_and_unix_microseconds_agree(graph):

@@ -240,6 +240,20 @@ def test_root_server_spans_are_requests_from_the_user_node():
     assert nodes_of(graph) == {"user": "external", "frontend": "service"}
 
 
+def test_a_node_sums_the_requests_of_all_its_callers():
+    clock = Clock()
+    graph = new_graph(clock)
+    rows = []
+    for caller, latency_ms, count in (("web", 10, 30), ("mobile", 100, 10)):
+        for _ in range(count):
+            rows += proxy_hop(new_trace_id(), caller, "api", T0 - 5 * S, latency_ms * MS, error=caller == "mobile")
+    graph.consume(columns(rows))
+    api = next(node for node in graph.graph(T0 - 60 * S, T0)["nodes"] if node["name"] == "api")
+    assert (api["kind"], api["inbound"]["requests"], api["inbound"]["errors"]) == ("service", 40, 10)
+    assert api["inbound"]["latencyMs"]["p50"] == pytest.approx(10, rel=RELATIVE_ACCURACY)
+    assert api["inbound"]["latencyMs"]["p90"] == pytest.approx(100, rel=RELATIVE_ACCURACY)
+
+
 def test_http_5xx_answers_are_errors_even_with_the_span_status_unset():
     clock = Clock()
     graph = new_graph(clock)

@@ -118,7 +118,7 @@ class ServiceGraph:
         return {
             "start": rfc3339(start_ns),
             "end": rfc3339(end_ns),
-            "nodes": self._nodes(edges),
+            "nodes": self._nodes(edges, seconds),
             "edges": [
                 {
                     "source": edge[0],
@@ -195,21 +195,27 @@ class ServiceGraph:
         """How much of [start_ns, end_ns) has happened: the denominator of a rate."""
         return max(0, min(end_ns, self._clock()) - start_ns) / SECOND_NS
 
-    def _nodes(self, edges: dict[EdgeKey, EdgeStats]) -> list[dict]:
-        """Every node on an edge, with its kind: a service sends spans (or calls out); a database
-        is the target of a ``db.system`` call; anything else is an external, uninstrumented peer."""
+    def _nodes(self, edges: dict[EdgeKey, EdgeStats], seconds: float) -> list[dict]:
+        """Every node on an edge, with its kind and the metrics of all requests into it (what
+        ``tracemesh stat`` shows per service). A service sends spans (or calls out); a database is
+        the target of a ``db.system`` call; anything else is an external, uninstrumented peer."""
         with self._lock:
             services = set(self._services)
         kinds: dict[str, str] = {}
+        inbound: dict[str, EdgeStats] = {}
 
         def mark(name: str, kind: str) -> None:
             if _KIND_RANK[kind] >= _KIND_RANK[kinds.get(name, EXTERNAL)]:
                 kinds[name] = kind
 
-        for client, server, connection in edges:
+        for (client, server, connection), stats in edges.items():
             mark(client, EXTERNAL if client == USER_NODE else SERVICE)
             mark(server, SERVICE if server in services else DATABASE if connection == DATABASE else EXTERNAL)
-        return [{"name": name, "kind": kind} for name, kind in sorted(kinds.items())]
+            stats_of(inbound, server).merge(stats)
+        return [
+            {"name": name, "kind": kind, "inbound": metrics_json(inbound.get(name) or EdgeStats(), seconds)}
+            for name, kind in sorted(kinds.items())
+        ]
 
 
 def metrics_json(stats: EdgeStats, seconds: float) -> dict:
