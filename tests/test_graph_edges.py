@@ -63,13 +63,13 @@ def nodes_of(graph: ServiceGraph) -> dict:
     return {n["name"]: n["kind"] for n in graph.graph(T0 - 300 * S, T0 + S)["nodes"]}
 
 
-def app_pair(trace_id, caller, callee, start_ns, duration_ns, *, client_attributes=None, server_attributes=None,
-             instance="", error=False, kinds=(KIND_CLIENT, KIND_SERVER)):
-    client = span(trace_id, caller, kinds[0], start_ns, duration_ns, attributes=client_attributes)
+def app_pair(trace_id, caller, callee, start_ns, duration_ns, *, server_attributes=None, instance="", error=False):
+    """An application's CLIENT span and, as its child, the callee application's SERVER span."""
+    client = span(trace_id, caller, KIND_CLIENT, start_ns, duration_ns)
     server = span(
         trace_id,
         callee,
-        kinds[1],
+        KIND_SERVER,
         start_ns + duration_ns // 10,
         duration_ns // 2,
         parent=client["span_id"],
