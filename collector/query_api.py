@@ -163,25 +163,25 @@ def parse_trace_id(text: str) -> str:
 
 
 def parse_search(params) -> TraceQuery:
-    """The ``TraceQuery`` a search's query string asks for; an HTTP 400 when any value is bad.
-
-    An empty value counts as not given, so a form may submit all its fields.
-    """
+    """The ``TraceQuery`` a search's query string asks for; an HTTP 400 when any value is bad."""
     try:
         return search_query(params)
     except BadParameter as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
 
 
-def search_query(params) -> TraceQuery:
-    def single(name: str) -> str | None:
-        values = [value for value in params.getall(name, []) if value != ""]
-        if len(values) > 1:
-            raise BadParameter(f"{name}: given {len(values)} times, at most once allowed")
-        return values[0] if values else None
+def single_parameter(params, name: str) -> str | None:
+    """The value of a parameter given at most once; an empty value counts as not given, so a form
+    may submit all its fields."""
+    values = [value for value in params.getall(name, []) if value != ""]
+    if len(values) > 1:
+        raise BadParameter(f"{name}: given {len(values)} times, at most once allowed")
+    return values[0] if values else None
 
+
+def search_query(params) -> TraceQuery:
     def parsed(name: str, parse: Callable[[str, str], object]):
-        value = single(name)
+        value = single_parameter(params, name)
         return None if value is None else parse(name, value)
 
     min_duration = parsed("minDuration", parse_duration)
@@ -194,8 +194,8 @@ def search_query(params) -> TraceQuery:
         raise BadParameter("start is after end")
     limit = parsed("limit", parse_limit)
     return TraceQuery(
-        service=single("service"),
-        operation=single("operation"),
+        service=single_parameter(params, "service"),
+        operation=single_parameter(params, "operation"),
         tags=tuple(parse_tag("tag", value) for value in params.getall("tag", []) if value != ""),
         min_duration_ns=min_duration,
         max_duration_ns=max_duration,
