@@ -238,7 +238,7 @@ class GrpcCall:
         self.attempt: _Attempt | None = None
         self.tried: list = []
         self.waiting: asyncio.Task | asyncio.TimerHandle | None = None  # queue wait, connect or backoff
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # monotonic time the destination's timeout runs out (stack.deadlines sweeps)
         self.destination = None
         self.admitted = False
         self.headers_sent = False
@@ -286,7 +286,8 @@ class GrpcCall:
         self.admitted = True
         destination = self.destination
         destination.retry_budget.deposit()
-        self.deadline = self.down.conn.loop.call_later(destination.policy.timeout_s, self._timed_out)
+        self.deadline = time.monotonic() + destination.policy.timeout_s
+        self.stack.deadlines.pending.add(self)
         self._next_attempt()
 
     def _next_attempt(self) -> None:
@@ -359,9 +360,9 @@ class GrpcCall:
             self.tried.append(self.endpoint)
         self.waiting = self.down.conn.loop.call_later(delay, self._next_attempt)
 
-    def _timed_out(self) -> None:
+    def timed_out(self) -> None:
         """The destination's timeout ran out before the upstream started answering."""
-        self.deadline = None
+        self.stack.deadlines.pending.discard(self)
         if self.done:
             return
         attempt = self.attempt
@@ -370,9 +371,7 @@ class GrpcCall:
         self._give_up(("timeout", None, None))
 
     def response_started(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.stack.deadlines.pending.discard(self)
 
     def may_retry_status(self, status: int | None) -> bool:
         return (self.relay.retries and status is not None
@@ -488,9 +487,7 @@ class GrpcCall:
         if self.done:
             return
         self.done = True
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.stack.deadlines.pending.discard(self)
         self.status = status
         self.message = message
         down = self.down

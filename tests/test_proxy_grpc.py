@@ -177,7 +177,7 @@ def test_deadline_expires_through_the_proxy_and_the_server_sees_it(channel, app)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 3
     assert app.cancelled_event.wait(5), "the server never learned the call was over"
-    assert 0 < app.sleep_deadlines[-1] <= 0.5, "grpc-timeout must reach the server"
+    assert 0 < app.sleep_deadlines[-1] < 0.6, "grpc-timeout must reach the server"
 
 
 def test_client_cancellation_reaches_the_server(channel, app, hop):

@@ -18,6 +18,7 @@ from mesh.inbound import InboundStack
 from mesh.listener import Listener
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools
+from mesh.relay import Deadlines
 from tests.support.processes import free_port
 
 MAX_BODY_BYTES = 64 * 1024
@@ -31,6 +32,8 @@ class ProxyLoop:
         self.thread = threading.Thread(target=self.loop.run_forever, name="proxy-loop", daemon=True)
         self.thread.start()
         self.listeners: list[Listener] = []
+        self.deadlines = Deadlines()
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.deadlines.run()))
 
     def run(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -40,7 +43,7 @@ class ProxyLoop:
         recorder = SpanRecorder()
 
         async def build():
-            return InboundStack(app_address, policy, service, recorder, None, Pools(), MAX_BODY_BYTES)
+            return InboundStack(app_address, policy, service, recorder, None, Pools(), self.deadlines, MAX_BODY_BYTES)
 
         return self._listen(self.run(build())), recorder
 
@@ -53,7 +56,7 @@ class ProxyLoop:
             discovery = EndpointsFile(endpoints_file)
             await discovery.load()
             destinations = Destinations(discovery, policy)
-            args = (destinations, service, recorder, None, Pools(), MAX_BODY_BYTES)
+            args = (destinations, service, recorder, None, Pools(), self.deadlines, MAX_BODY_BYTES)
             return RouteStack(route_to, *args) if route_to else OutboundStack(*args)
 
         return self._listen(self.run(build())), recorder
