@@ -1,8 +1,9 @@
 """What the service graph costs on the ingest path: CPU per span of ``ServiceGraph.consume``.
 
 The batches are what a meshed request looks like: per request, the caller app's CLIENT span,
-the two proxy spans, the callee app's SERVER span and ``--internal`` INTERNAL spans; half the
-requests' partner spans arrive in the next batch. Also times a graph query over the last hour.
+the two proxy spans, the callee app's SERVER span and ``--internal`` INTERNAL spans; one request
+in four goes through no proxy (its client and server spans must be paired), and for half the
+requests the callee's spans come first. Also times a graph query over the last hour.
 
     python bench/graph.py [--requests 20000] [--internal 2] [--batch 512]
 """
@@ -41,6 +42,9 @@ def request_spans(index: int, now_ns: int, internal: int) -> list[dict]:
                       attributes={**http, "http.route": "/items/{id}"})
     inner = [span(trace_id, callee, KIND_INTERNAL, start + 3 * MS, MS, parent=app_server["span_id"],
                   attributes={"db.statement": "SELECT 1"}) for _ in range(internal)]
+    if index % 4 == 3:  # no proxies on this hop
+        app_server["parent_span_id"] = app_client["span_id"]
+        return [app_client, app_server, *inner]
     return [app_client, proxy_client, proxy_server, app_server, *inner]
 
 
