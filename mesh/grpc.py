@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 
-from mesh.http2 import CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
+from mesh.http2 import CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -259,6 +259,10 @@ class GrpcCall:
     # ---- the call, top to bottom ----------------------------------------------------------
 
     def _start(self) -> None:
+        if not self.path:  # malformed HTTP/2 request (RFC 9113 8.3.1): a stream error, not a call
+            self.done = True
+            self.down.conn.reset(self.down, PROTOCOL_ERROR)
+            return
         destination = self.stack.resolve_authority(self.authority)
         if destination is None:
             self.fail(UNAVAILABLE, f"no destination for {self.authority.decode('latin-1')!r}", UNKNOWN_DESTINATION)

@@ -1,0 +1,153 @@
+"""The proxy's HTTP/2 layer seen from the wire: flow control bounds what it buffers, and malformed input
+costs only the stream or connection that sent it. The caller here is the `h2` library or raw frames,
+so the test controls exactly what is acknowledged and sent."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from mesh import http2
+from tests.support.grpc_apps import EchoApp, method
+from tests.support.grpc_proxy import ProxyLoop
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAME_HEAD = struct.Struct(">BHBBI")
+
+
+@pytest.fixture(scope="module")
+def app():
+    server = EchoApp()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(app):
+    loop = ProxyLoop()
+    address, _spans = loop.inbound("echo", app.address)
+    yield loop, address
+    loop.stop()
+
+
+def connect(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.settimeout(0.2)
+    return sock
+
+
+def grpc_request(path: str) -> list[tuple[str, str]]:
+    return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "echo"),
+            ("content-type", "application/grpc"), ("te", "trailers")]
+
+
+def grpc_message(payload: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+def pump(sock: socket.socket, conn: h2.connection.H2Connection, seconds: float) -> list:
+    """Read for ``seconds`` (or until the connection closes), answering nothing but what h2 must."""
+    events = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        events += conn.receive_data(data)
+        sock.sendall(conn.data_to_send())
+    return events
+
+
+def test_caller_that_stops_reading_bounds_what_the_proxy_buffers(proxy):
+    """8 MiB streamed to a caller that grants only the default 64 KiB window: the proxy holds at most
+    its own stream window (1 MiB) and the rest waits in the server, until the caller reads again."""
+    loop, address = proxy
+    sock = connect(address)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(stream_id, grpc_request(method("ServerStream")))
+    conn.send_data(stream_id, grpc_message(b"8:1048576"), end_stream=True)
+    sock.sendall(conn.data_to_send())
+
+    events = pump(sock, conn, 1.5)
+    received = sum(len(event.data) for event in events if isinstance(event, h2.events.DataReceived))
+    assert 0 < received <= 65535
+    relay = loop.listeners[0].grpc
+    buffered = sum(
+        len(item[1]) for server in relay.connections for stream in server.streams.values() for item in stream.pending or ()
+        if item[0]
+    )
+    assert buffered <= http2.STREAM_WINDOW
+
+    total = received
+    trailers = None
+    conn.acknowledge_received_data(received, stream_id)
+    conn.increment_flow_control_window(32 * 1024 * 1024)
+    conn.increment_flow_control_window(32 * 1024 * 1024, stream_id)
+    sock.sendall(conn.data_to_send())
+    deadline = time.monotonic() + 20
+    while trailers is None and time.monotonic() < deadline:
+        for event in pump(sock, conn, 0.3):
+            if isinstance(event, h2.events.DataReceived):
+                total += len(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                trailers = dict(event.headers)
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert trailers is not None and trailers[b"grpc-status"] == b"0"
+    assert total == 8 * (5 + 1048576)
+
+
+def test_malformed_header_block_ends_only_that_connection(proxy):
+    _loop, address = proxy
+    sock = connect(address)
+    bad_block = b"\xff\xff\xff\xff\x0f"  # an index far beyond any table
+    sock.sendall(http2.PREFACE + FRAME_HEAD.pack(0, 0, http2.SETTINGS, 0, 0)
+                 + FRAME_HEAD.pack(0, len(bad_block), http2.HEADERS, http2.FLAG_END_HEADERS, 1) + bad_block)
+    received = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        received += data
+    sock.close()
+    frames = []
+    while len(received) >= 9:
+        high, low, frame_type, _flags, _stream = FRAME_HEAD.unpack_from(received)
+        length = high << 16 | low
+        frames.append((frame_type, received[9:9 + length]))
+        received = received[9 + length:]
+    goaways = [payload for frame_type, payload in frames if frame_type == http2.GOAWAY]
+    assert goaways and struct.unpack(">I", goaways[0][4:8])[0] == http2.COMPRESSION_ERROR
+    with grpc.insecure_channel(address) as channel:
+        assert channel.unary_unary(method("Unary"))(b"still serving", timeout=5) == b"still serving"
+
+
+def test_request_without_path_is_refused_as_a_stream_error(proxy):
+    _loop, address = proxy
+    sock = connect(address)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "echo")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    resets = [event for event in pump(sock, conn, 1.0) if isinstance(event, h2.events.StreamReset)]
+    sock.close()
+    assert [event.error_code for event in resets] == [http2.PROTOCOL_ERROR]
