@@ -145,7 +145,7 @@ class RawClient:
 
     def __init__(self, port: int, timeout: float = 10.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buffer = b""
+        self.buffer = bytearray()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -166,7 +166,9 @@ class RawClient:
     def read_response(self, head_request: bool = False) -> RawResponse:
         while b"\r\n\r\n" not in self.buffer:
             self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        end = self.buffer.index(b"\r\n\r\n")
+        head = bytes(self.buffer[:end])
+        del self.buffer[: end + 4]
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         _, status, reason = (status_line.split(" ", 2) + [""])[:3]
         headers = [tuple(part.strip() for part in line.split(":", 1)) for line in header_lines]
@@ -177,7 +179,8 @@ class RawClient:
         if length is not None:
             while len(self.buffer) < int(length):
                 self._fill()
-            response.body, self.buffer = self.buffer[: int(length)], self.buffer[int(length) :]
+            response.body = bytes(self.buffer[: int(length)])
+            del self.buffer[: int(length)]
         elif (response.header("transfer-encoding") or "").lower() == "chunked":
             response.body = self._read_chunked()
         else:
@@ -186,22 +189,24 @@ class RawClient:
                     self._fill()
                 except ConnectionError:
                     break
-            response.body, self.buffer = self.buffer, b""
+            response.body = bytes(self.buffer)
+            self.buffer.clear()
         return response
 
     def _read_chunked(self) -> bytes:
-        body = b""
+        body = bytearray()
         while True:
             while b"\r\n" not in self.buffer:
                 self._fill()
-            size_line, self.buffer = self.buffer.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
+            end = self.buffer.index(b"\r\n")
+            size = int(bytes(self.buffer[:end]).split(b";")[0], 16)
+            del self.buffer[: end + 2]
             while len(self.buffer) < size + 2:
                 self._fill()
             body += self.buffer[:size]
-            self.buffer = self.buffer[size + 2 :]
+            del self.buffer[: size + 2]
             if size == 0:
-                return body
+                return bytes(body)
 
     def closed_by_peer(self, wait: float = 2.0) -> bool:
         self.sock.settimeout(wait)
