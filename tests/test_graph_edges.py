@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from collector.graph.prometheus import render_prometheus
+from collector.ingest.zipkin_decode import decode_zipkin_json
 from collector.graph.service_graph import ServiceGraph
 from collector.graph.sketch import RELATIVE_ACCURACY
 from spans.conventions import (
@@ -37,6 +38,7 @@ from spans.model import (
     STATUS_UNSET,
     SpanColumns,
 )
+from spans.otlp_decode import decode_otlp_protobuf
 from tests.support.graph_spans import MS, S, columns, new_trace_id, proxy_hop, span
 
 T0 = 1_800_000_000 * S  # a fixed "now" on a window boundary
@@ -363,7 +365,6 @@ def test_long_ranges_read_through_cached_blocks_that_late_requests_refresh():
 
 
 def test_spans_from_a_real_otel_sdk_through_the_otlp_decoder():
-    decoder = pytest.importorskip("spans.otlp_decode")
     exporter = InMemorySpanExporter()
 
     def tracer_of(service: str):
@@ -386,7 +387,7 @@ def test_spans_from_a_real_otel_sdk_through_the_otlp_decoder():
     graph = ServiceGraph()
     for spans in (server_spans, client_spans):  # two OTLP requests, callee's first
         body = encode_spans(spans).SerializeToString()
-        graph.consume(decoder.decode_otlp_protobuf(body).columns)
+        graph.consume(decode_otlp_protobuf(body).columns)
     now = graph.now_ns()
     edges = {(e["source"], e["target"]): e for e in graph.graph(now - 60 * S, now)["edges"]}
     assert set(edges) == {("checkout", "inventory")}
@@ -415,7 +416,6 @@ def test_consume_is_safe_from_many_threads():
 
 
 def test_zipkin_spans_pair_by_parent_and_by_shared_span_id():
-    decoder = pytest.importorskip("collector.ingest.zipkin_decode")
     trace_id = new_trace_id()[16:]
     start_us = (T0 - 5 * S) // 1000
 
@@ -433,7 +433,7 @@ def test_zipkin_spans_pair_by_parent_and_by_shared_span_id():
     ]
     clock = Clock()
     graph = new_graph(clock)
-    graph.consume(decoder.decode_zipkin_json(orjson.dumps(spans)).columns)
+    graph.consume(decode_zipkin_json(orjson.dumps(spans)).columns)
     clock.now_ns += 20 * S
     edges = edges_of(graph, end_ns=clock.now_ns)
     assert {edge: e["requests"] for edge, e in edges.items()} == {
