@@ -312,6 +312,22 @@ def test_pending_spans_are_bounded():
     assert stats.evicted == 150
 
 
+def test_edges_endpoints_and_routes_are_bounded():
+    clock = Clock()
+    graph = new_graph(clock, max_edges=3, max_details_per_edge=2)
+    rows = []
+    for host in ("h1", "h2", "h3", "h4", "h5"):
+        for route in ("r1", "r2", "r3"):
+            rows += proxy_hop(new_trace_id(), "a", host, T0 - S, MS, attributes={ENDPOINT: route, "http.route": route})
+    graph.consume(columns(rows))
+    edges = edges_of(graph)
+    assert {target for _, target, _ in edges} == {"h1", "h2", "h3", "~other"}
+    assert edges[("a", "~other", "request")]["requests"] == 6
+    h1 = edges[("a", "h1", "request")]
+    assert {r["route"]: r["requests"] for r in h1["routes"]} == {"r1": 1, "r2": 1, "~other": 1}
+    assert [e["endpoint"] for e in h1["endpoints"]] == ["r1", "r2", "~other"]
+
+
 def test_windows_range_queries_and_retention():
     clock = Clock()
     graph = new_graph(clock, retention_seconds=600)

@@ -41,6 +41,7 @@ class ServiceGraph:
         retention_seconds: int = 3600,
         pair_wait_seconds: float = 10.0,
         max_pending_spans: int = 100_000,
+        max_edges: int = 10_000,
         max_details_per_edge: int = 100,
         clock: Callable[[], int] = time.time_ns,
     ):
@@ -48,7 +49,7 @@ class ServiceGraph:
         self._clock = clock
         self._lock = threading.Lock()
         self._hops = HopTracker(int(pair_wait_seconds * SECOND_NS), max_pending_spans)
-        self._windows = WindowStore(self.window_ns, retention_seconds * SECOND_NS, max_details_per_edge)
+        self._windows = WindowStore(self.window_ns, retention_seconds * SECOND_NS, max_edges, max_details_per_edge)
         self._services: set[str] = set()
         self._failed_batches = 0
 

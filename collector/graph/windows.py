@@ -8,8 +8,10 @@ Requests are placed by the time they completed, so a span that arrives late stil
 window it belongs to, as long as that window is kept. Separately, per edge, totals since start-up
 feed the Prometheus counters, which must never go down when old windows are dropped.
 
-Memory is bounded: windows older than the retention are dropped, and an edge keeps at most
-``max_details`` distinct endpoints and routes; later ones are counted under ``OTHER``.
+Memory is bounded: windows older than the retention are dropped, at most ``max_edges`` edges are
+kept apart (later new edges are counted as calls from their client to ``OTHER``: uninstrumented
+peers named by address can be many), and an edge keeps at most ``max_details`` distinct endpoints
+and routes; later ones are counted under ``OTHER``.
 """
 
 from __future__ import annotations
@@ -97,10 +99,11 @@ class WindowStore:
 
     BLOCK_WINDOWS = (60, 6)  # largest first
 
-    def __init__(self, window_ns: int, retention_ns: int, max_details: int):
+    def __init__(self, window_ns: int, retention_ns: int, max_edges: int, max_details: int):
         self.window_ns = window_ns
         self.block_sizes_ns = tuple(window_ns * count for count in self.BLOCK_WINDOWS)
         self.retention_ns = retention_ns
+        self.max_edges = max_edges
         self.max_details = max_details
         self._windows: dict[int, Window] = {}
         self._blocks: dict[tuple[int, int], Window] = {}  # (start, size) -> merged windows
@@ -121,8 +124,12 @@ class WindowStore:
             edge = (observation.client, observation.server, observation.connection)
             total = totals.get(edge)
             if total is None:
-                total = totals[edge] = EdgeStats()
-                self._details[edge] = _EdgeDetails()
+                if len(totals) >= self.max_edges:
+                    edge = (observation.client, OTHER, observation.connection)
+                    total = totals.get(edge)
+                if total is None:
+                    total = totals[edge] = EdgeStats()
+                    self._details[edge] = _EdgeDetails()
             total.record(observation)
             start = min(self.window_start(observation.time_ns), current)
             if start < self._oldest_kept:
