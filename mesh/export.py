@@ -21,11 +21,8 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
 from spans import conventions
-from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord
+from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord, parse_export_response
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +66,10 @@ class GrpcTransport:
             }
         )
         self._channel = grpc.insecure_channel(target, options=self.CHANNEL_OPTIONS)
-        self._export = self._channel.unary_unary(
-            self.METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
-        )
+        # Bytes in (already encoded), bytes out (parsed by parse_export_response).
+        self._export = self._channel.unary_unary(self.METHOD, request_serializer=None, response_deserializer=None)
 
-    def send(self, payload: bytes, timeout_s: float) -> ExportTraceServiceResponse:
+    def send(self, payload: bytes, timeout_s: float) -> bytes:
         try:
             return self._export(payload, timeout=timeout_s)
         except self._rpc_error as error:
@@ -97,7 +93,7 @@ class HttpTransport:
         self._path = parts.path if parts.path not in ("", "/") else "/v1/traces"
         self._connection: http.client.HTTPConnection | None = None
 
-    def send(self, payload: bytes, timeout_s: float) -> ExportTraceServiceResponse:
+    def send(self, payload: bytes, timeout_s: float) -> bytes:
         try:
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
@@ -112,10 +108,7 @@ class HttpTransport:
         if response.status != 200:
             detail = body[:200].decode("utf-8", "replace")
             raise ExportRefused(f"HTTP {response.status}: {detail}", response.status in self.RETRYABLE_STATUSES)
-        try:
-            return ExportTraceServiceResponse.FromString(body)
-        except DecodeError:  # accepted, without a readable partial-success report
-            return ExportTraceServiceResponse()
+        return body
 
     def close(self) -> None:
         if self._connection is not None:
@@ -297,10 +290,14 @@ class OtlpExporter:
             time.sleep(0)
         return self._encoder.request(b"".join(chunks))
 
-    def _count_success(self, count: int, response: ExportTraceServiceResponse) -> None:
-        rejected = response.partial_success.rejected_spans
+    def _count_success(self, count: int, response: bytes) -> None:
+        try:
+            rejected, message = parse_export_response(response)
+        except ValueError:  # accepted, without a readable partial-success report
+            rejected, message = 0, ""
+        rejected = min(rejected, count)
         if rejected:
-            log.warning("collector rejected %d spans: %s", rejected, response.partial_success.error_message)
+            log.warning("collector rejected %d spans: %s", rejected, message)
         self.exported += count - rejected
         self.failed += rejected
         if not self._collector_healthy:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import random
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from spans import conventions, model
-from spans.otlp_encode import CACHE_LIMIT, SpanBatchEncoder, encode_export_request
+from spans.otlp_encode import CACHE_LIMIT, SpanBatchEncoder, encode_export_request, parse_export_response
 
 RESOURCE = {"service.name": "payments", "service.instance.id": "host:42", "tracemesh.proxy": True}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -178,3 +182,30 @@ def test_collector_decoder_reads_proxy_spans_into_columns():
     assert attributes["test.negative"] == -5
     assert model.loads(columns["resource_attributes"][0])["tracemesh.proxy"] is True
     assert columns["scope_name"] == ["tracemesh-proxy", "tracemesh-proxy"]
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        (ExportTraceServiceResponse(), (0, "")),
+        (ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess()), (0, "")),
+        (
+            ExportTraceServiceResponse(
+                partial_success=ExportTracePartialSuccess(rejected_spans=300, error_message="span 3: bad id ✗")
+            ),
+            (300, "span 3: bad id ✗"),
+        ),
+    ],
+)
+def test_export_responses_written_by_the_protobuf_classes_are_read_back(response, expected):
+    assert parse_export_response(response.SerializeToString()) == expected
+
+
+def test_unknown_response_fields_are_skipped_and_garbage_is_refused():
+    known = ExportTraceServiceResponse(partial_success={"rejected_spans": 2}).SerializeToString()
+    # field 9 varint, field 10 fixed64, field 11 fixed32, field 12 bytes: what a newer collector might add
+    unknown = b"\x48\x96\x01" + b"\x51" + bytes(8) + b"\x5d" + bytes(4) + b"\x62\x02hi"
+    assert parse_export_response(unknown + known) == (2, "")
+    for garbage in (b"\x0a\x05ab", b"\xff", b"\x0b", b"\x08" + b"\xff" * 11):
+        with pytest.raises(ValueError):
+            parse_export_response(garbage)

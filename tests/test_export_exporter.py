@@ -206,8 +206,8 @@ def test_collector_address_picks_the_transport():
         transport_for("https://collector:4318")
 
 
-def test_exporting_over_http_does_not_load_grpcio(tmp_path):
-    """grpcio costs the proxy 10 MB of RSS; OTLP/HTTP export must work without it."""
+def test_exporting_over_http_loads_neither_grpcio_nor_protobuf():
+    """grpcio and the protobuf runtime cost the proxy 10 + 3 MB of RSS; OTLP/HTTP export works without."""
     sink = HttpTraceSink()
     script = f"""
 import sys
@@ -221,6 +221,7 @@ recorder.record(("%032x" % 1, "%016x" % 1, "", "GET", 2, 1, 1, 0, "", ()))
 exporter.stop(flush_timeout=5)
 assert exporter.exported == 1, (exporter.exported, exporter.failed)
 assert "grpc" not in sys.modules, "grpcio was imported"
+assert "google.protobuf" not in sys.modules, "the protobuf runtime was imported"
 """
     try:
         result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
