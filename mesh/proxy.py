@@ -101,12 +101,20 @@ class Proxy:
             host, port = split_address(c.admin)
             await self.admin.start(host, port)
         self.build_listeners()
+        self.metrics.track_destinations(self)
         for listener in self.listeners:
             await listener.start()
         log.info(
             "tracemesh proxy for %s: %s", c.service, ", ".join(f"{type(l.stack).__name__} on {l.address}" for l in self.listeners)
         )
         self._tasks.append(asyncio.create_task(self.become_ready()))
+
+    def __iter__(self):
+        """Every destination of this proxy (outbound ones and the inbound app), for the metrics."""
+        yield from self.destinations
+        for listener in self.listeners:
+            if isinstance(listener.stack, InboundStack):
+                yield listener.stack.app
 
     async def become_ready(self) -> None:
         """Ready once the local app accepts connections (at once when there is no inbound side)."""

@@ -87,9 +87,12 @@ class Mesh:
         collector: str | None = None,
         outbound: bool = True,
         extra: tuple[str, ...] = (),
+        inbound_port: int | None = None,
+        outbound_port: int | None = None,
     ) -> Sidecar:
-        inbound_port = free_port() if app else None
-        outbound_port = free_port() if outbound else None
+        """``inbound_port`` / ``outbound_port`` when others must know them before the sidecar starts."""
+        inbound_port = (inbound_port or free_port()) if app else None
+        outbound_port = (outbound_port or free_port()) if outbound else None
         admin_port = free_port()
         args = ["--service", service, "--admin", f"127.0.0.1:{admin_port}", *extra]
         if app:
