@@ -1,6 +1,6 @@
 """What span export and metrics cost the proxy: record() and observe_request() per request on the
-data path, OTLP encoding per span off it, memory per buffered span, and exporter throughput to a
-real gRPC TraceService on 127.0.0.1.
+data path, OTLP encoding per span off it, memory per buffered span, and exporter throughput over
+OTLP/gRPC and OTLP/HTTP to local endpoints on 127.0.0.1.
 
     python bench/export.py [--spans 20000]
 """
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.server
 import os
 import sys
+import threading
 import time
 import tracemalloc
 from concurrent import futures
 from pathlib import Path
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,13 +93,51 @@ def library_encode(records) -> bytes:
     return request.SerializeToString()
 
 
-class CountingSink(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self):
-        self.spans = 0
+def grpc_sink() -> tuple[str, object]:
+    """An OTLP/gRPC endpoint that answers without decoding (so CPU measured is the exporter's)."""
+    handler = grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {"Export": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")},
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return f"127.0.0.1:{port}", lambda: server.stop(0)
 
-    def Export(self, request, context):
-        self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
+
+def http_sink() -> tuple[str, object]:
+    """An OTLP/HTTP endpoint that answers 200 without decoding."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server.shutdown
+
+
+def exporter_throughput(address: str, records: list) -> tuple[float, float, int]:
+    """Spans/s and CPU µs/span (whole process) to push ``records`` through a started exporter."""
+    recorder = SpanRecorder(capacity=len(records))
+    exporter = OtlpExporter(recorder, address, proxy_resource("checkout"), interval_s=0.05)
+    exporter.start()
+    cpu_start, start = time.process_time(), time.perf_counter()
+    for record in records:
+        recorder.record(record)
+    while exporter.exported + exporter.failed < len(records) and time.perf_counter() - start < 60:
+        time.sleep(0.005)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    exporter.stop(flush_timeout=1.0)
+    return exporter.exported / elapsed, cpu / max(exporter.exported, 1) * 1e6, exporter.failed
 
 
 def main() -> None:
@@ -141,27 +180,11 @@ def main() -> None:
     del buffered
     print(f"memory per buffered span: {per_span:.0f} bytes (8192-span buffer: {per_span * 8192 / 2**20:.1f} MiB)")
 
-    sink = CountingSink()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    exporter_recorder = SpanRecorder(capacity=len(records))
-    exporter = OtlpExporter(exporter_recorder, f"127.0.0.1:{port}", proxy_resource("checkout"), interval_s=0.05)
-    exporter.start()
-    cpu_start, start = time.process_time(), time.perf_counter()
-    for record in records:
-        exporter_recorder.record(record)
-    while exporter.exported < len(records) and time.perf_counter() - start < 60:
-        time.sleep(0.005)
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    exporter.stop(flush_timeout=1.0)
-    server.stop(0)
-    print(
-        f"exporter to a local gRPC TraceService: {exporter.exported / elapsed:,.0f} spans/s, "
-        f"{cpu / max(exporter.exported, 1) * 1e6:.1f} us CPU/span (exporter + in-process sink), "
-        f"{exporter.exported} exported, {exporter.failed} failed"
-    )
+    for label, make_sink in (("OTLP/gRPC", grpc_sink), ("OTLP/HTTP", http_sink)):
+        address, stop_sink = make_sink()
+        rate, cpu_us, failed = exporter_throughput(address, records)
+        stop_sink()
+        print(f"exporter over {label} to a local sink: {rate:,.0f} spans/s, {cpu_us:.1f} us CPU/span, {failed} failed")
 
 
 if __name__ == "__main__":
