@@ -82,7 +82,14 @@ def test_recorder_keeps_order_and_counts_what_does_not_fit():
     assert recorder.take(10) == [span(2)]
     assert recorder.take(10) == []
     with pytest.raises(ValueError):
-        SpanRecorder(capacity=0)
+        SpanRecorder(capacity=-1)
+
+
+def test_a_recorder_without_capacity_keeps_nothing_and_counts_everything():
+    recorder = SpanRecorder(capacity=0)  # a proxy with no collector configured
+    for n in range(100):
+        recorder.record(span(n))
+    assert (len(recorder), recorder.dropped) == (0, 100)
 
 
 def test_spans_arrive_in_batches_with_the_proxy_resource_and_scope(sink, exporters):
