@@ -21,9 +21,10 @@ CLIENT span whose id is claimed (the application's span for the call the proxy m
 SERVER span whose parent is claimed (the callee-side proxy's span under it) are not paired. A
 proxy's inbound SERVER span claims its own id, so the application's SERVER span under it is
 dropped, but it still pairs with an application CLIENT span: that is the hop from a caller
-without a proxy into a proxied service. Claims are remembered as long and as boundedly as pending
-spans; an application CLIENT span that did not propagate its context to the proxy cannot be
-recognised and is counted once more when it names its peer.
+without a proxy into a proxied service. Claims are remembered as long as pending spans wait (up to
+``CLAIMS_PER_PENDING * max_pending`` of them, by hash to keep them small: a proxied request
+makes three); an application CLIENT span that did not propagate its context to the proxy cannot
+be recognised and is counted once more when it names its peer.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ RESPONSE_BODY_SIZES = ("http.response.body.size", "http.response_content_length"
 OUTBOUND = "outbound"
 INBOUND = "inbound"
 
+CLAIMS_PER_PENDING = 3
+
 _CALLER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 _HOP_KINDS = frozenset((KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, KIND_CONSUMER))
 # The columns a span is read from, in the order ``_process_span`` unpacks them.
@@ -108,19 +111,49 @@ class Observation(NamedTuple):
 
 
 class Side:
-    """One span of a hop, as much of it as pairing needs."""
+    """One span of a hop, reduced on arrival to what its request needs, so waiting spans stay small.
 
-    __slots__ = ("service", "kind", "name", "start_ns", "duration_ns", "error", "attributes", "instance")
+    ``endpoint`` is, for a caller, the endpoint its proxy chose or the address it dialled; for a
+    callee, its ``service.instance.id``. ``peer`` and ``database`` name what a caller called."""
 
-    def __init__(self, service, kind, name, start_ns, duration_ns, error, attributes, instance):
+    __slots__ = (
+        "service",
+        "kind",
+        "start_ns",
+        "duration_ns",
+        "error",
+        "route",
+        "endpoint",
+        "peer",
+        "database",
+        "retries",
+        "request_bytes",
+        "response_bytes",
+    )
+
+    def __init__(
+        self,
+        kind: int,
+        service: str,
+        name: str,
+        start_ns: int,
+        duration_ns: int,
+        error: bool,
+        attributes: dict,
+        endpoint: str,
+    ):
         self.service = service
         self.kind = kind
-        self.name = name
         self.start_ns = start_ns
         self.duration_ns = duration_ns
         self.error = error
-        self.attributes = attributes
-        self.instance = instance
+        self.route = route_of(attributes, name)
+        self.endpoint = endpoint
+        self.peer = _peer_name(attributes)
+        self.database = _text(attributes.get(DB_SYSTEM))
+        self.retries = _count(attributes.get(RETRIES))
+        self.request_bytes = _body_size(attributes, REQUEST_BODY_SIZES)
+        self.response_bytes = _body_size(attributes, RESPONSE_BODY_SIZES)
 
 
 class HopStats(NamedTuple):
@@ -142,8 +175,9 @@ class HopTracker:
         self._callers: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
         # (trace id, parent span id) -> (deadline, Side): callees waiting for their caller.
         self._callees: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
-        # (trace id, span id) -> deadline: ids a proxy span stands for (see the module docstring).
-        self._claimed: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # hash((trace id, span id)) -> deadline: ids a proxy span stands for (see the module docstring).
+        self._claimed: OrderedDict[int, int] = OrderedDict()
+        self.max_claims = CLAIMS_PER_PENDING * max_pending
         self._paired = self._unpaired_to_peer = self._unpaired_dropped = self._evicted = 0
         self._malformed = 0
 
@@ -188,7 +222,7 @@ class HopTracker:
             callers.popitem(last=False)
             self._evicted += over_limit
             self._caller_unpaired(side, out)
-        while claimed and (next(iter(claimed.values())) <= now_ns or len(claimed) > self.max_pending):
+        while claimed and (next(iter(claimed.values())) <= now_ns or len(claimed) > self.max_claims):
             claimed.popitem(last=False)
 
     def _over_limit(self) -> bool:
@@ -203,31 +237,33 @@ class HopTracker:
             attributes = {}
         direction = attributes.get(DIRECTION)
         error = status == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes)
-        side = Side(service, kind, name, start_ns, duration_ns, error, attributes, "")
-        if kind == KIND_CLIENT and direction == OUTBOUND:
-            out.append(_proxy_request(side))
-            self._claim((trace_id, span_id), now_ns)
-            if parent_id:
-                self._claim((trace_id, parent_id), now_ns)
-        elif kind in _CALLER_KINDS:
-            self._add_caller((trace_id, span_id), side, now_ns, out)
-        else:
-            side.instance = _instance(resource, resources)
-            if kind == KIND_SERVER and direction == INBOUND:
+        if kind in _CALLER_KINDS:
+            endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
+            side = Side(kind, service, name, start_ns, duration_ns, error, attributes, endpoint)
+            if kind == KIND_CLIENT and direction == OUTBOUND:
+                out.append(_request(side, side.peer or UNKNOWN_NODE, REQUEST))
                 self._claim((trace_id, span_id), now_ns)
-            if attributes.get(ZIPKIN_SHARED):
-                # Zipkin's shared span: the callee recorded its half under the caller's span id.
-                self._add_callee((trace_id, span_id), side, now_ns, out)
-            elif parent_id:
-                self._add_callee((trace_id, parent_id), side, now_ns, out)
-            elif kind == KIND_SERVER:
-                out.append(_request_from_outside(side))
+                if parent_id:
+                    self._claim((trace_id, parent_id), now_ns)
+            else:
+                self._add_caller((trace_id, span_id), side, now_ns, out)
+            return
+        side = Side(kind, service, name, start_ns, duration_ns, error, attributes, _instance(resource, resources))
+        if kind == KIND_SERVER and direction == INBOUND:
+            self._claim((trace_id, span_id), now_ns)
+        if attributes.get(ZIPKIN_SHARED):
+            # Zipkin's shared span: the callee recorded its half under the caller's span id.
+            self._add_callee((trace_id, span_id), side, now_ns, out)
+        elif parent_id:
+            self._add_callee((trace_id, parent_id), side, now_ns, out)
+        elif kind == KIND_SERVER:
+            out.append(_request_from_outside(side))
 
     def _add_caller(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
-        if key in self._claimed:
+        if hash(key) in self._claimed:
             return
-        if DB_SYSTEM in side.attributes:
-            out.append(_database_call(side))
+        if side.database:
+            out.append(_request(side, side.peer or side.database, DATABASE))
             return
         waiting = self._callees.pop(key, None)
         if waiting is not None:
@@ -237,7 +273,7 @@ class HopTracker:
             self._callers[key] = (now_ns + self.wait_ns, side)
 
     def _add_callee(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
-        if key in self._claimed:
+        if hash(key) in self._claimed:
             return
         waiting = self._callers.pop(key, None)
         if waiting is not None:
@@ -249,14 +285,14 @@ class HopTracker:
     def _claim(self, key, now_ns: int) -> None:
         self._callers.pop(key, None)
         self._callees.pop(key, None)
-        self._claimed[key] = now_ns + self.wait_ns
-        self._claimed.move_to_end(key)
+        claim = hash(key)
+        self._claimed[claim] = now_ns + self.wait_ns
+        self._claimed.move_to_end(claim)
 
     def _caller_unpaired(self, side: Side, out: list[Observation]) -> None:
-        peer = _peer_name(side.attributes) if side.kind == KIND_CLIENT else ""
-        if peer:
+        if side.kind == KIND_CLIENT and side.peer:
             self._unpaired_to_peer += 1
-            out.append(_request(side, peer, REQUEST, _address(side.attributes)))
+            out.append(_request(side, side.peer, REQUEST))
         else:
             self._unpaired_dropped += 1
 
@@ -264,31 +300,36 @@ class HopTracker:
 # ---- the request each kind of hop makes ------------------------------------------------------
 
 
-def _proxy_request(client: Side) -> Observation:
-    attributes = client.attributes
-    server = _peer_name(attributes) or UNKNOWN_NODE
-    return _request(client, server, REQUEST, _text(attributes.get(ENDPOINT)) or _address(attributes))
-
-
-def _database_call(client: Side) -> Observation:
-    attributes = client.attributes
-    database = _peer_name(attributes) or _text(attributes.get(DB_SYSTEM))
-    return _request(client, database, DATABASE, _address(attributes))
-
-
-def _request(client: Side, server: str, connection: str, endpoint: str) -> Observation:
+def _request(client: Side, server: str, connection: str) -> Observation:
     """A request known from the caller's span alone."""
-    route = route_of(client.attributes, client.name)
-    return _observation(
-        client.service, server, connection, endpoint, route, client, client.duration_ns, client.error, client.attributes
+    return Observation(
+        client.service,
+        server,
+        connection,
+        client.endpoint,
+        client.route,
+        client.start_ns + client.duration_ns,
+        client.duration_ns,
+        client.error,
+        client.retries,
+        client.request_bytes,
+        client.response_bytes,
     )
 
 
 def _request_from_outside(server: Side) -> Observation:
-    route = route_of(server.attributes, server.name)
-    return _observation(
-        USER_NODE, server.service, REQUEST, server.instance, route, server, server.duration_ns, server.error,
-        server.attributes,
+    return Observation(
+        USER_NODE,
+        server.service,
+        REQUEST,
+        server.endpoint,
+        server.route,
+        server.start_ns + server.duration_ns,
+        server.duration_ns,
+        server.error,
+        server.retries,
+        server.request_bytes,
+        server.response_bytes,
     )
 
 
@@ -301,39 +342,18 @@ def _paired_request(client: Side, server: Side) -> Observation:
     else:
         connection = REQUEST
         duration_ns = client.duration_ns
-    endpoint = server.instance or _address(client.attributes)
-    route = route_of(server.attributes, server.name)
-    error = client.error or server.error
-    attributes = {**server.attributes, **client.attributes}
-    return _observation(
-        client.service, server.service, connection, endpoint, route, client, duration_ns, error, attributes
-    )
-
-
-def _observation(
-    client: str,
-    server: str,
-    connection: str,
-    endpoint: str,
-    route: str,
-    first: Side,
-    duration_ns: int,
-    error: bool,
-    attributes: dict,
-) -> Observation:
-    """The request that began when span ``first`` did and lasted ``duration_ns``."""
     return Observation(
-        client,
-        server,
+        client.service,
+        server.service,
         connection,
-        endpoint,
-        route,
-        first.start_ns + duration_ns,
+        server.endpoint or client.endpoint,
+        server.route,
+        client.start_ns + duration_ns,
         duration_ns,
-        error,
-        _count(attributes.get(RETRIES)),
-        _body_size(attributes, REQUEST_BODY_SIZES),
-        _body_size(attributes, RESPONSE_BODY_SIZES),
+        client.error or server.error,
+        client.retries or server.retries,
+        client.request_bytes or server.request_bytes,
+        client.response_bytes or server.response_bytes,
     )
 
 
