@@ -36,7 +36,7 @@ def request_spans(index: int, now_ns: int, internal: int) -> list[dict]:
                       attributes={**http, PEER_SERVICE: callee, SERVER_ADDRESS: "127.0.0.1"})
     proxy_client, proxy_server = proxy_hop(
         trace_id, caller, callee, start + MS, (index % 97 + 1) * 100_000, parent=app_client["span_id"],
-        attributes={**http, RETRIES: index % 5 == 0, ENDPOINT: f"10.1.0.{index % 4}:8080"},
+        attributes={**http, RETRIES: int(index % 5 == 0), ENDPOINT: f"10.1.0.{index % 4}:8080"},
     )
     app_server = span(trace_id, callee, KIND_SERVER, start + 2 * MS, 8 * MS, parent=proxy_server["span_id"],
                       attributes={**http, "http.route": "/items/{id}"})
