@@ -70,10 +70,23 @@ def register(subparsers) -> None:
 def add_collector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collector-url",
+        type=collector_url,
         default=DEFAULT_COLLECTOR_URL,
         help=f"the collector's HTTP API (default {DEFAULT_COLLECTOR_URL})",
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table or tree")
+
+
+def collector_url(text: str) -> str:
+    """An http(s) URL with a host, without a trailing slash; anything else is a usage error."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # reading the port is what checks it
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// URL like {DEFAULT_COLLECTOR_URL}")
+    return text.rstrip("/")
 
 
 def run_traces(args: argparse.Namespace) -> int:
@@ -104,7 +117,12 @@ def print_result(args: argparse.Namespace, path: str, render) -> int:
     except CollectorError as exc:
         print(f"tracemesh: {exc}", file=sys.stderr)
         return 1
-    text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if args.json else render(body)
+    try:
+        text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if args.json else render(body)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        print(f"tracemesh: {args.collector_url} answered JSON that is not the query API's; is it a Tracemesh collector?",
+              file=sys.stderr)
+        return 1
     try:
         print(text, flush=True)
     except BrokenPipeError:  # the reader (head, less) is gone; stop quietly as other commands do
@@ -112,8 +130,8 @@ def print_result(args: argparse.Namespace, path: str, render) -> int:
     return 0
 
 
-def fetch_json(collector_url: str, path: str):
-    url = collector_url.rstrip("/") + path
+def fetch_json(base_url: str, path: str):
+    url = base_url + path
     try:
         with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_SECONDS) as response:
             return orjson.loads(response.read())
@@ -121,7 +139,7 @@ def fetch_json(collector_url: str, path: str):
         raise CollectorError(f"{exc.code} from the collector: {error_message(exc)}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CollectorError(f"cannot reach the collector at {collector_url}: {reason}") from None
+        raise CollectorError(f"cannot reach the collector at {base_url}: {reason}") from None
     except orjson.JSONDecodeError:
         raise CollectorError(f"{url} did not answer with JSON; is --collector-url a Tracemesh collector?") from None
 

@@ -165,19 +165,28 @@ def test_an_unreachable_collector_is_a_clear_message_not_a_traceback(command):
 
 
 def test_a_url_that_is_not_a_collector_is_named(tmp_path: Path):
-    page = tmp_path / "site" / "api" / "v1" / "traces" / ("a" * 32)
-    page.parent.mkdir(parents=True)
-    page.write_text("<html>not json</html>")
+    traces = tmp_path / "site" / "api" / "v1" / "traces"
+    traces.mkdir(parents=True)
+    (traces / ("a" * 32)).write_text("<html>not json</html>")
+    (traces / ("b" * 32)).write_text('{"id": "not a trace"}')
     port = free_port()
     server = ManagedProcess(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path / "site")],
         tmp_path / "http.log",
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, process=server.popen)
-        assert "did not answer with JSON" in failed("trace", "a" * 32, "--collector-url", f"http://127.0.0.1:{port}")
+        assert "did not answer with JSON" in failed("trace", "a" * 32, "--collector-url", url)
+        assert "answered JSON that is not the query API's" in failed("trace", "b" * 32, "--collector-url", url)
     finally:
         server.stop()
+
+
+def test_a_collector_url_that_is_not_http_is_a_usage_error():
+    result = tracemesh("traces", "--collector-url", "localhost:9411")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert "argument --collector-url: 'localhost:9411' is not an http:// URL" in result.stderr
 
 
 @pytest.mark.skipif(not ZIPKIN_TRACES.exists(), reason="../shared is absent (a user's own clone)")
