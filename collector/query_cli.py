@@ -104,25 +104,25 @@ def run_traces(args: argparse.Namespace) -> int:
         )
         if value is not None
     ] + [("tag", tag) for tag in args.tag]
-    return print_result(args, "/api/v1/traces?" + urllib.parse.urlencode(params), trace_table)
+    return print_result(args, "/api/v1/traces?" + urllib.parse.urlencode(params), "traces", trace_table)
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    return print_result(args, "/api/v1/traces/" + urllib.parse.quote(args.trace_id, safe=""), trace_tree)
+    return print_result(args, "/api/v1/traces/" + urllib.parse.quote(args.trace_id, safe=""), "spans", trace_tree)
 
 
-def print_result(args: argparse.Namespace, path: str, render) -> int:
+def print_result(args: argparse.Namespace, path: str, shape_key: str, render) -> int:
+    """Fetch ``path``; print the answer (which must have ``shape_key``) rendered, or as JSON."""
     try:
         body = fetch_json(args.collector_url, path)
     except CollectorError as exc:
         print(f"tracemesh: {exc}", file=sys.stderr)
         return 1
-    try:
-        text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if args.json else render(body)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    if not (isinstance(body, dict) and shape_key in body):
         print(f"tracemesh: {args.collector_url} answered JSON that is not the query API's; is it a Tracemesh collector?",
               file=sys.stderr)
         return 1
+    text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() if args.json else render(body)
     try:
         print(text, flush=True)
     except BrokenPipeError:  # the reader (head, less) is gone; stop quietly as other commands do
