@@ -115,6 +115,20 @@ def status_of(headers) -> tuple[int | None, bytes]:
     return status, message
 
 
+_PATH_NAMES: dict[bytes, tuple[str, tuple]] = {}  # :path -> span name and rpc.* attributes
+_PATH_NAMES_LIMIT = 10_000
+
+
+def _path_names(path: bytes) -> tuple[str, tuple]:
+    service, method = split_path(path)
+    names = (f"{service}/{method}" if service else method,
+             ((attr.RPC_SYSTEM, "grpc"), (attr.RPC_SERVICE, service), (attr.RPC_METHOD, method)))
+    if len(_PATH_NAMES) >= _PATH_NAMES_LIMIT:
+        _PATH_NAMES.clear()
+    _PATH_NAMES[path] = names
+    return names
+
+
 class GrpcRelay:
     """One listener's gRPC side (see the seam in /work/mesh-contract.md)."""
 
@@ -210,6 +224,27 @@ class GrpcCall:
     Everything is driven by callbacks; a task exists only while the call waits in the admission queue
     or for a new upstream connection."""
 
+    # What most calls never change: class defaults instead of per-call assignments (hot path).
+    attempt: _Attempt | None = None
+    waiting: asyncio.Task | asyncio.TimerHandle | None = None  # queue wait, connect or backoff
+    deadline = 0.0  # monotonic time the destination's timeout runs out (stack.deadlines sweeps)
+    destination = None
+    admitted = False
+    headers_sent = False
+    done = False
+    status = OK
+    message = ""
+    proxy_error = ""
+    queue_ns = 0
+    connect_ns = 0
+    reused = True
+    sent_ns = first_byte_ns = 0
+    retries = 0
+    retry_delay_ns = 0
+    endpoint = None
+    endpoint_load = 0.0
+    replay_size = 0
+
     def __init__(self, relay: GrpcRelay, down: Stream, headers, end_stream: bool) -> None:
         self.relay = relay
         self.stack = relay.stack
@@ -234,26 +269,7 @@ class GrpcCall:
         self.request_ended = end_stream
         self.backlog: list = []  # request frames that arrived before an upstream stream existed
         self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
-        self.replay_size = 0
-        self.attempt: _Attempt | None = None
         self.tried: list = []
-        self.waiting: asyncio.Task | asyncio.TimerHandle | None = None  # queue wait, connect or backoff
-        self.deadline = 0.0  # monotonic time the destination's timeout runs out (stack.deadlines sweeps)
-        self.destination = None
-        self.admitted = False
-        self.headers_sent = False
-        self.done = False
-        self.status = OK
-        self.message = ""
-        self.proxy_error = ""
-        self.queue_ns = 0
-        self.connect_ns = 0
-        self.reused = True
-        self.sent_ns = self.first_byte_ns = 0
-        self.retries = 0
-        self.retry_delay_ns = 0
-        self.endpoint = None
-        self.endpoint_load = 0.0
         self._start()
 
     # ---- the call, top to bottom ----------------------------------------------------------
@@ -526,12 +542,13 @@ class GrpcCall:
             stack.recorder.record(self._span(ended))
 
     def _span(self, ended: int) -> tuple:
-        service, method = split_path(self.path)
+        names = _PATH_NAMES.get(self.path)
+        if names is None:
+            names = _path_names(self.path)
+        name, rpc_attributes = names
         stack = self.stack
         attributes = [
-            (attr.RPC_SYSTEM, "grpc"),
-            (attr.RPC_SERVICE, service),
-            (attr.RPC_METHOD, method),
+            *rpc_attributes,
             (attr.RPC_GRPC_STATUS, self.status),
             (attr.DIRECTION, stack.direction),
             (attr.QUEUE_NS, self.queue_ns),
@@ -557,9 +574,7 @@ class GrpcCall:
             attributes.append((attr.ERROR_TYPE, self.proxy_error))
         failed = self.status != OK
         return (
-            self.ctx.trace_id, self.span_id, self.ctx.parent_id,
-            f"{service}/{method}" if service else method,
-            stack.span_kind, self.start_ns, ended - self.started,
+            self.ctx.trace_id, self.span_id, self.ctx.parent_id, name, stack.span_kind, self.start_ns, ended - self.started,
             STATUS_ERROR if failed else STATUS_UNSET, self.message if failed else "",
             tuple(attributes),
         )

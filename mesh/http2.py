@@ -405,6 +405,16 @@ class H2Connection(asyncio.Protocol):
 
     def send_data(self, stream: Stream, data: bytes, end_stream: bool = False, source: Stream | None = None) -> None:
         """Queue ``data`` on ``stream``; ``source`` (where it was read from) gets credit as it is sent."""
+        size = len(data)
+        if not stream.pending and 0 < size <= stream.send_window and size <= self.send_window and size <= self.peer_max_frame:
+            stream.send_window -= size  # the common case: it fits, send it now
+            self.send_window -= size
+            self.write_frame(DATA, FLAG_END_STREAM if end_stream else 0, stream.id, data)
+            if source is not None:
+                source.consumed(size)
+            if end_stream:
+                self._local_closed(stream)
+            return
         if stream.pending is None:
             stream.pending = collections.deque()
         stream.pending.append((True, data, end_stream, source))
