@@ -201,14 +201,14 @@ class _Attempt:
             return
         if not self.answered:
             self.settle()
-            self.endpoint.breaker.failure(time.monotonic())
+            call.endpoint_failed(self.endpoint, self.ewma_t0)
             call.attempt_failed(("reset", error_code, None))
         else:
             call.upstream_reset(error_code)
 
     def timed_out(self) -> None:
         self.settle()
-        self.endpoint.breaker.failure(time.monotonic())
+        self.call.endpoint_failed(self.endpoint, self.ewma_t0)
         stream = self.stream
         stream.conn.reset(stream, CANCEL)
 
@@ -334,7 +334,7 @@ class GrpcCall:
             conn, connect_ns = await self.relay.pool.connect(endpoint.address, self.destination.policy.connect_timeout_s)
         except ConnectError as exc:
             self.waiting = None
-            endpoint.breaker.failure(time.monotonic())
+            self.endpoint_failed(endpoint, None)
             self.attempt_failed(("connect", exc.kind, str(exc)))
             return
         self.waiting = None
@@ -362,6 +362,15 @@ class GrpcCall:
             conn.send_headers(stream, self.upstream_headers, not body)
             if body:
                 conn.send_data(stream, body, True)
+
+    def endpoint_failed(self, endpoint, sent_at: float | None) -> None:
+        """Failure accrual for ``endpoint`` (an attempt sent at ``sent_at`` failed); ejections are counted."""
+        breaker = endpoint.breaker
+        ejections = breaker.ejections
+        breaker.failure(time.monotonic(), sent_at)
+        metrics = self.stack.metrics
+        if breaker.ejections != ejections and metrics is not None:
+            metrics.observe_ejection(self.destination.name, endpoint.address)
 
     def attempt_failed(self, outcome) -> None:
         """No answer from this attempt (connect error, reset, retryable status): retry or give up."""
@@ -527,7 +536,7 @@ class GrpcCall:
             if status == OK:
                 attempt.endpoint.breaker.success()
             elif not self.proxy_error and grpc_retryable(status, destination.policy.grpc_retryable):
-                attempt.endpoint.breaker.failure(time.monotonic())
+                self.endpoint_failed(attempt.endpoint, attempt.ewma_t0)
         self.backlog = self.replay = None
         if self.admitted:
             destination.admission.release()
