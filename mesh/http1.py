@@ -146,6 +146,10 @@ class Http1Server(asyncio.Protocol):
             self._reject(400, "malformed_request: " + str(exc).lower())
         finally:
             self.flush()
+        if self.head_bytes == 0:  # a head began in this read and is not complete: count all of it
+            self.head_bytes = len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, "header_too_large")
 
     def eof_received(self):
         # A half-closed client still gets its answers; the connection closes after them.
@@ -357,6 +361,10 @@ class Http1Client(asyncio.Protocol):
             self._fail("malformed_response: " + str(exc).lower())
         finally:
             downstream.flush()
+        if self.head_bytes == 0:  # a head began in this read and is not complete: count all of it
+            self.head_bytes = len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail("response_header_too_large")
 
     def connection_lost(self, exc):
         self.closed = True
