@@ -143,6 +143,9 @@ class SpanBatchEncoder:
     def _span(self, record: SpanRecord) -> bytes:
         """One ``ScopeSpans.spans`` field: tag, length, Span message."""
         trace_id, span_id, parent_span_id, name, kind, start_ns, duration_ns, status_code, status_message, attrs = record
+        if len(trace_id) != 32 or len(span_id) != 16 or len(parent_span_id) not in (0, 16):
+            # The ids' length prefixes below are fixed; a wrong length would corrupt the whole request.
+            raise ValueError(f"span ids must be 32/16/16-or-0 hex digits: {trace_id!r} {span_id!r} {parent_span_id!r}")
         if parent_span_id:
             ids = bytes.fromhex(f"0a10{trace_id}1208{span_id}2208{parent_span_id}")
         else:

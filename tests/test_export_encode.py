@@ -209,3 +209,17 @@ def test_unknown_response_fields_are_skipped_and_garbage_is_refused():
     for garbage in (b"\x0a\x05ab", b"\xff", b"\x0b", b"\x08" + b"\xff" * 11):
         with pytest.raises(ValueError):
             parse_export_response(garbage)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ("abc", "00f067aa0ba902b7", ""),
+        (TRACE_ID, "00f067aa0ba902b", ""),
+        (TRACE_ID, "00f067aa0ba902b7", "b7ad"),
+        (TRACE_ID, "zzf067aa0ba902b7", ""),
+    ],
+)
+def test_malformed_ids_are_refused_rather_than_corrupting_the_request(ids):
+    with pytest.raises(ValueError):
+        encode_export_request(RESOURCE, "s", [(*ids, *ROOT_SERVER_SPAN[3:])])
