@@ -201,7 +201,8 @@ class OtlpExporter:
         self.retry_backoff_s = retry_backoff_s
         self.max_pause_s = max_pause_s
         self.exported = 0
-        self.failed = 0  # spans in batches the collector never accepted (down, refused, unencodable)
+        self.failed = 0  # spans the collector never accepted (down, refused, rejected, malformed)
+        self.malformed = 0  # span records that could not be encoded (a bug in whoever recorded them)
         self.batches_failed = 0
         self._encoder = SpanBatchEncoder(resource_attrs, scope_name)
         self._stopping = threading.Event()
@@ -257,11 +258,8 @@ class OtlpExporter:
                 return
 
     def _send(self, batch: list[SpanRecord], timeout_s: float) -> bool:
-        try:
-            payload = self._encode(batch)
-        except Exception:  # a malformed record must not stop the exporter
-            log.exception("span export: could not encode a batch of %d spans; dropping it", len(batch))
-            self._count_failure(len(batch))
+        payload, count = self._encode(batch)
+        if not count:
             return True
         attempt = 1
         while True:
@@ -272,25 +270,44 @@ class OtlpExporter:
                     time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
                     attempt += 1
                     continue
-                self._count_failure(len(batch))
+                self._count_failure(count)
                 if self._collector_healthy:
                     log.warning(
                         "span export to %s failed (%s); dropping spans until it recovers", self.collector_addr, refused
                     )
                     self._collector_healthy = False
                 return False
-            self._count_success(len(batch), response)
+            self._count_success(count, response)
             return True
 
-    def _encode(self, batch: list[SpanRecord]) -> bytes:
-        """Encodes in small chunks, offering the GIL to the event loop between them: a thread that
-        holds it keeps a waiting thread out for up to the switch interval (5 ms), which would add
-        that much latency to requests arriving mid-batch."""
-        chunks = []
+    def _encode(self, batch: list[SpanRecord]) -> tuple[bytes, int]:
+        """The request for ``batch`` and how many spans it holds.
+
+        Encodes in small chunks, offering the GIL to the event loop between them: a thread that holds
+        it keeps a waiting thread out for up to the switch interval (5 ms), which would add that much
+        latency to requests arriving mid-batch. A chunk that does not encode is redone span by span,
+        so a malformed record (a bug upstream) costs only itself."""
+        chunks, count = [], 0
         for first in range(0, len(batch), _ENCODE_CHUNK):
-            chunks.append(self._encoder.span_fields(batch[first : first + _ENCODE_CHUNK]))
+            chunk = batch[first : first + _ENCODE_CHUNK]
+            try:
+                chunks.append(self._encoder.span_fields(chunk))
+                count += len(chunk)
+            except Exception:
+                for record in chunk:
+                    try:
+                        chunks.append(self._encoder.span_fields([record]))
+                        count += 1
+                    except Exception as error:
+                        self._count_malformed(record, error)
             time.sleep(0)
-        return self._encoder.request(b"".join(chunks))
+        return self._encoder.request(b"".join(chunks)), count
+
+    def _count_malformed(self, record: object, error: Exception) -> None:
+        self.failed += 1
+        self.malformed += 1
+        if self.malformed == 1 or self.malformed % 10_000 == 0:  # a bug upstream: say so, without flooding
+            log.error("span export: %d malformed span records so far, e.g. %r: %s", self.malformed, record, error)
 
     def _count_success(self, count: int, response: bytes) -> None:
         try:
