@@ -16,9 +16,6 @@ from typing import Protocol
 from collector.store import schema, sql
 from spans.model import COLUMN_NAMES, SpanColumns, empty_columns, row_count
 
-PARTITION_TABLES_SQL = "queries/drop_partition.sql"
-
-
 class StoreUnavailable(Exception):
     """ClickHouse cannot be reached or refused the work; the caller may retry later (or spool)."""
 
@@ -102,17 +99,17 @@ class SpanStore:
         with self._guard():
             return schema.apply_retention_ttl(self._backend, self.features, retention_days)
 
-    def drop_expired(self, retention_days: int, today: datetime.date | None = None) -> list[str]:
+    def drop_expired(self, retention_days: int) -> list[str]:
         """Drop whole UTC days older than ``retention_days`` before today; returns their partition ids."""
         if retention_days < 1:
             raise ValueError("retention_days must be at least 1")
-        today = today or datetime.datetime.now(datetime.timezone.utc).date()
-        cutoff = today - datetime.timedelta(days=retention_days)
+        cutoff = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=retention_days)
         partitions = self._query("queries/expired_partitions.sql", cutoff_day=int(cutoff.strftime("%Y%m%d")))
         dropped = [str(partition) for partition in partitions["partition"]]
         with self._guard():
             for partition in dropped:
-                self._backend.execute(sql.script(sql.load(PARTITION_TABLES_SQL), self.features.has, {"partition": int(partition)}))
+                drop = sql.script(sql.load("queries/drop_partition.sql"), self.features.has, {"partition": int(partition)})
+                self._backend.execute(drop)
         return dropped
 
     def ping(self) -> None:

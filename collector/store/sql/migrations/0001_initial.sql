@@ -1,4 +1,5 @@
--- Migration 1: spans looked up by trace id, a search index by service and time, and the operations list.
+-- Migration 1: spans looked up by trace id, each trace's time span, a search index by service and
+-- time, and the operations list.
 -- Every table is partitioned by UTC day (partition id YYYYMMDD) so retention drops whole days at once.
 -- A statement preceded by "-- requires: FEATURE" runs only on servers that have that feature.
 
@@ -31,6 +32,23 @@ CREATE TABLE IF NOT EXISTS spans (
 PARTITION BY toYYYYMMDD(toDateTime(intDiv(start_ns, 1000000000), 'UTC'))
 ORDER BY (trace_id, start_ns)
 SETTINGS index_granularity = 1024;
+
+-- First and last span start of each trace (a row per trace and insert block). Fetching a trace
+-- filters spans on that time span too, so only parts overlapping it are read: inserts arrive
+-- roughly in time order, so most parts are skipped by their start_ns min/max.
+CREATE TABLE IF NOT EXISTS trace_times (
+    trace_id String,
+    first_start_ns UInt64,
+    last_start_ns UInt64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(first_start_ns, 1000000000), 'UTC'))
+ORDER BY trace_id
+SETTINGS index_granularity = 1024;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS trace_times_mv TO trace_times AS
+SELECT trace_id, min(start_ns) AS first_start_ns, max(start_ns) AS last_start_ns
+FROM spans
+GROUP BY trace_id;
 
 -- The columns trace search filters on, ordered for "this service (and operation) in this time window".
 CREATE TABLE IF NOT EXISTS span_search (

@@ -1,3 +1,4 @@
 ALTER TABLE spans DROP PARTITION %(partition)s;
+ALTER TABLE trace_times DROP PARTITION %(partition)s;
 ALTER TABLE span_search DROP PARTITION %(partition)s;
 ALTER TABLE operations DROP PARTITION %(partition)s
