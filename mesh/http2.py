@@ -361,7 +361,7 @@ class H2Connection(asyncio.Protocol):
             stream = self.streams.pop(stream_id)
             self._drop_pending(stream)
             stream.listener.on_reset(REFUSED_STREAM)
-        self._maybe_idle_close()
+        self.close_when_idle()
 
     def _is_local(self, stream_id: int) -> bool:
         return (stream_id & 1) == (1 if self.client_side else 0)
@@ -485,9 +485,9 @@ class H2Connection(asyncio.Protocol):
             self._stream_closed(stream)
 
     def _stream_closed(self, stream: Stream) -> None:
-        self._maybe_idle_close()
+        self.close_when_idle()
 
-    def _maybe_idle_close(self) -> None:
+    def close_when_idle(self) -> None:
         if self.going_away and not self.streams and not self.closed and self.transport is not None:
             self._flush()
             self.transport.close()
@@ -539,7 +539,7 @@ class H2ServerConnection(H2Connection):
             return
         self.going_away = True
         self.write_frame(GOAWAY, 0, 0, _RST_OR_GOAWAY.pack(self.last_stream_id, NO_ERROR))
-        self._maybe_idle_close()
+        self.close_when_idle()
 
 
 class H2ClientConnection(H2Connection):
@@ -616,9 +616,9 @@ class H2Pool:
             conns.remove(conn)
 
     def close(self) -> None:
+        """No new streams; each connection closes as soon as its streams in flight are done."""
         for conns in self._connections.values():
             for conn in list(conns):
                 conn.going_away = True
-                if conn.transport is not None:
-                    conn.transport.close()
+                conn.close_when_idle()
         self._connections.clear()

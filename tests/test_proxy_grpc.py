@@ -8,6 +8,7 @@ from their recorders; test_proxy_grpc_chain.py runs real `tracemesh proxy` proce
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -19,7 +20,7 @@ from spans import conventions as attr
 from spans.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR
 from tests.support.grpc_apps import CHANNEL_OPTIONS, EchoApp, method
 from tests.support.grpc_proxy import ProxyLoop, write_endpoints
-from tests.support.processes import free_port
+from tests.support.processes import ManagedProcess, free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,6 +191,36 @@ def test_client_cancellation_reaches_the_server(channel, app, hop):
     assert app.cancelled_event.wait(5), "cancellation did not reach the server"
     client = wait_for_spans(hop["outbound_spans"], 1)[0]
     assert attributes(client)[attr.RPC_GRPC_STATUS] == grpc.StatusCode.CANCELLED.value[0]
+
+
+def test_upstream_dying_mid_call_is_unavailable_with_the_proxy_error(proxies, tmp_path):
+    port = free_port()
+    app_process = ManagedProcess([sys.executable, "-m", "tests.support.grpc_apps", str(port)], tmp_path / "app.log")
+    try:
+        wait_for_port(port, process=app_process.popen)
+        inbound, spans = proxies.inbound("doomed", f"127.0.0.1:{port}")
+        with grpc.insecure_channel(inbound) as ch:
+            call = ch.unary_unary(method("Sleep")).future(b"10", timeout=10)
+            time.sleep(0.5)
+            app_process.kill9()
+            with pytest.raises(grpc.RpcError) as raised:
+                call.result()
+    finally:
+        app_process.stop()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert trailers(raised.value)[attr.PROXY_ERROR_HEADER] == "connection_lost"
+    assert attributes(wait_for_spans(spans, 1)[0])[attr.PROXY_ERROR] == "connection_lost"
+
+
+def test_proxy_stopping_lets_calls_in_flight_finish(proxies, app):
+    inbound, _spans = proxies.inbound("echo", app.address)
+    listener = next(listener for listener in proxies.listeners if listener.address == inbound)
+    with grpc.insecure_channel(inbound) as ch:
+        ch.unary_unary(method("Unary"))(b"connected", timeout=5)
+        call = ch.unary_unary(method("Sleep")).future(b"0.5", timeout=10)
+        time.sleep(0.2)
+        proxies.run(listener.stop(5.0))
+        assert call.result() == b"slept"
 
 
 # ---- the proxy's own answers -------------------------------------------------------------------

@@ -169,3 +169,9 @@ class ChainApp:
         self.server.stop(grace=None).wait(5)
         if self.channel is not None:
             self.channel.close()
+
+
+if __name__ == "__main__":  # python -m tests.support.grpc_apps PORT: an EchoApp in its own process
+    import sys
+
+    EchoApp(int(sys.argv[1])).server.wait_for_termination()

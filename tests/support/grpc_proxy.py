@@ -33,7 +33,7 @@ class ProxyLoop:
         self.thread.start()
         self.listeners: list[Listener] = []
         self.deadlines = Deadlines()
-        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.deadlines.run()))
+        self.sweeper = asyncio.run_coroutine_threadsafe(self.deadlines.run(), self.loop)
 
     def run(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -71,6 +71,7 @@ class ProxyLoop:
     def stop(self) -> None:
         for listener in self.listeners:
             self.run(listener.stop(0.5))
+        self.sweeper.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
