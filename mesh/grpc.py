@@ -244,6 +244,7 @@ class GrpcCall:
     endpoint = None
     endpoint_load = 0.0
     replay_size = 0
+    forwarded = False  # the request went to an upstream once (later attempts replay it)
 
     def __init__(self, relay: GrpcRelay, down: Stream, headers, end_stream: bool) -> None:
         self.relay = relay
@@ -348,7 +349,8 @@ class GrpcCall:
         stream = conn.open_stream(attempt)
         attempt.stream = stream
         self.sent_ns = _monotonic_ns()
-        if self.retries == 0:
+        if not self.forwarded:
+            self.forwarded = True
             backlog, self.backlog = self.backlog, []
             conn.send_headers(stream, self.upstream_headers, self.request_ended and not backlog)
             down = self.down
@@ -357,7 +359,7 @@ class GrpcCall:
                     conn.send_data(stream, payload, end_stream, source=down)
                 else:
                     conn.send_headers(stream, payload, end_stream)
-        else:  # a replay: the caller ended its request and every byte of it is in self.replay
+        else:  # a replay: the caller ended its request and every byte of it is in self.replay (see _may_retry)
             body = b"".join(self.replay)
             conn.send_headers(stream, self.upstream_headers, not body)
             if body:
@@ -411,12 +413,13 @@ class GrpcCall:
         kind, detail, _extra = outcome
         if self.retries >= self.destination.policy.max_retries:
             return False
+        replayable = self.request_ended and self.replay is not None
         if kind == "connect":
-            safe = True  # nothing was sent: the backlog still holds the whole request
+            safe = not self.forwarded or replayable  # nothing went out, or all of it can again
         elif not self.relay.retries:
             safe = False  # inbound: the app saw the call; only a connect that failed is tried again
         elif kind == "reset":
-            safe = detail in (REFUSED_STREAM, CONNECTION_LOST) and self.request_ended and self.replay is not None
+            safe = detail in (REFUSED_STREAM, CONNECTION_LOST) and replayable
         else:
             safe = kind == "status"
         return safe and self.destination.retry_budget.withdraw()

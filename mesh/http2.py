@@ -231,6 +231,7 @@ class H2Connection(asyncio.Protocol):
                 self._blocked.pop(stream_id, None)
                 self._drop_pending(stream)
                 stream.listener.on_reset(_UINT32.unpack_from(payload)[0])
+                self.close_when_idle()
         elif frame_type == GOAWAY:
             self._on_goaway(payload)
         elif frame_type == CONTINUATION:
