@@ -1,10 +1,17 @@
-"""`tracemesh traces` and `tracemesh trace` as a user runs them: child processes reading a real query API."""
+"""`tracemesh traces` and `tracemesh trace` reading a real query API over HTTP.
+
+Tests marked ``as_a_user`` run the command as a child process, as a user does; the rest call the
+same entry point (``tracemesh.cli.main``) in this process, because each child pays a second or more
+of imports for every subcommand.
+"""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import urllib.parse
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +23,7 @@ from tests.support.collector import collector_for
 from tests.support.processes import REPO_ROOT, ManagedProcess, free_port, tracemesh_command, wait_for_port
 from tests.support.query_server import http_get
 from tests.support.query_store import api_over_corpus  # noqa: F401  (fixture)
+from tracemesh.cli import main
 
 ZIPKIN_TRACES = REPO_ROOT.parent / "shared" / "conformance" / "zipkin-traces"
 
@@ -23,28 +31,37 @@ ZIPKIN_TRACES = REPO_ROOT.parent / "shared" / "conformance" / "zipkin-traces"
 on_chdb = pytest.mark.parametrize("api_over_corpus", ["chdb"], indirect=True)
 
 
-def tracemesh(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(tracemesh_command(*args), capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+def tracemesh(*args: str, as_a_user: bool = False) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``tracemesh ARGS``."""
+    if as_a_user:
+        result = subprocess.run(tracemesh_command(*args), capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        return result.returncode, result.stdout, result.stderr
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = main(list(args))
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
-def succeeded(*args: str) -> str:
-    result = tracemesh(*args)
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout
+def succeeded(*args: str, as_a_user: bool = False) -> str:
+    code, stdout, stderr = tracemesh(*args, as_a_user=as_a_user)
+    assert (code, stderr) == (0, ""), (code, stdout, stderr)
+    return stdout
 
 
-def failed(*args: str) -> str:
+def failed(*args: str, as_a_user: bool = False) -> str:
     """The one-line message on stderr of a command that must fail cleanly (exit 1, no traceback)."""
-    result = tracemesh(*args)
-    assert result.returncode == 1 and result.stdout == "", result
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
+    code, stdout, stderr = tracemesh(*args, as_a_user=as_a_user)
+    assert code == 1 and stdout == "", (code, stdout, stderr)
+    assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    return stderr
 
 
 @on_chdb
 def test_traces_prints_a_table_newest_first(api_over_corpus):
     corpus = api_over_corpus.corpus
-    lines = succeeded("traces", "--collector-url", api_over_corpus.base_url, "--service", "frontend").splitlines()
+    lines = succeeded(
+        "traces", "--collector-url", api_over_corpus.base_url, "--service", "frontend", as_a_user=True
+    ).splitlines()
     assert lines[0].split("  ")[0] == "TRACE ID"
     assert [line.split()[0] for line in lines[1:]] == [corpus.health_64bit, corpus.checkout]
     health, checkout = (line.split("  ") for line in lines[1:])
@@ -85,7 +102,7 @@ def test_traces_json_is_the_api_answer(api_over_corpus):
 @on_chdb
 def test_trace_prints_the_span_tree_with_offsets_status_and_attributes(api_over_corpus):
     corpus = api_over_corpus.corpus
-    output = succeeded("trace", "--collector-url", api_over_corpus.base_url, corpus.checkout.upper())
+    output = succeeded("trace", "--collector-url", api_over_corpus.base_url, corpus.checkout.upper(), as_a_user=True)
     assert output.splitlines() == [
         f"trace {corpus.checkout}  frontend GET /checkout  {time_text(corpus.base_ns)}  120ms  3 spans, 1 errors",
         "└─ frontend  GET /checkout  [SERVER]  120ms  +0ns  OK  http.method=GET http.route=/checkout",
@@ -159,7 +176,7 @@ def test_a_chain_deeper_than_the_recursion_limit_prints():
 @pytest.mark.parametrize("command", [("traces", "--service", "frontend"), ("trace", "a" * 32)])
 def test_an_unreachable_collector_is_a_clear_message_not_a_traceback(command):
     url = f"http://127.0.0.1:{free_port()}"
-    assert failed(*command, "--collector-url", url) == (
+    assert failed(*command, "--collector-url", url, as_a_user=True) == (
         f"tracemesh: cannot reach the collector at {url}: [Errno 111] Connection refused\n"
     )
 
@@ -183,10 +200,11 @@ def test_a_url_that_is_not_a_collector_is_named(tmp_path: Path):
         server.stop()
 
 
-def test_a_collector_url_that_is_not_http_is_a_usage_error():
-    result = tracemesh("traces", "--collector-url", "localhost:9411")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result
-    assert "argument --collector-url: 'localhost:9411' is not an http:// URL" in result.stderr
+def test_a_collector_url_that_is_not_http_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["traces", "--collector-url", "localhost:9411"])
+    assert exit_info.value.code == 2
+    assert "argument --collector-url: 'localhost:9411' is not an http:// URL" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not ZIPKIN_TRACES.exists(), reason="../shared is absent (a user's own clone)")
@@ -199,9 +217,9 @@ def test_a_zipkin_trace_sent_to_the_real_collector_reads_back_through_the_cli(tm
         )
         assert status == 202, body
         collector.wait_inserted(len(spans))
-        table = succeeded("traces", "--collector-url", collector.api_url, "--service", "routing").splitlines()
+        table = succeeded("traces", "--collector-url", collector.api_url, "--service", "routing", as_a_user=True).splitlines()
         assert [line.split()[0] for line in table[1:]] == ["0000000000000000a03ee8fff1dcd9b9"]
-        tree = succeeded("trace", "--collector-url", collector.api_url, "a03ee8fff1dcd9b9").splitlines()
+        tree = succeeded("trace", "--collector-url", collector.api_url, "a03ee8fff1dcd9b9", as_a_user=True).splitlines()
         assert tree[0].startswith("trace 0000000000000000a03ee8fff1dcd9b9 ") and "16 spans" in tree[0]
         assert len(tree) == 1 + len(spans)
         # The server half of an RPC shares its client half's span id and sits under it, as in Zipkin's UI.
