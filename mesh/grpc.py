@@ -150,11 +150,18 @@ class GrpcRelay:
             logger.exception("gRPC call could not be started")
             stream.conn.reset(stream, INTERNAL_ERROR)
 
+    @property
+    def busy(self) -> bool:
+        """Calls are in flight (what a graceful stop waits for, up to its grace period)."""
+        return any(conn.streams for conn in self.connections)
+
     def shutdown(self) -> None:
+        """GOAWAY to every caller: calls in flight finish, new ones go elsewhere."""
         for conn in list(self.connections):
             conn.shutdown()
 
     def close(self) -> None:
+        """Upstream connections close as soon as their streams are done."""
         self.pool.close()
 
 
