@@ -219,8 +219,10 @@ def test_proxy_stopping_lets_calls_in_flight_finish(proxies, app):
         ch.unary_unary(method("Unary"))(b"connected", timeout=5)
         call = ch.unary_unary(method("Sleep")).future(b"0.5", timeout=10)
         time.sleep(0.2)
+        assert listener.grpc.busy
         proxies.run(listener.stop(5.0))
         assert call.result() == b"slept"
+    assert not listener.grpc.busy
 
 
 # ---- the proxy's own answers -------------------------------------------------------------------
