@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import grpc
@@ -151,3 +152,46 @@ def test_request_without_path_is_refused_as_a_stream_error(proxy):
     resets = [event for event in pump(sock, conn, 1.0) if isinstance(event, h2.events.StreamReset)]
     sock.close()
     assert [event.error_code for event in resets] == [http2.PROTOCOL_ERROR]
+
+
+class ResettingServer:
+    """An HTTP/2 server (the `h2` library on a thread) that answers every request with RST_STREAM(code)."""
+
+    def __init__(self, error_code: int):
+        self.error_code = error_code
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.resets = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        sock, _ = self.listener.accept()
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    conn.reset_stream(event.stream_id, self.error_code)
+                    self.resets += 1
+            sock.sendall(conn.data_to_send())
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("error_code, status", [(http2.CANCEL, grpc.StatusCode.CANCELLED),
+                                                (http2.INTERNAL_ERROR, grpc.StatusCode.INTERNAL)])
+def test_server_reset_reaches_the_caller_as_the_same_reset(error_code, status):
+    server = ResettingServer(error_code)
+    loop = ProxyLoop()
+    try:
+        address, spans = loop.inbound("resetting", server.address)
+        with grpc.insecure_channel(address) as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(method("Unary"))(b"x", timeout=5)
+    finally:
+        loop.stop()
+        server.stop()
+    assert raised.value.code() == status
+    assert server.resets == 1
