@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote, unquote_to_bytes
 
-from mesh.http2 import CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream
+from mesh.http2 import (
+    CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream,
+)
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -30,7 +33,7 @@ from spans import conventions as attr
 from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 
 # Status codes (grpc/doc/statuscodes.md).
-OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
+OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED = 0, 1, 2, 4
 INTERNAL, UNAVAILABLE = 13, 14
 
 # Proxy error kinds (the ``tracemesh-proxy-error`` header and the span's tracemesh.proxy_error).
@@ -55,36 +58,17 @@ def split_path(path: bytes) -> tuple[str, str]:
     return service, method
 
 
+# grpc-message is percent-encoded UTF-8: everything but printable ASCII other than '%' is escaped.
+_MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if c != 0x25)
+
+
 def encode_message(message: str) -> bytes:
-    """grpc-message value: UTF-8, percent-encoding '%' and every byte outside printable ASCII."""
-    out = bytearray()
-    for byte in message.encode("utf-8"):
-        if 0x20 <= byte <= 0x7E and byte != 0x25:
-            out.append(byte)
-        else:
-            out += b"%%%02X" % byte
-    return bytes(out)
+    return quote(message, safe=_MESSAGE_SAFE).encode("ascii")
 
 
 def decode_message(value: bytes) -> str:
     """The text a grpc-message header carries (malformed escapes are kept literally, as gRPC does)."""
-    if b"%" not in value:
-        return value.decode("utf-8", "replace")
-    out = bytearray()
-    index = 0
-    while index < len(value):
-        byte = value[index]
-        if byte == 0x25 and index + 2 < len(value) + 0 and _is_hex(value[index + 1:index + 3]):
-            out.append(int(value[index + 1:index + 3], 16))
-            index += 3
-        else:
-            out.append(byte)
-            index += 1
-    return out.decode("utf-8", "replace")
-
-
-def _is_hex(pair: bytes) -> bool:
-    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+    return unquote_to_bytes(value).decode("utf-8", "replace")
 
 
 def trailers_only(status: int, message: str, proxy_error: str) -> list[tuple[bytes, bytes]]:

@@ -135,11 +135,11 @@ def test_every_status_code_and_a_non_ascii_message_pass_through(channel, code):
 
 def test_failed_call_spans_carry_the_status(channel, hop):
     with pytest.raises(grpc.RpcError):
-        channel.unary_unary(method("Fail"))(b"5|not here", timeout=5)
+        channel.unary_unary(method("Fail"))(f"5|{NON_ASCII_MESSAGE}".encode(), timeout=5)
     client = wait_for_spans(hop["outbound_spans"], 1)[0]
     server = wait_for_spans(hop["inbound_spans"], 1)[0]
     for span in (client, server):
-        assert span[7] == STATUS_ERROR and span[8] == "not here"
+        assert span[7] == STATUS_ERROR and span[8] == NON_ASCII_MESSAGE
         assert attributes(span)[attr.RPC_GRPC_STATUS] == 5
 
 
