@@ -35,6 +35,8 @@ from concurrent import futures
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent
+ARGS: argparse.Namespace  # the command line, set by main()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 NGINX_APP = """
@@ -160,19 +162,29 @@ def serve_sink(port: int) -> None:
     server.stop(0)
 
 
-def measure(name: str, url: str, pids: list[int], args, lua: Path | None, paced_lua: Path) -> dict:
-    run_wrk(url, 1.0, args.connections, lua)  # warm-up: connections pooled, caches hot
-    before = [cpu_ticks(pid) for pid in pids]
-    saturated = run_wrk(url, args.duration, args.connections, lua)
-    ticks = sum(cpu_ticks(pid) for pid in pids) - sum(before)
-    paced = run_wrk(url, args.duration, args.paced_connections, paced_lua)
+def measure(name: str, pids: list[int], saturated_load, paced_load) -> dict:
+    """``saturated_load(duration)`` / ``paced_load(duration)`` run the load and return wrk-like results."""
+    saturated_load(1.0)  # warm-up: connections pooled, caches hot
+    before = sum(cpu_ticks(pid) for pid in pids)
+    saturated = saturated_load(ARGS.duration)
+    ticks = sum(cpu_ticks(pid) for pid in pids) - before
+    paced = paced_load(ARGS.duration)
     return {
         "name": name,
         "saturated": saturated,
         "paced": paced,
-        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1) if pids else None,
-        "rss_mb": sum(rss_mb(pid) for pid in pids) if pids else None,
+        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1),
+        "rss_mb": sum(rss_mb(pid) for pid in pids),
     }
+
+
+def wrk_scenario(name: str, url: str, pids: list[int], script: Path | None, paced_script: Path) -> dict:
+    return measure(
+        name,
+        pids,
+        lambda duration: run_wrk(url, duration, ARGS.connections, script),
+        lambda duration: run_wrk(url, duration, ARGS.paced_connections, paced_script),
+    )
 
 
 def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
@@ -214,67 +226,61 @@ def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
     host_lua = workdir / "host.lua"
     host_lua.write_text(HOST_LUA)
 
-    results = [
-        measure("direct", f"http://127.0.0.1:{app_port}/", [app.pid], args, None, paced_lua),
-        measure("proxy", f"http://127.0.0.1:{inbound_port}/", [inbound.pid], args, None, paced_lua),
-        measure("hop", f"http://127.0.0.1:{outbound_port}/", [hop_outbound.pid, hop_inbound.pid], args, host_lua,
-                paced_host_lua),
-        measure("nginx", f"http://127.0.0.1:{nginx_port}/", [nginx.pid], args, None, paced_lua),
+    return [
+        wrk_scenario("direct", f"http://127.0.0.1:{app_port}/", [app.pid], None, paced_lua),
+        wrk_scenario("proxy", f"http://127.0.0.1:{inbound_port}/", [inbound.pid], None, paced_lua),
+        wrk_scenario("hop", f"http://127.0.0.1:{outbound_port}/", [hop_outbound.pid, hop_inbound.pid], host_lua,
+                     paced_host_lua),
+        wrk_scenario("nginx", f"http://127.0.0.1:{nginx_port}/", [nginx.pid], None, paced_lua),
     ]
-    return results
 
 
-GRPC_LOAD = Path(__file__).resolve().parent / "grpc_unary.py"
+def grpc_load(target: str, authority: str | None = None):
+    """The gRPC unary load of bench/grpc_unary.py (a grpc.aio client), saturated or paced."""
 
+    def run(duration: float, rate: float = 0.0) -> dict:
+        command = [sys.executable, str(BENCH_DIR / "grpc_unary.py"), "load", target, "--duration", f"{duration:g}",
+                   "--concurrency", str(ARGS.paced_connections if rate else ARGS.grpc_concurrency)]
+        if rate:
+            command += ["--rate", f"{rate:g}"]
+        if authority:
+            command += ["--authority", authority]
+        return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
-def run_grpc_load(target: str, duration: float, concurrency: int, rate: float = 0.0, authority: str = "") -> dict:
-    """One ``bench/grpc_unary.py load`` run (a grpcio client in its own process): rps, requests, p50, p99."""
-    command = [sys.executable, str(GRPC_LOAD), "load", target, "--duration", f"{duration:g}",
-               "--concurrency", str(concurrency), "--rate", f"{rate:g}"]
-    if authority:
-        command += ["--authority", authority]
-    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-
-
-def measure_grpc(name: str, target: str, pids: list[int], args, authority: str = "") -> dict:
-    run_grpc_load(target, 1.0, args.connections, authority=authority)  # warm-up
-    before = [cpu_ticks(pid) for pid in pids]
-    saturated = run_grpc_load(target, args.duration, args.connections, authority=authority)
-    ticks = sum(cpu_ticks(pid) for pid in pids) - sum(before)
-    paced = run_grpc_load(target, args.duration, args.paced_connections, rate=args.rate, authority=authority)
-    return {
-        "name": name,
-        "saturated": saturated,
-        "paced": paced,
-        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1) if pids else None,
-        "rss_mb": sum(rss_mb(pid) for pid in pids) if pids else None,
-    }
+    return run, lambda duration: run(duration, ARGS.rate)
 
 
 def grpc_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
-    """gRPC unary (grpcio echo server, grpcio client keeping --connections calls in flight on one channel)
-    direct, through one inbound proxy, and through a hop (outbound proxy naming the service in :authority,
-    then inbound proxy). Rows are shaped like http_scenarios' so they print in the same table."""
+    """gRPC unary: direct, through one proxy, through one hop (grpcio echo app, grpc.aio load client)."""
     app_port, sink_port = free_port(), free_port()
-    app = procs.start("grpc-app", [sys.executable, str(GRPC_LOAD), "serve", str(app_port)], app_port)
+    app = procs.start("grpc-app", [sys.executable, str(BENCH_DIR / "grpc_unary.py"), "serve", str(app_port)], app_port)
     procs.start("grpc-sink", [sys.executable, str(Path(__file__).resolve()), "--sink", str(sink_port)], sink_port)
     collector = f"127.0.0.1:{sink_port}"
     inbound_port, hop_inbound_port, outbound_port = free_port(), free_port(), free_port()
     endpoints = workdir / "grpc-endpoints.yaml"
-    endpoints.write_text(f'grpc-app: ["127.0.0.1:{hop_inbound_port}"]\n')
-    proxies = {}
-    for name, port, flags in (
-        ("grpc-proxy", inbound_port, {"inbound": f"127.0.0.1:{inbound_port}", "app": f"127.0.0.1:{app_port}"}),
-        ("grpc-hop-inbound", hop_inbound_port, {"inbound": f"127.0.0.1:{hop_inbound_port}", "app": f"127.0.0.1:{app_port}"}),
-        ("grpc-hop-outbound", outbound_port, {"outbound": f"127.0.0.1:{outbound_port}", "endpoints": str(endpoints)}),
-    ):
-        service = "client" if "outbound" in flags else "grpc-app"
-        proxies[name] = procs.start(name, proxy_args(service, **flags, collector=collector, admin=f"127.0.0.1:{free_port()}"), port)
+    endpoints.write_text(f'echo: ["127.0.0.1:{hop_inbound_port}"]\n')
+    inbound = procs.start(
+        "grpc-proxy-inbound",
+        proxy_args("echo", inbound=f"127.0.0.1:{inbound_port}", app=f"127.0.0.1:{app_port}", collector=collector,
+                   admin=f"127.0.0.1:{free_port()}"),
+        inbound_port,
+    )  # fmt: skip
+    hop_inbound = procs.start(
+        "grpc-hop-inbound",
+        proxy_args("echo", inbound=f"127.0.0.1:{hop_inbound_port}", app=f"127.0.0.1:{app_port}", collector=collector,
+                   admin=f"127.0.0.1:{free_port()}"),
+        hop_inbound_port,
+    )  # fmt: skip
+    hop_outbound = procs.start(
+        "grpc-hop-outbound",
+        proxy_args("client", outbound=f"127.0.0.1:{outbound_port}", endpoints=str(endpoints), collector=collector,
+                   admin=f"127.0.0.1:{free_port()}"),
+        outbound_port,
+    )  # fmt: skip
     return [
-        measure_grpc("direct", f"127.0.0.1:{app_port}", [app.pid], args),
-        measure_grpc("proxy", f"127.0.0.1:{inbound_port}", [proxies["grpc-proxy"].pid], args),
-        measure_grpc("hop", f"127.0.0.1:{outbound_port}", [proxies["grpc-hop-outbound"].pid, proxies["grpc-hop-inbound"].pid],
-                     args, authority="grpc-app"),
+        measure("direct", [app.pid], *grpc_load(f"127.0.0.1:{app_port}")),
+        measure("proxy", [inbound.pid], *grpc_load(f"127.0.0.1:{inbound_port}")),
+        measure("hop", [hop_outbound.pid, hop_inbound.pid], *grpc_load(f"127.0.0.1:{outbound_port}", "echo")),
     ]
 
 
@@ -290,8 +296,8 @@ def print_table(title: str, rows: list[dict]) -> None:
     )
     for row in rows:
         sat, paced = row["saturated"], row["paced"]
-        cpu = f"{row['cpu_us']:.1f}" if row["cpu_us"] is not None else "-"
-        rss = f"{row['rss_mb']:.1f}" if row["rss_mb"] is not None else "-"
+        cpu = f"{row['cpu_us']:.1f}"
+        rss = f"{row['rss_mb']:.1f}"
         versus_nginx = f"{sat['rps'] / nginx['saturated']['rps']:.2f}" if nginx else "-"
         print(
             f"{row['name']:<10}{sat['rps']:>10.0f}{sat['rps'] / direct['saturated']['rps']:>10.2f}{versus_nginx:>9}"
@@ -308,8 +314,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections at saturation (default %(default)s)")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced load, requests/s (default %(default)s)")
     parser.add_argument("--paced-connections", type=int, default=10, help="connections of the paced load")
+    parser.add_argument("--grpc-concurrency", type=int, default=32, help="gRPC calls in flight at saturation")
+    parser.add_argument("--skip", choices=("http", "grpc"), action="append", default=[], help="leave a part out")
     parser.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    global ARGS
+    args = ARGS = parser.parse_args()
     if args.sink:
         serve_sink(args.sink)
         return 0
@@ -324,8 +333,12 @@ def main() -> int:
         workdir = Path(tmp)
         procs = Processes(workdir)
         try:
-            print_table("HTTP/1.1 (app: nginx returning 13 bytes; tracing on, spans exported)", http_scenarios(args, procs, workdir))
-            print_table("gRPC unary", grpc_scenarios(args, procs, workdir))
+            if "http" not in args.skip:
+                print_table("HTTP/1.1 (app: nginx returning 13 bytes; tracing on, spans exported)",
+                            http_scenarios(args, procs, workdir))  # fmt: skip
+            if "grpc" not in args.skip:
+                print_table(f"gRPC unary (app: grpcio echo, 16-byte messages; grpc.aio client, {args.grpc_concurrency} "
+                            "calls in flight saturated)", grpc_scenarios(args, procs, workdir))  # fmt: skip
         finally:
             procs.stop_all()
     return 0

@@ -31,6 +31,7 @@ from mesh.http1 import (
     PAUSE_UPSTREAM_FULL,
     chunk,
     connection_tokens,
+    end_to_end_head,
     error_response,
 )
 from mesh.pool import ConnectError
@@ -51,17 +52,6 @@ _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 _SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
-
-
-def status_line(status: int, reason: bytes) -> bytes:
-    line = _STATUS_LINES.get((status, reason))
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 256:
-            _STATUS_LINES[(status, reason)] = line
-    return line
-
 
 class Deadlines:
     """The proxy's request deadlines, checked every ``tick_s``: one sweep for all requests is much
@@ -317,16 +307,12 @@ class Exchange:
             self.abort("client_" + reason.split(":")[0])
 
     # response (from upstream) ------------------------------------------------------------------
-    def interim_response(self, status: int, reason: bytes, headers: list) -> None:
+    def interim_response(self, head: bytes) -> None:
         if self.version == "1.1":
-            parts = [status_line(status, reason)]
-            for name, value in headers:
-                if name not in HOP_BY_HOP:
-                    parts += (name, b": ", value, b"\r\n")
-            parts.append(b"\r\n")
-            self.downstream.write(b"".join(parts))
+            self.downstream.write(end_to_end_head(head))
 
-    def response_head(self, status: int, reason: bytes, headers: list) -> None:
+    def response_head(self, status: int, head: bytes) -> None:
+        """Relay the response head: the upstream's bytes minus hop-by-hop lines, plus our framing."""
         if status >= 502 and status <= 504 and self.retry(status, ""):
             return
         self.status = status
@@ -335,38 +321,24 @@ class Exchange:
             self.breaker_failure(_monotonic())
         else:
             self.endpoint.breaker.success()
-        parts = [status_line(status, reason)]
-        has_length = False
-        tokens = None
-        for header in headers:
-            name = header[0]
-            if name in HOP_BY_HOP:
-                if name == b"connection" and header[1] not in _SIMPLE_CONNECTION:
-                    tokens = connection_tokens(headers)
-                continue
-            if name == b"content-length":
-                has_length = True
-            parts += (name, b": ", header[1], b"\r\n")
-        if tokens:
-            parts = [parts[0]]
-            for name, value in headers:
-                if name not in HOP_BY_HOP and name not in tokens:
-                    parts += (name, b": ", value, b"\r\n")
+        has_length = b"\ncontent-length:" in head.lower()
+        head = end_to_end_head(head)
+        if head[5:8] != b"1.1":
+            head = b"HTTP/1.1" + head[8:]
+        extra = b""
         if has_length or self.method == _HEAD or status == 204 or status == 304:
             pass  # Content-Length (if any) was forwarded as is
         elif self.version == "1.1":
             self.rechunk = True
-            parts.append(b"transfer-encoding: chunked\r\n")
+            extra = b"transfer-encoding: chunked\r\n"
         else:
             self.close_after = True  # HTTP/1.0 client: the body ends when the connection does
         if self.close_after or not self.keep_alive:
             self.keep_alive = False
-            parts.append(b"connection: close\r\n\r\n")
+            extra += b"connection: close\r\n"
         elif self.version == "1.0":
-            parts.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
-        self.downstream.write(b"".join(parts))
+            extra += b"connection: keep-alive\r\n"
+        self.downstream.write(head[:-2] + extra + b"\r\n" if extra else head)
 
     def response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)
