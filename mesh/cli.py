@@ -82,7 +82,7 @@ def register(subparsers) -> None:
                         help="longest wait in the queue before shedding (default 1s)")
     parser.add_argument("--max-body", type=size, default=256 * 1024**2, metavar="SIZE",
                         help="largest request or response body relayed (default 256m)")
-    parser.add_argument("--span-buffer", type=int, default=65536, help="spans buffered for export before dropping (default %(default)s)")
+    parser.add_argument("--span-buffer", type=int, default=8192, help="spans buffered for export before dropping (default %(default)s)")
     parser.add_argument("--grace", type=duration, default=5.0, metavar="DURATION", help="drain time on SIGTERM (default 5s)")
     parser.set_defaults(run=run_proxy)
 

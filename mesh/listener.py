@@ -102,7 +102,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while loop.time() < deadline:
-            busy = False
+            busy = self.grpc is not None and self.grpc.busy
             for conn in list(self.connections):
                 if conn.answering is None and conn.receiving is None:
                     conn.close()

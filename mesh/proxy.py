@@ -43,7 +43,7 @@ class ProxyConfig:
     overrides: dict[str, DestinationPolicy] = field(default_factory=dict)
     inbound_policy: DestinationPolicy = DestinationPolicy()
     max_body_bytes: int = 256 * 1024 * 1024
-    span_buffer: int = 65536
+    span_buffer: int = 8192
     grace_s: float = 5.0
 
 
