@@ -432,6 +432,9 @@ class GrpcCall:
     # ---- caller -> upstream (listener of ``down``) ------------------------------------------
 
     def on_data(self, data: bytes, end_stream: bool) -> None:
+        if self.done:  # answered already (e.g. shed): the rest of the request goes nowhere
+            self.down.consumed(len(data))
+            return
         if self.replay is not None:
             self.replay_size += len(data)
             if self.replay_size <= MAX_REPLAY_BODY:
@@ -450,6 +453,8 @@ class GrpcCall:
 
     def on_headers(self, headers, end_stream: bool) -> None:
         """Request trailers (gRPC clients send none, but HTTP/2 allows them): passed on, never replayed."""
+        if self.done:
+            return
         self.replay = None
         self.request_ended = self.request_ended or end_stream
         attempt = self.attempt
