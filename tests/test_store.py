@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 import threading
 import time
 
@@ -27,7 +29,7 @@ from tests.support.clickhouse_server import (  # noqa: F401  (pytest fixtures)
     store_url,
     with_database,
 )
-from tests.support.processes import free_port
+from tests.support.processes import REPO_ROOT, free_port
 
 NOW_NS = time.time_ns()
 SECOND = 1_000_000_000
@@ -133,6 +135,16 @@ def test_unknown_trace_is_empty_columns(store):
 def test_trace_lookup_returns_only_that_trace_in_start_order(store):
     store.insert(columns(span(1, 2), span(2, 0), span(1, 0), span(1, 1)))
     assert store.trace(f"{1:032x}")["span_id"] == [f"{1:08x}{n:08x}" for n in range(3)]
+
+
+def test_trace_spread_over_inserts_and_days_comes_back_whole(store):
+    midnight_ns = (NOW_NS // DAY) * DAY
+    store.insert(columns(span(1, 1, start_ns=midnight_ns + SECOND)))
+    store.insert(columns(span(2, 0)))
+    store.insert(columns(span(1, 0, start_ns=midnight_ns - SECOND), span(1, 2, start_ns=midnight_ns + 2 * SECOND)))
+    assert store.trace(f"{1:032x}")["start_ns"] == [midnight_ns - SECOND, midnight_ns + SECOND, midnight_ns + 2 * SECOND]
+    assert trace_ids(store.search(TraceQuery(start_ns=midnight_ns + SECOND, end_ns=midnight_ns + SECOND))) == [f"{1:032x}"]
+    assert row_count(store.search(TraceQuery(start_ns=midnight_ns + SECOND, end_ns=midnight_ns + SECOND))[0]) == 3
 
 
 @pytest.fixture
@@ -307,6 +319,23 @@ def test_big_batch_round_trips(store):
 def test_bad_store_url_is_a_clear_value_error(url):
     with pytest.raises(ValueError, match="store URL"):
         open_store(url)
+
+
+def test_chdb_directory_held_by_another_process_raises_store_unavailable(tmp_path):
+    holder_code = (
+        "import sys; from collector.store import open_store; "
+        f"store = open_store('chdb://{tmp_path}/chdb'); print('open', flush=True); sys.stdin.read(); store.close()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO_ROOT, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with pytest.raises(StoreUnavailable, match="another process"):
+            open_store(f"chdb://{tmp_path}/chdb")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
 
 
 def test_unreachable_server_raises_store_unavailable():

@@ -47,7 +47,11 @@ def open_backend(url: str):
             raise ValueError(f"store URL {url!r} names no directory (chdb:///abs/path or chdb://relative/path)")
         from collector.store.chdb_backend import ChdbBackend
 
-        return ChdbBackend(str(Path(rest).resolve()), DEFAULT_DATABASE)
+        path = Path(rest).resolve()
+        try:
+            return ChdbBackend(str(path), DEFAULT_DATABASE)
+        except RuntimeError as exc:  # chDB's errors, including a directory another process holds
+            raise StoreUnavailable(f"cannot open chDB in {path} (is another process using it?): {exc}") from exc
     if scheme == "clickhouse":
         parts = urlsplit(url)
         database = parts.path.strip("/") or DEFAULT_DATABASE

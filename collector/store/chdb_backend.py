@@ -2,10 +2,10 @@
 
 chDB allows one session per process, so a store on chDB owns its directory until ``close()``.
 Inserting a pyarrow table through the ``Python()`` table function is the fast path (lists of lists
-fail for Array columns). Query results come back as column-wise JSON, which parsed faster with
-orjson than the Arrow result formats (22 vs 30-47 ms for 20 whole traces). ``Python(name)`` resolves the
-name off a calling frame in a way that is not thread-safe (concurrent inserts picked up each other's
-blocks), so inserts take turns; queries still run concurrently.
+fail for Array columns). ``Python(name)`` resolves the name off a calling frame in a way that is
+not thread-safe (concurrent inserts picked up each other's blocks), so inserts take turns; queries
+still run concurrently. Results come back as column-wise JSON, which parsed faster with orjson
+than the Arrow result formats did (22 vs 30-47 ms for 20 whole traces).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class ChdbBackend:
     unavailable_errors = (chdb.ChdbError, OSError)
 
     def __init__(self, path: str, database: str):
-        self.path = path
         self._session = chdb.session.Session(path)
         self._closed = threading.Event()
         self._insert_lock = threading.Lock()
