@@ -72,7 +72,8 @@ def register(subparsers) -> None:
     parser.add_argument("--route", type=route, action="append", default=[], metavar="ADDR=SERVICE",
                         help="an extra outbound listener bound to one service (repeatable)")
     parser.add_argument("--timeout", action="append", default=[], metavar="[SERVICE=]DURATION",
-                        help="request timeout, for all destinations or one (repeatable; default 10s)")
+                        help="time until the response starts (retries included), for all destinations or one "
+                             "(repeatable; default 10s)")
     parser.add_argument("--connect-timeout", type=duration, default=1.0, metavar="DURATION", help="default 1s")
     parser.add_argument("--inbound-timeout", type=duration, default=30.0, metavar="DURATION",
                         help="timeout of requests to the local app (default 30s)")

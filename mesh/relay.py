@@ -317,6 +317,9 @@ class Exchange:
             return
         self.status = status
         self.response_started = True
+        if self.deadline:  # the timeout bounds the wait for an answer, not a long stream's transfer
+            self.stack.deadlines.pending.discard(self)
+            self.deadline = 0.0
         if status >= 500:
             self.breaker_failure(_monotonic())
         else:
@@ -411,11 +414,7 @@ class Exchange:
 
     def timed_out(self) -> None:
         self.stack.deadlines.pending.discard(self)
-        if self.finished:
-            return
-        if self.response_started:
-            self.abort("timeout")
-        else:
+        if not self.finished:
             self.endpoint_failed()
             self.respond_locally(504, "timeout")
 

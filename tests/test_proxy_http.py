@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -16,7 +18,7 @@ import pytest
 
 from spans.conventions import PROXY_ERROR_HEADER
 from tests.support.mesh import Mesh, RawClient
-from tests.support.processes import free_port, wait_for_port
+from tests.support.processes import REPO_ROOT, free_port, tracemesh_command, wait_for_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -238,3 +240,36 @@ def test_head_over_the_limit_is_refused_with_431(mesh):
         assert response.status == 431
     finally:
         client.close()
+
+
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path, mesh):
+    drain_mesh = Mesh(tmp_path)
+    try:
+        sidecar = drain_mesh.sidecar("draining", app=mesh["app"], outbound=False)
+        client = RawClient(sidecar.inbound)
+        client.send(b"GET /stream?n=4&size=10&delay=0.3 HTTP/1.1\r\nHost: web\r\n\r\n")
+        while b"\r\n\r\n" not in client.buffer:
+            client._fill()
+        sidecar.process.popen.send_signal(signal.SIGTERM)
+        response = client.read_response()
+        assert response.body == b"0" * 10 + b"1" * 10 + b"2" * 10 + b"3" * 10
+        assert sidecar.process.popen.wait(timeout=10) == 0
+        with pytest.raises(OSError):
+            RawClient(sidecar.inbound, timeout=1)
+        client.close()
+    finally:
+        drain_mesh.close()
+
+
+def test_cli_explains_itself_and_refuses_bad_flags():
+    help_text = subprocess.run(tracemesh_command("proxy", "--help"), capture_output=True, text=True, cwd=REPO_ROOT)
+    assert help_text.returncode == 0 and "--route ADDR=SERVICE" in help_text.stdout
+    missing_app = subprocess.run(
+        tracemesh_command("proxy", "--service", "x", "--inbound", "127.0.0.1:1"), capture_output=True, text=True,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert missing_app.returncode == 2 and "--inbound needs --app" in missing_app.stderr
+    bad_route = subprocess.run(
+        tracemesh_command("proxy", "--service", "x", "--route", "nonsense"), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert bad_route.returncode == 2 and "ADDR=SERVICE" in bad_route.stderr
