@@ -162,6 +162,14 @@ def test_4_mib_messages_both_ways(channel):
     assert response == f"2:{2 * len(big)}".encode()
 
 
+def test_concurrent_big_messages_share_the_connection_windows(channel):
+    """More bytes in flight than any connection window: streams wait for credit, none is starved."""
+    big = channel.unary_unary(method("Big"))
+    messages = [bytes([index]) * (3 * 1024 * 1024) for index in range(8)]
+    futures = [big.future(message, timeout=30) for message in messages]
+    assert [future.result() for future in futures] == messages  # each is its own reverse: one byte value
+
+
 def test_concurrent_calls_share_one_upstream_connection(channel, proxies, hop):
     unary = channel.unary_unary(method("Unary"))
     futures = [unary.future(f"call-{index}".encode(), timeout=10) for index in range(200)]
