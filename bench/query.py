@@ -149,6 +149,11 @@ def main() -> int:
     parser.add_argument("--store", help="store URL (default: chDB in a new temp dir)")
     parser.add_argument("--spans", type=int, default=10_000_000, help="spans to store first (default 10,000,000)")
     parser.add_argument("--runs", type=int, default=15, help="runs per query; the median is reported")
+    parser.add_argument(
+        "--filled",
+        action="store_true",
+        help="the store already holds --spans spans from an earlier run (within the last hour or so): only query",
+    )
     args = parser.parse_args()
     url = args.store or f"chdb://{tempfile.mkdtemp(prefix='tracemesh-bench-')}"
     print(f"command: python bench/query.py {shlex.join(sys.argv[1:])}")
@@ -158,52 +163,58 @@ def main() -> int:
     store = SpanStore(backend)
     try:
         now_ns = time.time_ns()
-        batch = python_batch(50_000, now_ns - SPREAD_NS - HOUR_NS)
-        cpu_before = process_cpu_s()
-        insert_ms, _ = timed(lambda run: store.insert(batch), 3)
-        cpu_ms = (process_cpu_s() - cpu_before) / 3 * 1000
-        print(
-            f"insert one {row_count(batch):,}-span batch (SpanStore.insert, median of 3): {insert_ms:.0f} ms wall"
-            f" = {row_count(batch) / insert_ms * 1000:,.0f} spans/s; this process's CPU {cpu_ms:.0f} ms per batch"
-            " (chDB: includes the engine's work; server: client side only)"
-        )
-
-        print(f"filling {args.spans:,} spans ({SPANS_PER_TRACE} per trace, {SERVICES} services, over 24 h)")
-        fill_s = fill(backend, args.spans, now_ns - SPREAD_NS)
-        print(f"fill: {fill_s:.1f} s ({args.spans / fill_s:,.0f} spans/s incl. materialized views)")
-
-        traces = args.spans // SPANS_PER_TRACE
-        stride = max(1, traces // args.runs)
-        window_1h = dict(start_ns=now_ns - HOUR_NS, end_ns=now_ns)
-        queries = {
-            "trace by id": lambda run: store.trace(trace_id_of(run * stride + 7)),
-            "search service, last 1h, limit 20": lambda run: store.search(
-                TraceQuery(service=f"service-{run % SERVICES}", **window_1h)
-            ),
-            "search service+operation+tag, last 6h": lambda run: store.search(
-                TraceQuery(
-                    service=f"service-{run % SERVICES}",
-                    operation=f"operation-{run % OPERATIONS_PER_SERVICE}",
-                    tags=(("http.status_code", "500"),),
-                    start_ns=now_ns - 6 * HOUR_NS,
-                    end_ns=now_ns,
-                )
-            ),
-            "search service, duration >= 450ms, error, 24h": lambda run: store.search(
-                TraceQuery(service=f"service-{run % SERVICES}", min_duration_ns=450_000_000, error=True)
-            ),
-            "search tag only (user.id), last 1h": lambda run: store.search(
-                TraceQuery(tags=(("user.id", str(run * 7919 % 100000)),), **window_1h)
-            ),
-        }
-        for name, call in queries.items():
-            call(0)  # warm-up: first touch of marks and files
-            median_ms, result = timed(call, args.runs)
-            found = row_count(result) if isinstance(result, dict) else f"{len(result)} traces"
-            print(f"{name:<48} median {median_ms:7.1f} ms  (last result: {found})")
+        if not args.filled:
+            fill_store(store, backend, args.spans, now_ns)
+        query_store(store, args.spans, args.runs, now_ns)
     finally:
         store.close()
     return 0
+
+
+def fill_store(store: SpanStore, backend, spans: int, now_ns: int) -> None:
+    batch = python_batch(50_000, now_ns - SPREAD_NS - HOUR_NS)
+    cpu_before = process_cpu_s()
+    insert_ms, _ = timed(lambda run: store.insert(batch), 3)
+    cpu_ms = (process_cpu_s() - cpu_before) / 3 * 1000
+    print(
+        f"insert one {row_count(batch):,}-span batch (SpanStore.insert, median of 3): {insert_ms:.0f} ms wall"
+        f" = {row_count(batch) / insert_ms * 1000:,.0f} spans/s; this process's CPU {cpu_ms:.0f} ms per batch"
+        " (chDB: includes the engine's work; server: client side only)"
+    )
+    print(f"filling {spans:,} spans ({SPANS_PER_TRACE} per trace, {SERVICES} services, over 24 h)")
+    fill_s = fill(backend, spans, now_ns - SPREAD_NS)
+    print(f"fill: {fill_s:.1f} s ({spans / fill_s:,.0f} spans/s incl. materialized views)")
+
+
+def query_store(store: SpanStore, spans: int, runs: int, now_ns: int) -> None:
+    stride = max(1, spans // SPANS_PER_TRACE // runs)
+    window_1h = dict(start_ns=now_ns - HOUR_NS, end_ns=now_ns)
+    queries = {
+        "trace by id": lambda run: store.trace(trace_id_of(run * stride + 7)),
+        "search service, last 1h, limit 20": lambda run: store.search(
+            TraceQuery(service=f"service-{run % SERVICES}", **window_1h)
+        ),
+        "search service+operation+tag, last 6h": lambda run: store.search(
+            TraceQuery(
+                service=f"service-{run % SERVICES}",
+                operation=f"operation-{run % OPERATIONS_PER_SERVICE}",
+                tags=(("http.status_code", "500"),),
+                start_ns=now_ns - 6 * HOUR_NS,
+                end_ns=now_ns,
+            )
+        ),
+        "search service, duration >= 450ms, error, 24h": lambda run: store.search(
+            TraceQuery(service=f"service-{run % SERVICES}", min_duration_ns=450_000_000, error=True)
+        ),
+        "search tag only (user.id), last 1h": lambda run: store.search(
+            TraceQuery(tags=(("user.id", str(run * 7919 % 100000)),), **window_1h)
+        ),
+    }
+    for name, call in queries.items():
+        call(0)  # warm-up: first touch of marks and files
+        median_ms, result = timed(call, runs)
+        found = row_count(result) if isinstance(result, dict) else f"{len(result)} traces"
+        print(f"{name:<48} median {median_ms:7.1f} ms  (last result: {found})")
 
 
 if __name__ == "__main__":
