@@ -11,6 +11,7 @@ import pytest
 from spans.conventions import PROXY_ERROR_HEADER
 from tests.support.collector import collector_for
 from tests.support.mesh import Mesh, RawClient, wait_until
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,6 +36,7 @@ def client(mesh, apps):
             "broken": [apps["bad"].address],
             "slow": [apps["hang"].address, apps["good"].address],
             "stuck": [apps["hang"].address],
+            "half-dead": [f"127.0.0.1:{free_port()}", apps["good"].address],  # nothing listens on the first
         }
     )
     return mesh.sidecar(
@@ -95,6 +97,14 @@ def test_a_lone_failing_endpoint_gets_bounded_retries_then_fast_503s(client, app
     assert {r.status for r in responses} == {503}
     assert any(r.header(PROXY_ERROR_HEADER) == "no_endpoints" for r in responses)  # ejected
     assert apps["bad"].calls() - bad_before <= 1 + 4 * 3  # at most max_retries+1 attempts before ejection
+
+
+def test_a_refused_connect_is_retried_on_another_endpoint_even_for_post(client):
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda i: get(client.outbound, "half-dead", method="POST" if i % 2 else "GET").status,
+                                 range(24)))  # fmt: skip
+    assert statuses == [200] * 24  # nothing was sent to the dead endpoint, so even POSTs are safe to resend
+    assert client.metric("tracemesh_retries_total", destination="half-dead") >= 1
 
 
 def test_a_hanging_endpoint_times_out_and_the_balancer_moves_away(client, apps):
