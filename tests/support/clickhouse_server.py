@@ -34,7 +34,8 @@ def with_database(server_url: str, database: str) -> str:
 
 
 def server_binary() -> str | None:
-    return shutil.which(SERVER_BINARY)
+    """The Debian package puts the server in /usr/sbin, which a non-root PATH may lack."""
+    return shutil.which(SERVER_BINARY) or shutil.which(SERVER_BINARY, path="/usr/sbin")
 
 
 def write_config(directory: Path, tcp_port: int) -> Path:
