@@ -336,3 +336,13 @@ def test_trace_is_started_when_the_caller_sends_none(channel, hop, app):
     server = wait_for_spans(hop["inbound_spans"], 1)[0]
     assert client[2] == "" and server[0] == client[0] and server[2] == client[1]
     assert app.seen_metadata[-1]["traceparent"] == f"00-{server[0]}-{server[1]}-01"
+
+
+def test_unsampled_trace_is_propagated_but_not_recorded(channel, hop, app):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    channel.unary_unary(method("Unary"))(b"quiet", metadata=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-00")], timeout=5)
+    forwarded = app.seen_metadata[-1]["traceparent"]
+    assert forwarded.startswith(f"00-{trace_id}-") and forwarded.endswith("-00")
+    channel.unary_unary(method("Unary"))(b"sampled", timeout=5)  # recorded after the unsampled call, if it were
+    recorded = wait_for_spans(hop["outbound_spans"], 1) + wait_for_spans(hop["inbound_spans"], 1)
+    assert len(recorded) == 2 and trace_id not in {span[0] for span in recorded}
