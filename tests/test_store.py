@@ -151,19 +151,35 @@ def test_trace_spread_over_inserts_and_days_comes_back_whole(store):
 def search_store(store):
     """Six traces, one distinguishing property each (trace 1 is the newest, trace 6 the oldest)."""
     base = NOW_NS - 30 * MINUTE
+    at = {trace: base + (7 - trace) * MINUTE for trace in range(1, 7)}  # trace 1 newest
     traces = [
         # 1: frontend GET / calling checkout, 5 ms, newest.
-        [span(1, 0, start_ns=base + 6 * MINUTE), span(1, 1, service="checkout", name="charge", kind=KIND_CLIENT, start_ns=base + 6 * MINUTE + 10)],
+        [
+            span(1, 0, start_ns=at[1]),
+            span(1, 1, service="checkout", name="charge", kind=KIND_CLIENT, start_ns=at[1] + 10),
+        ],
         # 2: slow (2 s) checkout call, tagged via its resource (host) and an event attribute.
-        [span(2, 0, service="checkout", name="charge", duration_ns=2 * SECOND, start_ns=base + 5 * MINUTE, tags=["host.name=node-a", "exception.type=Timeout"])],
+        [
+            span(2, 0, service="checkout", name="charge", duration_ns=2 * SECOND, start_ns=at[2],
+                 tags=["host.name=node-a", "exception.type=Timeout"]),
+        ],
         # 3: an error status on the child span only.
-        [span(3, 0, start_ns=base + 4 * MINUTE), span(3, 1, name="db query", kind=KIND_INTERNAL, status_code=STATUS_ERROR, start_ns=base + 4 * MINUTE + 5)],
+        [
+            span(3, 0, start_ns=at[3]),
+            span(3, 1, name="db query", kind=KIND_INTERNAL, status_code=STATUS_ERROR, start_ns=at[3] + 5),
+        ],
         # 4: two wanted tags, but on different spans; plus an error=true tag (no ERROR status) on the child.
-        [span(4, 0, start_ns=base + 3 * MINUTE, tags=["http.status_code=200"]), span(4, 1, start_ns=base + 3 * MINUTE + 7, tags=["user.id=42", "error=true"])],
+        [
+            span(4, 0, start_ns=at[4], tags=["http.status_code=200"]),
+            span(4, 1, start_ns=at[4] + 7, tags=["user.id=42", "error=true"]),
+        ],
         # 5: both wanted tags on one span (one from a link's attributes), status OK.
-        [span(5, 0, start_ns=base + 2 * MINUTE, status_code=STATUS_OK, tags=["http.status_code=200", "user.id=42", "link.kind=follows"])],
+        [
+            span(5, 0, start_ns=at[5], status_code=STATUS_OK,
+                 tags=["http.status_code=200", "user.id=42", "link.kind=follows"]),
+        ],
         # 6: oldest; its root lies long before the search window, its child inside it.
-        [span(6, 0, start_ns=base - 60 * MINUTE, name="batch"), span(6, 1, name="step", start_ns=base + 1 * MINUTE)],
+        [span(6, 0, start_ns=base - 60 * MINUTE, name="batch"), span(6, 1, name="step", start_ns=at[6])],
     ]
     for trace in traces:
         store.insert(columns(*trace))

@@ -47,7 +47,9 @@ class ChdbBackend:
         return {column["name"]: result["data"].get(column["name"], []) for column in result["meta"]}
 
     def insert(self, table: str, columns: SpanColumns) -> None:
-        span_block = pyarrow.table({name: pyarrow.array(columns[name], type=_ARROW_TYPES[COLUMNS[name]]) for name in COLUMNS})
+        span_block = pyarrow.table(
+            {name: pyarrow.array(columns[name], type=_ARROW_TYPES[column_type]) for name, column_type in COLUMNS.items()}
+        )
         names = ", ".join(COLUMNS)
         with self._insert_lock:
             # chDB resolves Python(span_block) to the local variable named "span_block" in this frame.

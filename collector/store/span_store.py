@@ -106,10 +106,10 @@ class SpanStore:
         cutoff = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=retention_days)
         partitions = self._query("queries/expired_partitions.sql", cutoff_day=int(cutoff.strftime("%Y%m%d")))
         dropped = [str(partition) for partition in partitions["partition"]]
+        drop_template = sql.load("queries/drop_partition.sql")
         with self._guard():
             for partition in dropped:
-                drop = sql.script(sql.load("queries/drop_partition.sql"), self.features.has, {"partition": int(partition)})
-                self._backend.execute(drop)
+                self._backend.execute(sql.script(drop_template, self.features.has, {"partition": int(partition)}))
         return dropped
 
     def ping(self) -> None:
