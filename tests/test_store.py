@@ -328,6 +328,16 @@ def test_big_batch_round_trips(store):
     assert len(store.search(TraceQuery(tags=(("n", "24"),), limit=1000))) == 1000
 
 
+def test_relative_chdb_url_is_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store("chdb://data/spans")
+    try:
+        store.insert(columns(span(1, 0)))
+    finally:
+        store.close()
+    assert (tmp_path / "data" / "spans").is_dir()
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgres://localhost/db", "chdb://", "clickhouse:///db", "clickhouse://host/bad-name", "clickhouse://host:port/db", "nothing"],
