@@ -381,8 +381,9 @@ class H2Connection(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []
-        if self.transport is not None and not self.closed:
-            self.transport.write(b"".join(out))
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write(b"".join(out))
 
     def send_headers(self, stream: Stream, headers: Headers, end_stream: bool = False) -> None:
         if stream.pending:
