@@ -262,7 +262,7 @@ def test_services_and_operations_with_kinds(search_store):
 
 
 def test_injection_looking_input_is_plain_data(store):
-    evil = "x' OR 1=1 --"
+    evil = "x' OR 1=1 -- %(service)s %s"
     backslash = "a\\' OR '1'='1"
     store.insert(columns(span(1, 0, service=evil, name=backslash, tags=[f"q={evil}", f"b={backslash}"]), span(2, 0)))
     assert search(store, service=evil) == [1]
