@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from spans.model import SpanColumns, row_count
+from spans.model import SpanColumns
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,3 @@ class Spool:
         except (FileNotFoundError, ValueError):
             return 0, len(SEGMENT_HEADER)
 
-
-def rows_in(records: list[Record]) -> int:
-    return sum(row_count(r.columns) for r in records)

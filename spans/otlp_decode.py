@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import threading
+from itertools import chain, islice
+from operator import attrgetter, le, sub
 from dataclasses import dataclass, field
 
 import orjson
@@ -137,24 +139,46 @@ def attribute_tags(attributes: dict) -> list[str]:
 
 
 class _KeyValueTexts(dict):
-    """Raw ``KeyValue`` bytes -> ``"key":json`` fragment, filling ``tags`` (-> ``key=value``) too."""
+    """Raw ``KeyValue`` bytes -> ``"key":json`` fragment, filling ``tags`` (-> ``key=value``) too.
+
+    A miss costs about as much as decoding the attribute the plain way, so the scalar cases are
+    spelled out here rather than going through ``any_value`` and ``value_text``.
+    """
 
     def __init__(self):
         super().__init__()
         self.tags: dict[bytes, str] = {}
+        self.key_prefixes: dict[str, str] = {}  # key -> '"key":'
 
     def __missing__(self, raw: bytes) -> str:
         kv = KeyValue.FromString(raw)
-        value = any_value(kv.value)
-        fragment = orjson.dumps(kv.key).decode() + ":" + orjson.dumps(value).decode()
-        self[raw] = fragment
-        self.tags[raw] = f"{kv.key}={value_text(value)}"
+        key, value = kv.key, kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            text = value.string_value
+            json_text = orjson.dumps(text).decode()
+        elif kind == "int_value":
+            text = json_text = str(value.int_value)
+        elif kind == "bool_value":
+            text = json_text = "true" if value.bool_value else "false"
+        elif kind == "double_value":
+            number = value.double_value
+            text, json_text = repr(number), orjson.dumps(number).decode()
+        else:
+            plain = any_value(value)
+            text, json_text = value_text(plain), orjson.dumps(plain).decode()
+        prefix = self.key_prefixes.get(key)
+        if prefix is None:
+            prefix = self.key_prefixes[key] = orjson.dumps(key).decode() + ":"
+        fragment = self[raw] = prefix + json_text
+        self.tags[raw] = key + "=" + text
         return fragment
 
     def trim(self) -> None:
         if len(self) > _CACHE_LIMIT:
             self.clear()
             self.tags.clear()
+            self.key_prefixes.clear()
 
 
 _per_thread = threading.local()
@@ -196,26 +220,47 @@ def _span_problem(span) -> str | None:
     return None
 
 
-def _all_spans_valid(spans: list) -> bool:
-    """The common case, checked column-wise in C-speed builtins before any per-span work."""
-    trace_ids = [s.trace_id for s in spans]
-    span_ids = [s.span_id for s in spans]
+# Span fields read column-wise with C-level getters: every field is read from upb exactly once.
+_FIELD_NAMES = (
+    "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
+    "start_time_unix_nano", "end_time_unix_nano", "status", "attributes", "events", "links",
+)
+_FIELD_GETTERS = tuple((name, attrgetter(name)) for name in _FIELD_NAMES)
+_status_code, _status_message = attrgetter("code"), attrgetter("message")
+
+
+def _span_fields(spans: list) -> dict[str, list]:
+    fields = {name: list(map(get, spans)) for name, get in _FIELD_GETTERS}
+    fields["status_code"] = list(map(_status_code, fields["status"]))
+    return fields
+
+
+def _all_spans_valid(fields: dict[str, list]) -> bool:
+    """The common case, checked with C-speed builtins before any per-span work."""
+    trace_ids, span_ids = fields["trace_id"], fields["span_id"]
+    starts = fields["start_time_unix_nano"]
     return (
         set(map(len, trace_ids)) == {16}
         and set(map(len, span_ids)) == {8}
-        and set(len(s.parent_span_id) for s in spans) <= {0, 8}
+        and set(map(len, fields["parent_span_id"])) <= {0, 8}
         and _ZERO_TRACE_ID not in trace_ids
         and _ZERO_SPAN_ID not in span_ids
-        and all(0 < s.start_time_unix_nano <= s.end_time_unix_nano for s in spans)
-        and max(s.kind for s in spans) <= KIND_CONSUMER
-        and max(s.status.code for s in spans) <= STATUS_ERROR
-        and not any(s.links for s in spans)
+        and 0 not in starts
+        and all(map(le, starts, fields["end_time_unix_nano"]))
+        and max(fields["kind"]) <= KIND_CONSUMER
+        and max(fields["status_code"]) <= STATUS_ERROR
+        and all(_links_valid(links) for links in fields["links"] if links)
     )
 
 
-def _good_spans(spans: list, path: str, known_problems: dict[str, str], rejected: list[str]) -> list:
-    if not known_problems and _all_spans_valid(spans):
-        return spans
+def _links_valid(links) -> bool:
+    return all(len(link.trace_id) == 16 and len(link.span_id) == 8 for link in links)
+
+
+def _good_span_fields(spans: list, path: str, known_problems: dict[str, str], rejected: list[str]) -> dict | None:
+    fields = _span_fields(spans)
+    if not known_problems and _all_spans_valid(fields):
+        return fields
     good = []
     for index, span in enumerate(spans):
         where = f"{path}.spans[{index}]"
@@ -224,7 +269,7 @@ def _good_spans(spans: list, path: str, known_problems: dict[str, str], rejected
             good.append(span)
         else:
             rejected.append(f"{where}: {problem}")
-    return good
+    return _span_fields(good) if good else None
 
 
 # --- columns ------------------------------------------------------------------------------------
@@ -246,47 +291,51 @@ def _link_json(link, fragment_of, tag_of, tags: list[str]) -> str:
     )
 
 
-def _append_spans(columns: SpanColumns, spans: list, resource: tuple, scope: tuple, texts: _KeyValueTexts) -> None:
+def _append_spans(columns: SpanColumns, fields: dict, resource: tuple, scope: tuple, texts: _KeyValueTexts) -> None:
     service, resource_json, resource_tags = resource
     scope_name, scope_version, scope_json, scope_tags = scope
     shared_tags = resource_tags + scope_tags
     fragment_of, tag_of = texts.__getitem__, texts.tags.__getitem__
-    count = len(spans)
+    count = len(fields["trace_id"])
 
-    columns["trace_id"].extend([s.trace_id.hex() for s in spans])
-    columns["span_id"].extend([s.span_id.hex() for s in spans])
-    columns["parent_span_id"].extend([s.parent_span_id.hex() for s in spans])
-    columns["trace_state"].extend([s.trace_state for s in spans])
-    columns["name"].extend([s.name for s in spans])
-    columns["kind"].extend([s.kind for s in spans])
+    columns["trace_id"].extend(map(bytes.hex, fields["trace_id"]))
+    columns["span_id"].extend(map(bytes.hex, fields["span_id"]))
+    columns["parent_span_id"].extend(map(bytes.hex, fields["parent_span_id"]))
+    columns["trace_state"].extend(fields["trace_state"])
+    columns["name"].extend(fields["name"])
+    columns["kind"].extend(fields["kind"])
     columns["service"].extend([service] * count)
-    starts = [s.start_time_unix_nano for s in spans]
-    columns["start_ns"].extend(starts)
-    columns["duration_ns"].extend([s.end_time_unix_nano - start for s, start in zip(spans, starts)])
-    statuses = [s.status for s in spans]
-    columns["status_code"].extend([status.code for status in statuses])
-    columns["status_message"].extend([status.message for status in statuses])
+    columns["start_ns"].extend(fields["start_time_unix_nano"])
+    columns["duration_ns"].extend(map(sub, fields["end_time_unix_nano"], fields["start_time_unix_nano"]))
+    columns["status_code"].extend(fields["status_code"])
+    columns["status_message"].extend(map(_status_message, fields["status"]))
     columns["resource_attributes"].extend([resource_json] * count)
     columns["scope_name"].extend([scope_name] * count)
     columns["scope_version"].extend([scope_version] * count)
     columns["scope_attributes"].extend([scope_json] * count)
 
-    attributes_column, tags_column = columns["attributes"], columns["tags"]
-    events_column, links_column = columns["events"], columns["links"]
-    for span in spans:
-        raw = list(span.attributes)
-        attributes_column.append("{" + ",".join(map(fragment_of, raw)) + "}")
-        tags = list(map(tag_of, raw))
-        tags += shared_tags
-        if span.events:
-            events_column.append("[" + ",".join([_event_json(e, fragment_of, tag_of, tags) for e in span.events]) + "]")
-        else:
-            events_column.append("[]")
-        if span.links:
-            links_column.append("[" + ",".join([_link_json(k, fragment_of, tag_of, tags) for k in span.links]) + "]")
-        else:
-            links_column.append("[]")
-        tags_column.append(tags)
+    # Attributes of all spans at once: one flat list through the caches (C loops), then cut per span.
+    raw_lists = fields["attributes"]
+    counts = list(map(len, raw_lists))
+    flat = list(chain.from_iterable(raw_lists))
+    fragments = iter(list(map(fragment_of, flat)))  # fills the tag cache for misses, so tags after
+    tags_flat = iter(list(map(tag_of, flat)))
+    columns["attributes"].extend(["{" + ",".join(islice(fragments, n)) + "}" for n in counts])
+    tags_column = [list(islice(tags_flat, n)) + shared_tags for n in counts]
+
+    events_column = ["[]"] * count
+    for index, events in enumerate(fields["events"]):
+        if events:
+            tags = tags_column[index]
+            events_column[index] = "[" + ",".join([_event_json(e, fragment_of, tag_of, tags) for e in events]) + "]"
+    links_column = ["[]"] * count
+    for index, links in enumerate(fields["links"]):
+        if links:
+            tags = tags_column[index]
+            links_column[index] = "[" + ",".join([_link_json(k, fragment_of, tag_of, tags) for k in links]) + "]"
+    columns["events"].extend(events_column)
+    columns["links"].extend(links_column)
+    columns["tags"].extend(tags_column)
 
 
 def _resource_part(resource) -> tuple:
@@ -312,9 +361,9 @@ def _decode_request(request, known_problems: dict[str, str]) -> DecodedBatch:
             if not spans:
                 continue
             path = f"resource_spans[{r_index}].scope_spans[{s_index}]"
-            spans = _good_spans(spans, path, known_problems, batch.rejected)
-            if spans:
-                _append_spans(batch.columns, spans, resource, _scope_part(scope_spans.scope), texts)
+            fields = _good_span_fields(spans, path, known_problems, batch.rejected)
+            if fields:
+                _append_spans(batch.columns, fields, resource, _scope_part(scope_spans.scope), texts)
     return batch
 
 
