@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--mode", default="ok", help="ok | fail:CODE | hang")
     args = parser.parse_args()
     web.run_app(build_app(args.name, args.next_service, args.outbound, args.mode), host="127.0.0.1", port=args.port,
-                print=None, access_log=None)
+                print=None, access_log=None, shutdown_timeout=1.0)
 
 
 if __name__ == "__main__":
