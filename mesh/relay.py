@@ -43,7 +43,6 @@ from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
 _DROP_FORWARD = HOP_BY_HOP | trace_context.TRACE_HEADER_NAMES
-_TRACE_HEADERS = trace_context.TRACE_HEADER_NAMES
 _extract = trace_context.extract
 _trace_headers = trace_context.trace_headers
 _new_span_id = trace_context.new_span_id
@@ -166,8 +165,8 @@ class Exchange:
             slash = target.find(b"/", 7)
             authority = target[7:slash] if slash > 0 else target[7:]
             target = target[slash:] if slash > 0 else b"/"
-            if not host:
-                forward.append((b"host", authority))
+            forward = [h for h in forward if h[0] != b"host"]  # the URI's authority wins over Host
+            forward.append((b"host", authority))
         destination = self.destination = stack.resolve_authority(authority)
         if destination is None:
             self.destination_name = authority_name(authority)

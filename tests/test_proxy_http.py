@@ -139,7 +139,9 @@ def test_connect_tunnels_are_refused_with_501(conn):
 def test_absolute_uri_form_names_the_destination(conn):
     response = conn.request("GET", "http://web/headers?x=1", {"Host": "ignored-when-absolute"})
     assert response.status == 200
-    assert json.loads(response.body)["path"] == "/headers?x=1"  # origin-form upstream
+    received = json.loads(response.body)
+    assert received["path"] == "/headers?x=1"  # origin-form upstream
+    assert dict((k.lower(), v) for k, v in received["headers"])["host"] == "web"
 
 
 def test_host_with_port_and_mixed_case_resolve(conn):
