@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -52,6 +53,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ingest allocates millions of short-lived, acyclic lists (tags) and keeps big batches alive in
+    # the spool's memory queue; default GC thresholds would rescan those over and over.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     config = CollectorConfig(
         store_url=args.store,

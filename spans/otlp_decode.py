@@ -151,7 +151,10 @@ class _KeyValueTexts(dict):
         self.key_prefixes: dict[str, str] = {}  # key -> '"key":'
 
     def __missing__(self, raw: bytes) -> str:
-        kv = KeyValue.FromString(raw)
+        try:
+            kv = KeyValue.FromString(raw)
+        except DecodeError as exc:  # the raw-attributes view leaves KeyValue checks to this parse
+            raise PayloadError(f"an attribute is not a valid OTLP KeyValue: {exc}") from None
         key, value = kv.key, kv.value
         kind = value.WhichOneof("value")
         if kind == "string_value":

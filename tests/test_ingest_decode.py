@@ -187,6 +187,13 @@ def test_unparseable_payloads_fail_as_a_whole(decode, body, problem):
         decode(body)
 
 
+def test_an_attribute_that_is_not_a_key_value_fails_the_request_instead_of_crashing():
+    raw = encode_spans(sdk_spans()).SerializeToString()
+    assert b"\x0a\x01s\x12" in raw  # the attribute key "s"; made invalid UTF-8 below
+    with pytest.raises(PayloadError, match="an attribute is not a valid OTLP KeyValue"):
+        decode_otlp_protobuf(raw.replace(b"\x0a\x01s\x12", b"\x0a\x01\xff\x12", 1))
+
+
 def zipkin_traces() -> list[Path]:
     directory = CONFORMANCE / "zipkin-traces"
     return sorted(directory.glob("*.json")) if directory.exists() else []
