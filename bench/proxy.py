@@ -1,6 +1,6 @@
-"""Proxy benchmark: the same HTTP/1.1 load direct, through one proxy, through one hop, and through nginx.
+"""Proxy benchmark: the same load direct, through one proxy, through one hop, and (HTTP) through nginx.
 
-    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000]
+    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000] [--skip http|grpc]
 
 The upstream "app" is nginx answering a fixed 13-byte body (so the app costs as little as possible and
 the proxies are what is measured). Scenarios, each loaded by ``wrk`` (one thread) at saturation and at a
@@ -15,7 +15,10 @@ Spans go to a discarding OTLP/gRPC sink (``--sink`` mode of this script) so the 
 tracing work while the collector's own cost stays out of the figures. CPU per request is the proxy
 processes' utime+stime (from /proc/PID/stat) over the saturated run divided by the requests wrk
 completed; RSS is VmRSS after the runs. Added latency is the scenario's p50/p99 minus direct's.
-Everything listens on 127.0.0.1 free ports; every process is stopped at the end.
+The gRPC unary part runs the same three tracemesh scenarios against a grpcio echo app, loaded by
+``bench/grpc_unary.py`` (a grpc.aio client in its own process: --grpc-concurrency calls in flight, or
+paced to --rate). The proxy CPU is per call. Everything listens on 127.0.0.1 free ports; every process
+is stopped at the end.
 """
 
 from __future__ import annotations
