@@ -11,7 +11,6 @@ import threading
 import time
 
 import grpc
-import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -47,6 +46,8 @@ class NumberedSender:
         self.acked: list[int] = []
         self.refused: list[grpc.StatusCode] = []
         self._stop = threading.Event()
+        self._sending = threading.Event()
+        self._sending.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
@@ -63,6 +64,13 @@ class NumberedSender:
             assert time.monotonic() < deadline, f"only {len(self.acked)} of {count} requests acknowledged"
             time.sleep(0.01)
 
+    def pause(self) -> None:
+        self._sending.clear()
+        time.sleep(0.2)  # let the request in flight finish
+
+    def resume(self) -> None:
+        self._sending.set()
+
     def wait_refused(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.refused:
@@ -74,6 +82,8 @@ class NumberedSender:
             export = channel.unary_unary(EXPORT_METHOD)
             number = 0
             while not self._stop.is_set() and number < 5000:
+                if not self._sending.wait(0.1):
+                    continue
                 try:
                     export(numbered_request(number), timeout=5)
                     self.acked.append(number)
@@ -126,8 +136,10 @@ def test_clickhouse_outage_loses_no_acknowledged_span_and_fills_the_spool_into_b
     try:
         with NumberedSender(collector.grpc_address) as sender:
             sender.wait_acked(5)
+            sender.pause()
             private_clickhouse_server.stop()
             before_outage = len(sender.acked)
+            sender.resume()
             sender.wait_refused()  # the spool reached its limit: RESOURCE_EXHAUSTED, not a silent drop
         assert set(sender.refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert len(sender.acked) > before_outage, "requests kept being acknowledged while ClickHouse was down"
