@@ -125,16 +125,7 @@ class Http1Server(asyncio.Protocol):
                 return
         self.write_buffer = []
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._after_upgrade_request(data[upgrade.args[0] :])
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, HeadTooLarge):
-                self._reject(431, "header_too_large")
-            else:
-                raise
-        except httptools.HttpParserError as exc:
-            self._reject(400, "malformed_request: " + str(exc).lower())
+            self._parse(data)
         finally:
             self.flush()
         if self.head_bytes == 0:  # a head began in this read and is not complete: count all of it
@@ -292,12 +283,23 @@ class Http1Server(asyncio.Protocol):
             self.answering.close_after = True
             self.pause(PAUSE_PIPELINE)
 
-    def _after_upgrade_request(self, rest: bytes) -> None:
-        """llhttp stops at an Upgrade/CONNECT request; the exchange refused the upgrade (see
-        relay.Exchange.start), so parsing goes on as HTTP/1.1 with a fresh parser."""
-        self.parser = httptools.HttpRequestParser(self)
-        if rest and not self.closed:
-            self.parser.feed_data(rest)
+    def _parse(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # llhttp stops after an Upgrade/CONNECT request; the exchange refused the upgrade (see
+            # relay.Exchange.start), so what follows is parsed as HTTP/1.1 again, by a fresh parser.
+            self.parser = httptools.HttpRequestParser(self)
+            rest = data[upgrade.args[0] :]
+            if rest and not self.closed and not self.lingering:
+                self._parse(rest)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self._reject(431, "header_too_large")
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._reject(400, "malformed_request: " + str(exc).lower())
 
 
 class Http1Client(asyncio.Protocol):

@@ -130,6 +130,14 @@ def test_upgrade_is_refused_and_served_as_plain_http(conn):
     assert conn.request("GET", "/stats", {"Host": "web"}).status == 200  # still plain HTTP/1.1
 
 
+def test_requests_pipelined_behind_an_upgrade_request_are_served(conn):
+    conn.send(
+        b"GET /status/201 HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /status/202 HTTP/1.1\r\nHost: web\r\n\r\n"
+    )
+    assert [conn.read_response().status for _ in range(2)] == [201, 202]
+
+
 def test_connect_tunnels_are_refused_with_501(conn):
     response = conn.request("CONNECT", "web:443", {"Host": "web:443"})
     assert response.status == 501
