@@ -17,7 +17,6 @@ position and the problem; only a payload that cannot be parsed at all fails as a
 from __future__ import annotations
 
 import base64
-import threading
 from itertools import chain, islice
 from operator import attrgetter, le, sub
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ ExportTraceServiceResponse = trace_service_pb2.ExportTraceServiceResponse
 
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
-_CACHE_LIMIT = 200_000  # distinct KeyValue encodings remembered per thread
+_CACHE_LIMIT = 200_000  # distinct KeyValue encodings remembered
 
 
 class PayloadError(ValueError):
@@ -173,26 +172,20 @@ class _KeyValueTexts(dict):
         prefix = self.key_prefixes.get(key)
         if prefix is None:
             prefix = self.key_prefixes[key] = orjson.dumps(key).decode() + ":"
+        self.tags[raw] = key + "=" + text  # before the fragment: other threads read tags after it
         fragment = self[raw] = prefix + json_text
-        self.tags[raw] = key + "=" + text
         return fragment
 
-    def trim(self) -> None:
-        if len(self) > _CACHE_LIMIT:
-            self.clear()
-            self.tags.clear()
-            self.key_prefixes.clear()
 
-
-_per_thread = threading.local()
+_shared_texts = _KeyValueTexts()  # shared by all receiver threads: more hits than one per thread
 
 
 def _texts() -> _KeyValueTexts:
-    texts = getattr(_per_thread, "texts", None)
-    if texts is None:
-        texts = _per_thread.texts = _KeyValueTexts()
-    texts.trim()
-    return texts
+    """The cache to use for one request; replaced (never cleared under a reader) when it is full."""
+    global _shared_texts
+    if len(_shared_texts) > _CACHE_LIMIT:
+        _shared_texts = _KeyValueTexts()
+    return _shared_texts
 
 
 # --- validation ---------------------------------------------------------------------------------
