@@ -1,7 +1,8 @@
 """The `tracemesh` command: one entry point, one subcommand per job.
 
 Each package registers its own subcommands (``register(subparsers)``) so this file stays a
-table of contents and never grows the logic of any one of them.
+table of contents. Only the module of the subcommand being run is imported: a sidecar proxy
+must not carry the collector's ClickHouse and aiohttp code in its memory.
 """
 
 from __future__ import annotations
@@ -10,33 +11,31 @@ import argparse
 import importlib
 import sys
 
-# Modules that contribute subcommands, in the order `tracemesh --help` lists them.
-SUBCOMMAND_MODULES = (
-    "collector.cli",
-    "collector.query_cli",
-    "mesh.cli",
-)
+# Subcommand -> the module that registers it, in the order `tracemesh --help` lists them.
+SUBCOMMANDS = {
+    "collector": "collector.cli",
+    "traces": "collector.query_cli",
+    "trace": "collector.query_cli",
+    "proxy": "mesh.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for one subcommand when it is known, else for all of them (for --help)."""
     parser = argparse.ArgumentParser(
         prog="tracemesh",
         description="Tracemesh: sidecar proxies that trace every hop, and the collector that stores and graphs them.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(subparsers)
+    modules = [SUBCOMMANDS[command]] if command in SUBCOMMANDS else SUBCOMMANDS.values()
+    for module_name in dict.fromkeys(modules):
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
