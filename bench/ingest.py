@@ -95,12 +95,13 @@ def make_request(seed: int, now: int) -> bytes:
     return request.SerializeToString()
 
 
-def client(address: str, seeds: list[int], now: int, in_flight: int, ready, results) -> None:
+def client(address: str, seeds: list[int], now: int, in_flight: int, ready, go, results) -> None:
     """Send every request, keeping ``in_flight`` calls open; back-pressure is retried after a pause."""
     requests = [make_request(seed, now) for seed in seeds]  # every request distinct, encoded up front
     with grpc.insecure_channel(address) as channel:
         export = channel.unary_unary(EXPORT_METHOD)
         ready.put(len(requests))
+        go.wait()
         pending = collections.deque()
         for body in requests:
             pending.append((body, export.future(body, timeout=60)))
@@ -131,15 +132,16 @@ def run_collector(store_url: str, workdir: Path, total_requests: int, clients: i
     collector = collector_for(workdir, store_url).start()
     try:
         pid = collector.process.popen.pid
-        ready, results = multiprocessing.Queue(), multiprocessing.Queue()
+        ready, go, results = multiprocessing.Queue(), multiprocessing.Event(), multiprocessing.Queue()
         shares = [list(range(c, total_requests, clients)) for c in range(clients)]
-        processes = [multiprocessing.Process(target=client, args=(collector.grpc_address, share, now, in_flight, ready, results)) for share in shares]
+        processes = [multiprocessing.Process(target=client, args=(collector.grpc_address, share, now, in_flight, ready, go, results)) for share in shares]
         for process in processes:
             process.start()
         for _ in processes:
             ready.get(timeout=300)  # every client encoded its requests
-        cpu_before, started = cpu_seconds(pid), time.perf_counter()
         inserted_before = collector.ready()["inserted_rows"]
+        cpu_before, started = cpu_seconds(pid), time.perf_counter()
+        go.set()
         sent = sum(results.get(timeout=600) for _ in processes)
         acked_at = time.perf_counter()
         collector.wait_inserted(inserted_before + sent, timeout=120)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from collector.app import CollectorConfig, run_collector, split_address
+from collector.store import StoreUnavailable
 
 
 def _address(text: str) -> str:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_collector(config, say=lambda text: print(text, flush=True)))
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, StoreUnavailable) as exc:
         print(f"tracemesh collector: {exc}", file=sys.stderr)
         return 1
     return 0
