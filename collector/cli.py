@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The writer reports an unreachable ClickHouse once; the driver would log a traceback per retry.
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     config = CollectorConfig(
         store_url=args.store,
         spool_dir=args.spool,
