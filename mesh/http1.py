@@ -483,20 +483,24 @@ def close_delimited(head: bytes) -> bool:
 
 
 _HOP_BY_HOP_LINE = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)",
-    re.IGNORECASE,
-)
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)"
+)  # matched against the lower-cased head: much faster than re.IGNORECASE
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
 
 
-def end_to_end_head(head: bytes) -> bytes:
-    """A raw message head without its hop-by-hop header lines (and the ones ``Connection`` names)."""
-    hops = _HOP_BY_HOP_LINE.findall(head)
-    if not hops:
+def end_to_end_head(head: bytes, lower: bytes) -> bytes:
+    """A raw message head without its hop-by-hop header lines (and the ones ``Connection`` names);
+    ``lower`` is ``head.lower()``, which the caller needs too."""
+    kept, start, named = [], 0, []
+    for line in _HOP_BY_HOP_LINE.finditer(lower):
+        kept.append(head[start : line.start()])
+        start = line.end()
+        if line[1] == b"connection" and line[2].strip() not in _PLAIN_CONNECTION:
+            named += [re.escape(token.strip()) for token in line[2].split(b",") if token.strip()]
+    if not start:
         return head
-    head = _HOP_BY_HOP_LINE.sub(b"", head)
-    for name, value in hops:
-        if name.lower() == b"connection" and value.strip().lower() not in _PLAIN_CONNECTION:
-            named = [re.escape(token.strip()) for token in value.split(b",") if token.strip()]
-            head = re.sub(rb"\r\n(?:" + b"|".join(named) + rb")[ \t]*:[^\r\n]*", b"", head, flags=re.IGNORECASE)
+    kept.append(head[start:])
+    head = b"".join(kept)
+    if named:
+        head = re.sub(rb"\r\n(?:" + b"|".join(named) + rb")[ \t]*:[^\r\n]*", b"", head, flags=re.IGNORECASE)
     return head

@@ -308,7 +308,7 @@ class Exchange:
     # response (from upstream) ------------------------------------------------------------------
     def interim_response(self, head: bytes) -> None:
         if self.version == "1.1":
-            self.downstream.write(end_to_end_head(head))
+            self.downstream.write(end_to_end_head(head, head.lower()))
 
     def response_head(self, status: int, head: bytes) -> None:
         """Relay the response head: the upstream's bytes minus hop-by-hop lines, plus our framing."""
@@ -323,8 +323,9 @@ class Exchange:
             self.breaker_failure(_monotonic())
         else:
             self.endpoint.breaker.success()
-        has_length = b"\ncontent-length:" in head.lower()
-        head = end_to_end_head(head)
+        lower = head.lower()
+        has_length = b"\ncontent-length:" in lower
+        head = end_to_end_head(head, lower)
         if head[5:8] != b"1.1":
             head = b"HTTP/1.1" + head[8:]
         extra = b""
