@@ -20,6 +20,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from collector.graph import ServiceGraph
+from collector.graph.api import setup_graph_api
+from collector.graph.prometheus import render_prometheus
 from collector.ingest.intake import Intake
 from collector.ingest.otlp_grpc import start_grpc_server
 from collector.ingest.otlp_http import otlp_http_app
@@ -83,6 +86,14 @@ def ready_handler(intake: Intake, writer: SpoolWriter):
     return ready
 
 
+def metrics_handler(graph: ServiceGraph):
+    async def metrics(request: web.Request) -> web.Response:
+        text = await asyncio.get_running_loop().run_in_executor(None, render_prometheus, graph)
+        return web.Response(text=text, content_type="text/plain", headers={"X-Prometheus-Version": "0.0.4"})
+
+    return metrics
+
+
 async def _serve(app: web.Application, address: str) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -99,12 +110,15 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
         say(f"spool {config.spool_dir}: {spool.record_bytes} bytes left from a previous run; replaying them")
     writer = SpoolWriter(spool, store, config.batch_rows, config.batch_delay, config.retention_days)
     writer.start()
-    intake = Intake(spool)
+    graph = ServiceGraph()
+    intake = Intake(spool, consumers=(graph.consume,))
 
     api_app = web.Application(client_max_size=config.max_request_bytes)
     add_zipkin_routes(api_app, intake)
     api_app.router.add_get("/ready", ready_handler(intake, writer))
+    api_app.router.add_get("/metrics", metrics_handler(graph))
     setup_query_api(api_app, store)
+    setup_graph_api(api_app, graph)
 
     grpc_server = None
     runners: list[web.AppRunner] = []

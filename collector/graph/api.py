@@ -14,7 +14,15 @@ import asyncio
 from aiohttp import web
 
 from collector.graph.service_graph import SECOND_NS, ServiceGraph
-from collector.query_api import BadParameter, check_parameters, json_error, json_response, parse_duration, parse_time
+from collector.query_api import (
+    BadParameter,
+    check_parameters,
+    json_error,
+    json_response,
+    parse_duration,
+    parse_time,
+    single_parameter,
+)
 
 GRAPH_KEY = web.AppKey("service_graph", ServiceGraph)
 
@@ -49,8 +57,8 @@ async def get_edges(request: web.Request) -> web.Response:
     try:
         start_ns, end_ns = time_range(request.query, graph.now_ns())
         step_ns = step(request.query, graph.window_ns, start_ns, end_ns)
-        source = single(request.query, "from")
-        target = single(request.query, "to")
+        source = single_parameter(request.query, "from")
+        target = single_parameter(request.query, "to")
     except BadParameter as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
     answer = await asyncio.get_running_loop().run_in_executor(
@@ -59,17 +67,9 @@ async def get_edges(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
-def single(params, name: str) -> str | None:
-    """A parameter given at most once; an empty value counts as not given."""
-    values = [value for value in params.getall(name, []) if value != ""]
-    if len(values) > 1:
-        raise BadParameter(f"{name}: given {len(values)} times, at most once allowed")
-    return values[0] if values else None
-
-
 def time_range(params, now_ns: int) -> tuple[int, int]:
     """[start, end) in Unix nanoseconds; by default the five minutes up to now."""
-    end_text, start_text = single(params, "end"), single(params, "start")
+    end_text, start_text = single_parameter(params, "end"), single_parameter(params, "start")
     end_ns = now_ns if end_text is None else parse_time("end", end_text)
     start_ns = end_ns - DEFAULT_RANGE_NS if start_text is None else parse_time("start", start_text)
     if start_ns >= end_ns:
@@ -79,7 +79,7 @@ def time_range(params, now_ns: int) -> tuple[int, int]:
 
 def step(params, window_ns: int, start_ns: int, end_ns: int) -> int:
     """The step of a series: a duration (``30s``, ``1m``) or whole seconds, a multiple of the window."""
-    text = single(params, "step")
+    text = single_parameter(params, "step")
     if text is None:
         return window_ns
     step_ns = int(text) * SECOND_NS if text.isascii() and text.isdigit() else parse_duration("step", text)

@@ -1,17 +1,20 @@
-"""What every receiver does between reading a request and answering it: decode, then spool.
+"""What every receiver does between reading a request and answering it: decode, spool, fan out.
 
 Keeping it in one place makes the acknowledgement rule the same for every protocol: spans are
 acknowledged only after ``Spool.append`` returned, and a full spool is refused *before* any
-decoding work, so back-pressure is cheap for the collector and clear for the client.
+decoding work, so back-pressure is cheap for the collector and clear for the client. Once spooled,
+a batch is handed to every consumer (the service graph), which sees each span before any sampling
+of what is stored.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from collector.spool import Spool, SpoolFull
+from spans.model import SpanColumns
 from spans.otlp_decode import DecodedBatch
 
 RETRY_AFTER_S = 1  # what a client refused by back-pressure is told to wait
@@ -25,8 +28,9 @@ class IntakeStats:
 
 
 class Intake:
-    def __init__(self, spool: Spool):
+    def __init__(self, spool: Spool, consumers: Sequence[Callable[[SpanColumns], None]] = ()):
         self.spool = spool
+        self.consumers = tuple(consumers)
         self.stats = IntakeStats()
         self._lock = threading.Lock()
 
@@ -42,6 +46,8 @@ class Intake:
             except SpoolFull:
                 self._refused()
                 raise
+            for consume in self.consumers:
+                consume(batch.columns)
         with self._lock:
             self.stats.accepted_spans += batch.accepted
             self.stats.rejected_spans += len(batch.rejected)
