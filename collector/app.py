@@ -94,6 +94,22 @@ def metrics_handler(graph: ServiceGraph):
     return metrics
 
 
+def build_api_app(
+    intake: Intake, writer: SpoolWriter, store: SpanStore, graph: ServiceGraph, max_request_bytes: int
+) -> web.Application:
+    """The HTTP API port's app: Zipkin ingest, ``/ready``, ``/metrics``, the query and graph APIs.
+
+    Every route it serves is described in collector/openapi.json (a test holds the two together).
+    """
+    app = web.Application(client_max_size=max_request_bytes)
+    add_zipkin_routes(app, intake)
+    app.router.add_get("/ready", ready_handler(intake, writer))
+    app.router.add_get("/metrics", metrics_handler(graph))
+    setup_query_api(app, store)
+    setup_graph_api(app, graph)
+    return app
+
+
 async def _serve(app: web.Application, address: str) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -112,13 +128,7 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
     writer.start()
     graph = ServiceGraph()
     intake = Intake(spool, consumers=(graph.consume,))
-
-    api_app = web.Application(client_max_size=config.max_request_bytes)
-    add_zipkin_routes(api_app, intake)
-    api_app.router.add_get("/ready", ready_handler(intake, writer))
-    api_app.router.add_get("/metrics", metrics_handler(graph))
-    setup_query_api(api_app, store)
-    setup_graph_api(api_app, graph)
+    api_app = build_api_app(intake, writer, store, graph, config.max_request_bytes)
 
     grpc_server = None
     runners: list[web.AppRunner] = []
