@@ -1,14 +1,19 @@
-"""collector/openapi.json is a valid OpenAPI document for exactly the routes the query API serves.
+"""collector/openapi.json is a valid OpenAPI document for exactly the routes the collector's HTTP API
+port serves (the app ``run_collector`` serves, built by the same function).
 
-(That each real response matches the document's schemas is checked on every request in test_query_api.)
+(That real responses match the document's schemas is checked in test_query_api and
+test_collector_api_document.)
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import pytest
 from openapi_spec_validator import validate
 
-from collector.query_api import SEARCH_PARAMETERS, setup_query_api
+from collector.app import build_api_app
+from collector.graph import ServiceGraph
+from collector.graph.api import EDGES_PARAMETERS, GRAPH_PARAMETERS
+from collector.query_api import SEARCH_PARAMETERS
 from tests.support.openapi_responses import openapi_document
 
 
@@ -17,8 +22,8 @@ def test_the_document_is_valid_openapi():
 
 
 def test_the_document_describes_exactly_the_routes_served():
-    app = web.Application()
-    setup_query_api(app, store=None)
+    # Handlers only use intake, writer and store when a request arrives; listing routes needs none.
+    app = build_api_app(intake=None, writer=None, store=None, graph=ServiceGraph(), max_request_bytes=1 << 20)
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -28,6 +33,10 @@ def test_the_document_describes_exactly_the_routes_served():
     assert served == documented
 
 
-def test_the_search_parameters_documented_are_the_ones_accepted():
-    search = openapi_document()["paths"]["/api/v1/traces"]["get"]
-    assert [parameter["name"] for parameter in search["parameters"]] == list(SEARCH_PARAMETERS)
+@pytest.mark.parametrize(
+    "path, accepted",
+    [("/api/v1/traces", SEARCH_PARAMETERS), ("/api/v1/graph", GRAPH_PARAMETERS), ("/api/v1/edges", EDGES_PARAMETERS)],
+)
+def test_the_query_parameters_documented_are_the_ones_accepted(path, accepted):
+    operation = openapi_document()["paths"][path]["get"]
+    assert [parameter["name"] for parameter in operation["parameters"]] == list(accepted)

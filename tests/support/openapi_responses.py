@@ -1,8 +1,9 @@
-"""Checks a real response from the query API against what collector/openapi.json declares for it.
+"""Checks real requests and responses of the collector's HTTP API port against collector/openapi.json.
 
-The document's path templates are matched against the request path; the schema for the answer's
-status code is then applied with a JSON Schema 2020-12 validator (OpenAPI 3.1 schemas are JSON
-Schema), resolving ``#/components/...`` references inside the document.
+The document's path templates are matched against the request path; the schema declared for the
+answer's status code and media type (or the request body's) is then applied with a JSON Schema
+2020-12 validator (OpenAPI 3.1 schemas are JSON Schema), resolving ``#/components/...`` references
+inside the document.
 """
 
 from __future__ import annotations
@@ -31,27 +32,51 @@ def _registry() -> Registry:
     return Registry().with_resource(DOCUMENT_URI, Resource.from_contents(openapi_document(), DRAFT202012))
 
 
-def operation_for(path: str) -> tuple[str, dict]:
-    """The path template and GET operation that ``path`` (decoded, without query) belongs to."""
+def _pointer(*parts: str) -> str:
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _lookup(pointer: str) -> dict:
+    return _registry().resolver(DOCUMENT_URI).lookup(DOCUMENT_URI + "#" + pointer).contents
+
+
+def _validate(pointer: str, instance: object) -> None:
+    Draft202012Validator({"$ref": f"{DOCUMENT_URI}#{pointer}"}, registry=_registry()).validate(instance)
+
+
+def operation_for(method: str, path: str) -> tuple[str, dict]:
+    """The path template and operation that ``method`` on ``path`` (decoded, without query) belongs to."""
     for template, item in openapi_document()["paths"].items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, path):
-            return template, item["get"]
-    raise AssertionError(f"{path} is not in the OpenAPI document")
+        if re.fullmatch(pattern, path) and method.lower() in item:
+            return template, item[method.lower()]
+    raise AssertionError(f"{method} {path} is not in the OpenAPI document")
 
 
-def check_response(url: str, status: int, headers: dict, body: object) -> None:
-    """Raise when the response to GET ``url`` is not what the document declares."""
-    template, operation = operation_for(urllib.parse.urlsplit(url).path)
-    assert str(status) in operation["responses"], f"GET {template} answered {status}, not declared in the document"
-    response = operation["responses"][str(status)]
+def check_request_body(url: str, body: object, method: str = "POST") -> None:
+    """Raise when ``body`` (decoded JSON) is not what the document declares for ``method url``."""
+    template, _ = operation_for(method, urllib.parse.urlsplit(url).path)
+    _validate(_pointer("paths", template, method.lower(), "requestBody", "content", "application/json", "schema"), body)
+
+
+def check_response(url: str, status: int, headers: dict, body: object, method: str = "GET") -> None:
+    """Raise when the response to ``method url`` is not what the document declares.
+
+    ``body`` is the decoded JSON of a JSON answer, else its text (``""`` when empty).
+    """
+    template, operation = operation_for(method, urllib.parse.urlsplit(url).path)
+    name = f"{method} {template}"
+    assert str(status) in operation["responses"], f"{name} answered {status}, not declared in the document"
+    pointer = _pointer("paths", template, method.lower(), "responses", str(status))
+    response = _lookup(pointer)
     if "$ref" in response:
         pointer = response["$ref"].lstrip("#")
-        response = _registry().resolver(DOCUMENT_URI).lookup(DOCUMENT_URI + "#" + pointer).contents
-    else:
-        pointer = "/paths/" + template.replace("~", "~0").replace("/", "~1") + f"/get/responses/{status}"
-    assert headers.get("Content-Type", "").startswith("application/json"), headers
+        response = _lookup(pointer)
     for header in response.get("headers", {}):
-        assert header in headers, f"GET {template} {status} lacks the declared header {header}"
-    schema = {"$ref": f"{DOCUMENT_URI}#{pointer}/content/application~1json/schema"}
-    Draft202012Validator(schema, registry=_registry()).validate(body)
+        assert header in headers, f"{name} {status} lacks the declared header {header}"
+    if "content" not in response:
+        assert body == "", f"{name} {status} declares no body but has {body!r}"
+        return
+    media_type = headers.get("Content-Type", "").partition(";")[0].strip()
+    assert media_type in response["content"], f"{name} {status} answered {media_type!r}, not declared"
+    _validate(pointer + _pointer("content", media_type, "schema"), body)
