@@ -44,7 +44,8 @@ from spans.model import STATUS_ERROR, STATUS_UNSET
 _monotonic = time.monotonic
 _DROP_FORWARD = HOP_BY_HOP | trace_context.TRACE_HEADER_NAMES
 _extract = trace_context.extract
-_trace_headers = trace_context.trace_headers
+_trace_header_lines = trace_context.trace_header_lines
+_new_root = trace_context.new_root
 _new_span_id = trace_context.new_span_id
 _METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
 _HEAD = b"HEAD"
@@ -124,10 +125,13 @@ class Exchange:
         self.started = True
         stack = self.stack
         headers = self.headers
-        ctx = self.ctx = _extract(headers)
+        ctx = _extract(headers)
         if ctx is None:
-            ctx = self.ctx = trace_context.TraceContext(trace_context.new_trace_id(), "", True, "", trace_context.W3C)
-        span_id = self.span_id = _new_span_id()
+            ctx, span_id = _new_root()
+        else:
+            span_id = _new_span_id()
+        self.ctx = ctx
+        self.span_id = span_id
 
         host = b""
         forward = []
@@ -177,8 +181,7 @@ class Exchange:
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in forward:
             parts += (name, b": ", value, b"\r\n")
-        for name, value in _trace_headers(ctx, span_id):
-            parts += (name, b": ", value, b"\r\n")
+        parts.append(_trace_header_lines(ctx, span_id))
         parts.append(b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n")
         self.forward_head = b"".join(parts)
 

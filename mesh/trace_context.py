@@ -44,6 +44,15 @@ def new_span_id() -> str:
     return "%016x" % (_getrandbits(64) or 1)
 
 
+def new_root() -> tuple[TraceContext, str]:
+    """A sampled W3C context starting a new trace at this hop, and this hop's span id, from one random draw."""
+    digits = "%048x" % _getrandbits(192)
+    trace_id, span_id = digits[:32], digits[32:]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        trace_id, span_id = new_trace_id(), new_span_id()
+    return _new_context(TraceContext, (trace_id, "", True, "", W3C)), span_id
+
+
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _B3 = b"b3"
@@ -175,6 +184,13 @@ def trace_headers(ctx: TraceContext, span_id: str) -> list[tuple[bytes, bytes]]:
             out.append((_B3_PARENT_SPAN_ID, ctx.parent_id.encode()))
         out.append((_B3_SAMPLED, flag.encode()))
     return out
+
+
+def trace_header_lines(ctx: TraceContext, span_id: str) -> bytes:
+    """``trace_headers`` as HTTP/1.1 header lines (``name: value\\r\\n`` each)."""
+    if ctx.formats == W3C and not ctx.trace_state:  # the common case: one line, built in one step
+        return f"traceparent: 00-{ctx.trace_id}-{span_id}-0{'1' if ctx.sampled else '0'}\r\n".encode()
+    return b"".join([name + b": " + value + b"\r\n" for name, value in trace_headers(ctx, span_id)])
 
 
 def inject(headers: Sequence[tuple[bytes, bytes]], ctx: TraceContext, span_id: str) -> list[tuple[bytes, bytes]]:

@@ -9,8 +9,11 @@ from mesh.trace_context import (
     TraceContext,
     extract,
     inject,
+    new_root,
     new_span_id,
     new_trace_id,
+    trace_header_lines,
+    trace_headers,
 )
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -175,3 +178,27 @@ def test_generated_ids_are_lowercase_hex_of_the_right_length_and_distinct():
     assert len(trace_ids) == 1000 and len(span_ids) == 1000
     assert all(len(t) == 32 and int(t, 16) and t == t.lower() for t in trace_ids)
     assert all(len(s) == 16 and int(s, 16) and s == s.lower() for s in span_ids)
+
+
+def test_new_root_is_a_sampled_w3c_trace_with_its_own_span_id():
+    roots = [new_root() for _ in range(1000)]
+    assert len({ctx.trace_id for ctx, _ in roots}) == 1000 and len({span for _, span in roots}) == 1000
+    for ctx, span_id in roots:
+        assert (ctx.parent_id, ctx.sampled, ctx.trace_state, ctx.formats) == ("", True, "", W3C)
+        assert len(ctx.trace_id) == 32 and int(ctx.trace_id, 16) and ctx.trace_id == ctx.trace_id.lower()
+        assert len(span_id) == 16 and int(span_id, 16) and span_id == span_id.lower()
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        TraceContext(TRACE, PARENT, True, "", W3C),
+        TraceContext(TRACE, PARENT, False, "", W3C),
+        TraceContext(TRACE, PARENT, True, "vendor=1", W3C),
+        TraceContext(TRACE, PARENT, True, "", W3C | B3_SINGLE | B3_MULTI),
+        TraceContext(TRACE, "", False, "", B3_MULTI),
+    ],
+)
+def test_trace_header_lines_are_the_trace_headers_as_http1_lines(ctx):
+    expected = b"".join(name + b": " + value + b"\r\n" for name, value in trace_headers(ctx, HOP))
+    assert trace_header_lines(ctx, HOP) == expected
