@@ -9,7 +9,9 @@ inside the document.
 from __future__ import annotations
 
 import re
+import urllib.error
 import urllib.parse
+import urllib.request
 from functools import cache
 
 import orjson
@@ -80,3 +82,20 @@ def check_response(url: str, status: int, headers: dict, body: object, method: s
     media_type = headers.get("Content-Type", "").partition(";")[0].strip()
     assert media_type in response["content"], f"{name} {status} answered {media_type!r}, not declared"
     _validate(pointer + _pointer("content", media_type, "schema"), body)
+
+
+def checked_call(url: str, method: str = "GET", body: bytes | None = None, content_type: str = "application/json"):
+    """Send a request and check its answer against the document; HTTP errors are answers here.
+
+    Returns the status, the headers and the body: decoded JSON for a JSON answer, else its text.
+    """
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            status, headers, raw = reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        status, headers, raw = error.code, dict(error.headers), error.read()
+    is_json = headers.get("Content-Type", "").startswith("application/json")
+    decoded = orjson.loads(raw) if is_json else raw.decode()
+    check_response(url, status, headers, decoded, method)
+    return status, headers, decoded
