@@ -1,6 +1,6 @@
 """Proxy benchmark: the same load direct, through one proxy, through one hop, and (HTTP) through nginx.
 
-    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000] [--skip http|grpc]
+    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000] [--skip http|grpc] [--otlp http|grpc]
 
 The upstream "app" is nginx answering a fixed 13-byte body (so the app costs as little as possible and
 the proxies are what is measured). Scenarios, each loaded by ``wrk`` (one thread) at saturation and at a
@@ -11,7 +11,8 @@ paced ~--rate requests/s (a wrk Lua ``delay()`` per connection):
   hop          wrk -> tracemesh outbound proxy -> inbound proxy -> app (Host names the service)
   nginx        wrk -> nginx reverse proxy (keep-alive upstream) -> app
 
-Spans go to a discarding OTLP/gRPC sink (``--sink`` mode of this script) so the proxies do all their
+Spans go to a discarding OTLP sink (``--sink`` mode of this script; OTLP/HTTP by default, the export
+that keeps a proxy within its RSS budget, or OTLP/gRPC with ``--otlp grpc``) so the proxies do all their
 tracing work while the collector's own cost stays out of the figures. CPU per request is the proxy
 processes' utime+stime (from /proc/PID/stat) over the saturated run divided by the requests wrk
 completed; RSS is VmRSS after the runs. Added latency is the scenario's p50/p99 minus direct's.
@@ -148,8 +149,11 @@ def proxy_args(service: str, **flags: str) -> list[str]:
     return args
 
 
-def serve_sink(port: int) -> None:
-    """A discarding OTLP/gRPC trace receiver (what the proxies export to during the benchmark)."""
+def serve_sink(port: int, protocol: str) -> None:
+    """A discarding OTLP trace receiver (what the proxies export to during the benchmark)."""
+    if protocol == "http":
+        serve_http_sink(port)
+        return
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -163,6 +167,32 @@ def serve_sink(port: int) -> None:
     server.start()
     signal.sigwait([signal.SIGTERM, signal.SIGINT])
     server.stop(0)
+
+
+def serve_http_sink(port: int) -> None:
+    import http.server
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # kept-alive connections, as the exporter uses them
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()  # until SIGTERM
+
+
+def start_sink(procs: Processes, name: str) -> str:
+    """Starts the discarding sink; returns the proxies' --collector value for it."""
+    port = free_port()
+    procs.start(name, [sys.executable, str(Path(__file__).resolve()), "--sink", str(port), "--otlp", ARGS.otlp], port)
+    return f"http://127.0.0.1:{port}" if ARGS.otlp == "http" else f"127.0.0.1:{port}"
 
 
 def measure(name: str, pids: list[int], saturated_load, paced_load) -> dict:
@@ -191,13 +221,12 @@ def wrk_scenario(name: str, url: str, pids: list[int], script: Path | None, pace
 
 
 def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
-    app_port, nginx_port, sink_port = free_port(), free_port(), free_port()
+    app_port, nginx_port = free_port(), free_port()
     (workdir / "app.conf").write_text(NGINX_APP.format(dir=workdir, port=app_port))
     (workdir / "nginx.conf").write_text(NGINX_PROXY.format(dir=workdir, port=nginx_port, app_port=app_port))
     app = procs.start("app", ["nginx", "-p", str(workdir), "-c", str(workdir / "app.conf")], app_port)
     nginx = procs.start("nginx", ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")], nginx_port)
-    procs.start("sink", [sys.executable, str(Path(__file__).resolve()), "--sink", str(sink_port)], sink_port)
-    collector = f"127.0.0.1:{sink_port}"
+    collector = start_sink(procs, "sink")
 
     inbound_port, outbound_port = free_port(), free_port()
     hop_inbound_port = free_port()
@@ -255,10 +284,9 @@ def grpc_load(target: str, authority: str | None = None):
 
 def grpc_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
     """gRPC unary: direct, through one proxy, through one hop (grpcio echo app, grpc.aio load client)."""
-    app_port, sink_port = free_port(), free_port()
+    app_port = free_port()
     app = procs.start("grpc-app", [sys.executable, str(BENCH_DIR / "grpc_unary.py"), "serve", str(app_port)], app_port)
-    procs.start("grpc-sink", [sys.executable, str(Path(__file__).resolve()), "--sink", str(sink_port)], sink_port)
-    collector = f"127.0.0.1:{sink_port}"
+    collector = start_sink(procs, "grpc-sink")
     inbound_port, hop_inbound_port, outbound_port = free_port(), free_port(), free_port()
     endpoints = workdir / "grpc-endpoints.yaml"
     endpoints.write_text(f'echo: ["127.0.0.1:{hop_inbound_port}"]\n')
@@ -319,11 +347,13 @@ def main() -> int:
     parser.add_argument("--paced-connections", type=int, default=10, help="connections of the paced load")
     parser.add_argument("--grpc-concurrency", type=int, default=32, help="gRPC calls in flight at saturation")
     parser.add_argument("--skip", choices=("http", "grpc"), action="append", default=[], help="leave a part out")
+    parser.add_argument("--otlp", choices=("http", "grpc"), default="http",
+                        help="how the proxies export spans (default %(default)s)")
     parser.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     global ARGS
     args = ARGS = parser.parse_args()
     if args.sink:
-        serve_sink(args.sink)
+        serve_sink(args.sink, args.otlp)
         return 0
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -331,7 +361,8 @@ def main() -> int:
             return 2
     print("command: python bench/proxy.py " + " ".join(sys.argv[1:]))
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk -t1, {args.connections} connections "
-          f"saturated, {args.paced_connections} paced at ~{args.rate:g} req/s, {args.duration:g}s each")
+          f"saturated, {args.paced_connections} paced at ~{args.rate:g} req/s, {args.duration:g}s each; "
+          f"spans exported over OTLP/{args.otlp.upper()}")
     with tempfile.TemporaryDirectory(prefix="tracemesh-bench-") as tmp:
         workdir = Path(tmp)
         procs = Processes(workdir)
