@@ -1,0 +1,93 @@
+"""Every kind of answer the collector's HTTP API port gives, from a real ``tracemesh collector``, checked
+against collector/openapi.json: Zipkin ingest (py-zipkin's reports against the request schema, then
+202, 400, 413, 415), the graph and edge series, ``/ready``, ``/metrics`` and the document itself.
+
+(The query routes' answers are checked in test_query_api; that the document lists exactly the routes
+served, in test_query_openapi.)
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from py_zipkin import Encoding, Kind
+from py_zipkin.transport import BaseTransportHandler
+from py_zipkin.zipkin import zipkin_span
+
+from collector.query_api import OPENAPI_PATH
+from tests.support.collector import collector_for
+from tests.support.openapi_responses import check_request_body, checked_call
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    running = collector_for(tmp_path_factory.mktemp("collector"), None, "--max-request-bytes", "64k").start()
+    yield running
+    running.stop()
+
+
+class CheckedTransport(BaseTransportHandler):
+    """py-zipkin's reports, checked against the document's request body schema, then posted."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.statuses: list[int] = []
+
+    def get_max_payload_bytes(self) -> None:
+        return None
+
+    def send(self, payload: bytes | str) -> None:
+        check_request_body(self.url, orjson.loads(payload))
+        self.statuses.append(checked_call(self.url, "POST", payload.encode() if isinstance(payload, str) else payload)[0])
+
+
+def test_zipkin_spans_then_the_graph_edges_ready_and_metrics_answers(collector):
+    accepted_before = checked_call(collector.api_url + "/ready")[2]["accepted_spans"]
+    transport = CheckedTransport(collector.api_url + "/api/v2/spans")
+    with zipkin_span(service_name="zk-web", span_name="GET /", transport_handler=transport, sample_rate=100.0,
+                     kind=Kind.SERVER, encoding=Encoding.V2_JSON, binary_annotations={"http.path": "/"}) as root:
+        root.add_annotation("cache miss")
+        with zipkin_span(service_name="zk-web", span_name="query", kind=Kind.CLIENT,
+                         binary_annotations={"db.system": "redis"}):
+            pass
+    assert transport.statuses == [202]
+
+    assert checked_call(collector.api_url + "/ready")[2]["accepted_spans"] == accepted_before + 2
+    graph = checked_call(collector.api_url + "/api/v1/graph")[2]
+    assert {(edge["source"], edge["target"]) for edge in graph["edges"]} == {("user", "zk-web"), ("zk-web", "redis")}
+    series = checked_call(collector.api_url + "/api/v1/edges?from=user&step=30s")[2]
+    assert [(s["source"], s["target"]) for s in series["series"]] == [("user", "zk-web")]
+    metrics = checked_call(collector.api_url + "/metrics")[2]
+    assert 'tracemesh_edge_requests_total{client="user",connection_type="request",server="zk-web"} 1.0' in metrics
+
+
+def test_bad_zipkin_requests_get_the_documented_answers(collector):
+    url = collector.api_url + "/api/v2/spans"
+    good = {"traceId": "ab" * 8, "id": "cd" * 8, "name": "kept", "timestamp": 1_700_000_000_000_000}
+    bad = {"traceId": "zz" * 8, "id": "ef" * 8}
+    answers = [
+        (orjson.dumps([good, bad]), "application/json", 400, "rejected 1: span 1 (id efefefefefefefef)"),
+        (b'{"spans": []}', "application/json", 400, "JSON array of spans"),
+        (b"[]", "application/x-thrift", 415, "only Zipkin v2 JSON"),
+        (b"[" + b" " * MAX_REQUEST_BYTES + b"]", "application/json", 413, "Maximum request body size"),
+    ]
+    for body, content_type, expected_status, expected_text in answers:
+        status, _, text = checked_call(url, "POST", body, content_type)
+        assert status == expected_status and expected_text in text, (status, text)
+
+
+@pytest.mark.parametrize(
+    "path, problem",
+    [("/api/v1/graph?start=yesterday", "start"), ("/api/v1/edges?step=15s", "multiple of the 10s window"),
+     ("/api/v1/edges?since=1", "unknown parameter 'since'")],
+)
+def test_bad_graph_parameters_get_the_documented_400(collector, path, problem):
+    status, _, body = checked_call(collector.api_url + path)
+    assert status == 400 and problem in body["error"]
+
+
+def test_the_document_is_served(collector):
+    status, _, document = checked_call(collector.api_url + "/api/v1/openapi.json")
+    assert status == 200 and document == orjson.loads(OPENAPI_PATH.read_bytes())
