@@ -101,6 +101,20 @@ class ServiceGraph:
                 copy.merge(stats)
             return copies
 
+    def endpoint_stats(self, start_ns: int, end_ns: int) -> dict[tuple[str, str], EdgeStats]:
+        """Per (callee, callee endpoint), the requests of every caller in [start_ns, end_ns) (whole
+        windows) merged: the mesh-wide view of each endpoint that routing weights and scaling hints use."""
+        self.expire()
+        start_ns, end_ns = self._aligned(start_ns, end_ns)
+        merged: dict[tuple[str, str], EdgeStats] = {}
+
+        def add_piece(_, piece: Window) -> None:
+            for ((_, server, _), endpoint), stats in piece.endpoints.items():
+                stats_of(merged, (server, endpoint)).merge(stats)
+
+        self._visit(start_ns, end_ns, end_ns - start_ns, add_piece)
+        return merged
+
     def graph(self, start_ns: int, end_ns: int) -> dict:
         """Nodes and edges active in [start_ns, end_ns), each edge with its metrics and its
         breakdown per callee endpoint and per route."""
