@@ -89,7 +89,8 @@ def checked_call(url: str, method: str = "GET", body: bytes | None = None, conte
 
     Returns the status, the headers and the body: decoded JSON for a JSON answer, else its text.
     """
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    headers = {} if body is None else {"Content-Type": content_type}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:
             status, headers, raw = reply.status, dict(reply.headers), reply.read()
