@@ -8,6 +8,7 @@ is handed over (``transport.set_protocol``) without copying anything but those f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 
@@ -32,10 +33,10 @@ def grpc_relay(stack: Stack):
 class ProtocolSniffer(asyncio.Protocol):
     """The protocol of a connection's first bytes; replaces itself by HTTP/1.1 or HTTP/2."""
 
-    __slots__ = ("stack", "grpc", "connections", "transport", "first")
+    __slots__ = ("new_exchange", "grpc", "connections", "transport", "first")
 
-    def __init__(self, stack: Stack, grpc, connections: set):
-        self.stack = stack
+    def __init__(self, new_exchange, grpc, connections: set):
+        self.new_exchange = new_exchange  # (server, method, target, version, headers, keep_alive, upgrade) -> Exchange
         self.grpc = grpc
         self.connections = connections
         self.transport = None
@@ -63,9 +64,6 @@ class ProtocolSniffer(asyncio.Protocol):
         protocol.connection_made(self.transport)
         protocol.data_received(first)
 
-    def new_exchange(self, server: Http1Server, method, target, version, headers, keep_alive, upgrade) -> Exchange:
-        return Exchange(self.stack, server, method, target, version, headers, keep_alive, upgrade)
-
     def connection_lost(self, exc):
         pass
 
@@ -79,12 +77,13 @@ class Listener:
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Http1Server] = set()
         self.grpc = grpc_relay(stack)
+        self.new_exchange = functools.partial(Exchange, stack)  # no Python frame between parser and exchange
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: ProtocolSniffer(self.stack, self.grpc, self.connections),
+            lambda: ProtocolSniffer(self.new_exchange, self.grpc, self.connections),
             host.strip("[]") or "127.0.0.1",
             int(port),
             family=socket.AF_INET6 if host.startswith("[") else socket.AF_INET,

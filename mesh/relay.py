@@ -52,6 +52,17 @@ _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 _SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+_HOST = frozenset((b"host",))
+
+
+def header_lines(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[bytes]:
+    """The pieces of ``name: value`` lines of the headers not named in ``drop``."""
+    lines = []
+    for name, value in headers:
+        if name not in drop:
+            lines += (name, b": ", value, b"\r\n")
+    return lines
+
 
 class Deadlines:
     """The proxy's request deadlines, checked every ``tick_s``: one sweep for all requests is much
@@ -134,25 +145,24 @@ class Exchange:
         self.span_id = span_id
 
         host = b""
-        forward = []
-        for header in headers:
-            name = header[0]
+        lines = []  # the forwarded header lines, as pieces of the upstream request head
+        for name, value in headers:
             if name in _DROP_FORWARD:
                 if name == b"transfer-encoding":
                     self.chunked = True  # llhttp accepts no coding but a final "chunked"
                     self.request_done = self.message_complete
-                elif name == b"connection" and header[1] not in _SIMPLE_CONNECTION:
+                elif name == b"connection" and value not in _SIMPLE_CONNECTION:
                     self.connection_tokens = connection_tokens(headers)
                 continue
             if name == b"host":
-                host = header[1]
+                host = value
             elif name == b"content-length":
-                self.content_length = length = int(header[1])  # validated by llhttp
+                self.content_length = length = int(value)  # validated by llhttp
                 if length:
                     self.request_done = self.message_complete
-            forward.append(header)
+            lines += (name, b": ", value, b"\r\n")
         if self.connection_tokens:
-            forward = [h for h in forward if h[0] not in self.connection_tokens]
+            lines = header_lines(headers, _DROP_FORWARD | self.connection_tokens)
 
         if self.upgrade:
             # Upgrades (WebSocket, h2c) and CONNECT tunnels are not proxied. A bodiless upgrade request
@@ -169,8 +179,9 @@ class Exchange:
             slash = target.find(b"/", 7)
             authority = target[7:slash] if slash > 0 else target[7:]
             target = target[slash:] if slash > 0 else b"/"
-            forward = [h for h in forward if h[0] != b"host"]  # the URI's authority wins over Host
-            forward.append((b"host", authority))
+            # the URI's authority wins over Host
+            lines = header_lines(headers, _DROP_FORWARD | self.connection_tokens | _HOST)
+            lines += (b"host: ", authority, b"\r\n")
         destination = self.destination = stack.resolve_authority(authority)
         if destination is None:
             self.destination_name = authority_name(authority)
@@ -178,12 +189,12 @@ class Exchange:
             return
         self.destination_name = destination.name
 
-        parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in forward:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(_trace_header_lines(ctx, span_id))
-        parts.append(b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n")
-        self.forward_head = b"".join(parts)
+        self.forward_head = b"".join(
+            (
+                self.method, b" ", target, b" HTTP/1.1\r\n", *lines, _trace_header_lines(ctx, span_id),
+                b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n",
+            )
+        )  # fmt: skip
 
         destination.retry_budget.deposit()
         admission = destination.admission
