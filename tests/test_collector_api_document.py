@@ -39,8 +39,9 @@ class CheckedTransport(BaseTransportHandler):
         return None
 
     def send(self, payload: bytes | str) -> None:
-        check_request_body(self.url, orjson.loads(payload))
-        self.statuses.append(checked_call(self.url, "POST", payload.encode() if isinstance(payload, str) else payload)[0])
+        body = payload.encode() if isinstance(payload, str) else payload
+        check_request_body(self.url, orjson.loads(body))
+        self.statuses.append(checked_call(self.url, "POST", body)[0])
 
 
 def test_zipkin_spans_then_the_graph_edges_ready_and_metrics_answers(collector):
