@@ -20,6 +20,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from collector.control.api import render_control_metrics, setup_hints_api
+from collector.control.hints import HintRules
+from collector.control.plane import ControlPlane
+from collector.control.registry import Registry
+from collector.control.server import start_control_server
 from collector.graph import ServiceGraph
 from collector.graph.api import setup_graph_api
 from collector.graph.prometheus import render_prometheus
@@ -31,6 +36,7 @@ from collector.query_api import setup_query_api
 from collector.spool import Spool
 from collector.store import SpanStore, StoreUnavailable, open_store
 from collector.writer import SpoolWriter
+from ui.serve import setup_ui
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class CollectorConfig:
     otlp_grpc: str = "127.0.0.1:4317"
     otlp_http: str = "127.0.0.1:4318"
     http: str = "127.0.0.1:9411"
+    control: str = "127.0.0.1:4319"
+    latency_target_s: float = 0.25
     spool_max_bytes: int = 1 << 30
     spool_fsync: bool = False
     retention_days: int | None = None
@@ -86,16 +94,24 @@ def ready_handler(intake: Intake, writer: SpoolWriter):
     return ready
 
 
-def metrics_handler(graph: ServiceGraph):
+def metrics_handler(graph: ServiceGraph, plane: ControlPlane | None):
+    def render() -> str:
+        return render_prometheus(graph) + (render_control_metrics(plane) if plane is not None else "")
+
     async def metrics(request: web.Request) -> web.Response:
-        text = await asyncio.get_running_loop().run_in_executor(None, render_prometheus, graph)
+        text = await asyncio.get_running_loop().run_in_executor(None, render)
         return web.Response(text=text, content_type="text/plain", headers={"X-Prometheus-Version": "0.0.4"})
 
     return metrics
 
 
 def build_api_app(
-    intake: Intake, writer: SpoolWriter, store: SpanStore, graph: ServiceGraph, max_request_bytes: int
+    intake: Intake,
+    writer: SpoolWriter,
+    store: SpanStore,
+    graph: ServiceGraph,
+    max_request_bytes: int,
+    plane: ControlPlane | None = None,
 ) -> web.Application:
     """The HTTP API port's app: Zipkin ingest, ``/ready``, ``/metrics``, the query and graph APIs.
 
@@ -104,9 +120,11 @@ def build_api_app(
     app = web.Application(client_max_size=max_request_bytes)
     add_zipkin_routes(app, intake)
     app.router.add_get("/ready", ready_handler(intake, writer))
-    app.router.add_get("/metrics", metrics_handler(graph))
+    app.router.add_get("/metrics", metrics_handler(graph, plane))
     setup_query_api(app, store)
     setup_graph_api(app, graph)
+    if plane is not None:
+        setup_hints_api(app, plane)
     return app
 
 
@@ -128,17 +146,21 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
     writer.start()
     graph = ServiceGraph()
     intake = Intake(spool, consumers=(graph.consume,))
-    api_app = build_api_app(intake, writer, store, graph, config.max_request_bytes)
+    registry = Registry()
+    plane = ControlPlane(graph, registry, hint_rules=HintRules(latency_target_s=config.latency_target_s))
+    api_app = build_api_app(intake, writer, store, graph, config.max_request_bytes, plane)
 
-    grpc_server = None
+    grpc_server = control_server = None
     runners: list[web.AppRunner] = []
     try:
         grpc_server = start_grpc_server(intake, config.otlp_grpc, config.max_request_bytes)
+        plane.start()
+        control_server = start_control_server(plane, registry, config.control, heartbeat_s=registry.lease_s / 4)
         runners.append(await _serve(otlp_http_app(intake, config.max_request_bytes), config.otlp_http))
         runners.append(await _serve(api_app, config.http))
         say(
             f"tracemesh collector: OTLP/gRPC on {config.otlp_grpc}, OTLP/HTTP on http://{config.otlp_http}/v1/traces, "
-            f"Zipkin + query API on http://{config.http} (store {config.store_url}, spool {config.spool_dir})"
+            f"Zipkin + query API on http://{config.http}, control on {config.control} (store {config.store_url}, spool {config.spool_dir})"
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -149,6 +171,9 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=2).wait()
+        plane.stop()
+        if control_server is not None:
+            control_server.stop(grace=0).wait()
         for runner in runners:
             await runner.cleanup()
         await asyncio.to_thread(writer.stop, config.drain_timeout)

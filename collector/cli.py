@@ -30,6 +30,18 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512m or 2g") from None
 
 
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0}
+    unit = "ms" if text.endswith("ms") else "s" if text.endswith("s") else ""
+    try:
+        seconds = float(text[: len(text) - len(unit)]) * units.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 250ms or 1.5s") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: duration must be positive")
+    return seconds
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "collector",
@@ -41,6 +53,8 @@ def register(subparsers) -> None:
     parser.add_argument("--otlp-grpc", type=_address, default="127.0.0.1:4317", metavar="ADDR", help="OTLP/gRPC listen address (default %(default)s)")
     parser.add_argument("--otlp-http", type=_address, default="127.0.0.1:4318", metavar="ADDR", help="OTLP/HTTP listen address (default %(default)s)")
     parser.add_argument("--http", type=_address, default="127.0.0.1:9411", metavar="ADDR", help="query API, Zipkin ingest and UI address (default %(default)s)")
+    parser.add_argument("--control", type=_address, default="127.0.0.1:4319", metavar="ADDR", help="control gRPC address proxies register at and stream mesh state from (default %(default)s)")
+    parser.add_argument("--latency-target", type=_duration, default="250ms", metavar="DURATION", help="p95 latency the autoscaling hints aim for (default %(default)s)")
     parser.add_argument("--store", default=f"chdb://{data_dir / 'data'}", metavar="URL", help="chdb:///dir (embedded, default %(default)s) or clickhouse://user:pass@host:9000/db")
     parser.add_argument("--spool", type=Path, default=data_dir / "spool", metavar="DIR", help="spool directory (default %(default)s)")
     parser.add_argument("--spool-max-bytes", type=_byte_size, default="1g", metavar="SIZE", help="refuse new spans with back-pressure beyond this spool size (default %(default)s)")
@@ -67,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         otlp_grpc=args.otlp_grpc,
         otlp_http=args.otlp_http,
         http=args.http,
+        control=args.control,
+        latency_target_s=args.latency_target,
         spool_max_bytes=args.spool_max_bytes,
         spool_fsync=args.spool_fsync,
         retention_days=args.retention_days,
