@@ -6,6 +6,12 @@ nearly the best of both at O(1) per request (Mitzenmacher; Finagle, linkerd2-pro
 endpoint (failure accrual) is skipped, except for the single probe its breaker lets through after each
 backoff, which is sent as soon as it is due so a recovered endpoint rejoins quickly.
 
+Weights come from the collector's mesh-wide view (``mesh.control_client``). Dividing by a small
+weight alone would starve an endpoint for good once P2C always prefers its peers, so a
+``probe_share`` of picks goes to a uniformly drawn endpoint: a demoted endpoint keeps being measured
+and recovers when it does. ``RoundRobinBalancer`` ignores load and weights: the baseline the
+routing benchmark compares against.
+
 The common case (no endpoint ejected, nothing excluded) touches two endpoints and allocates nothing.
 """
 
@@ -41,6 +47,16 @@ class Endpoint:
         return f"Endpoint({self.address!r})"
 
 
+def _updated(endpoints: list[Endpoint], addresses: Iterable[str], new_endpoint: Callable[[str], Endpoint]) -> list[Endpoint]:
+    """The endpoints for ``addresses``; those that stay keep their load estimate and breaker state."""
+    current = {endpoint.address: endpoint for endpoint in endpoints}
+    updated: list[Endpoint] = []
+    for address in dict.fromkeys(addresses):
+        endpoint = current.get(address)
+        updated.append(new_endpoint(address) if endpoint is None else endpoint)
+    return updated
+
+
 class P2CBalancer:
     def __init__(
         self,
@@ -51,16 +67,12 @@ class P2CBalancer:
         self._new_endpoint = new_endpoint
         self._random = random
         self.endpoints: list[Endpoint] = []
+        self.probe_share = 0.0  # of picks drawn uniformly (set with collector weights)
         self.update(endpoints)
 
     def update(self, addresses: Iterable[str]) -> None:
         """Replace the endpoint set; endpoints that stay keep their load estimate and breaker state."""
-        current = {endpoint.address: endpoint for endpoint in self.endpoints}
-        updated: list[Endpoint] = []
-        for address in dict.fromkeys(addresses):
-            endpoint = current.get(address)
-            updated.append(self._new_endpoint(address) if endpoint is None else endpoint)
-        self.endpoints = updated
+        self.endpoints = _updated(self.endpoints, addresses, self._new_endpoint)
 
     def pick(self, now: float | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """The endpoint for the next request (or retry: ``exclude`` the ones already tried); None if none is usable."""
@@ -76,6 +88,8 @@ class P2CBalancer:
         a, b = self._draw_two(endpoints, count)
         if exclude or a.breaker.ejected or b.breaker.ejected:
             return self._pick_among_usable(now, exclude)
+        if self.probe_share and self._random() < self.probe_share:
+            return a
         return a if a.cost(now) <= b.cost(now) else b
 
     def _pick_among_usable(self, now: float, exclude: Collection[Endpoint]) -> Endpoint | None:
@@ -102,3 +116,29 @@ class P2CBalancer:
         if second >= first:
             second += 1
         return candidates[first], candidates[second]
+
+
+class RoundRobinBalancer:
+    """Each endpoint in turn (skipping excluded and ejected ones, probes aside), blind to load."""
+
+    def __init__(self, endpoints: Iterable[str] = (), new_endpoint: Callable[[str], Endpoint] = Endpoint):
+        self._new_endpoint = new_endpoint
+        self._next = 0
+        self.endpoints: list[Endpoint] = []
+        self.probe_share = 0.0  # unused: round-robin already spreads evenly
+        self.update(endpoints)
+
+    def update(self, addresses: Iterable[str]) -> None:
+        self.endpoints = _updated(self.endpoints, addresses, self._new_endpoint)
+
+    def pick(self, now: float | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+        endpoints = self.endpoints
+        count = len(endpoints)
+        if now is None:
+            now = _monotonic()
+        for _ in range(count):
+            endpoint = endpoints[self._next % count]
+            self._next += 1
+            if endpoint not in exclude and endpoint.breaker.available(now):
+                return endpoint
+        return None

@@ -17,10 +17,16 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from mesh.balance import Endpoint, P2CBalancer
+from mesh.balance import Endpoint, P2CBalancer, RoundRobinBalancer
 from mesh.breaker import FailureAccrual
 from mesh.retry import DEFAULT_GRPC_RETRYABLE, RetryBudget
 from mesh.shed import AdmissionQueue
+
+# Balancer modes: local peak-EWMA P2C, the same combined with the collector's weights, round-robin.
+EWMA = "ewma"
+MESH = "mesh"
+ROUND_ROBIN = "round-robin"
+BALANCERS = (EWMA, MESH, ROUND_ROBIN)
 
 
 class Discovery(Protocol):
@@ -43,6 +49,7 @@ class DestinationPolicy:
     retry_min_per_s: float = 10.0
     failure_threshold: int = 5  # consecutive failures that eject an endpoint; 0 = never eject
     grpc_retryable: frozenset[int] = DEFAULT_GRPC_RETRYABLE
+    balancer: str = EWMA  # one of BALANCERS
 
 
 class Destination:
@@ -52,7 +59,8 @@ class Destination:
         self.name = name
         self.policy = policy
         threshold = policy.failure_threshold
-        self.balancer = P2CBalancer(addresses, new_endpoint=lambda address: Endpoint(address, breaker=FailureAccrual(threshold)))
+        balancer = RoundRobinBalancer if policy.balancer == ROUND_ROBIN else P2CBalancer
+        self.balancer = balancer(addresses, new_endpoint=lambda address: Endpoint(address, breaker=FailureAccrual(threshold)))
         self.retry_budget = RetryBudget(ratio=policy.retry_ratio, min_per_s=policy.retry_min_per_s)
         self.admission = AdmissionQueue(policy.max_in_flight, policy.max_queue, policy.max_queue_wait_s)
 
