@@ -53,6 +53,15 @@ _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 _SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 _HOST = frozenset((b"host",))
+# Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
+_METHOD_ATTRIBUTES = {name: (conv.HTTP_METHOD, name) for name in _METHOD_NAMES.values()}
+_STATUS_ATTRIBUTES = {status: (conv.HTTP_STATUS, status) for status in range(100, 600)}
+_NO_QUEUE = (conv.QUEUE_NS, 0)
+_NO_CONNECT = (conv.CONNECT_NS, 0)
+_REUSED = (conv.CONNECTION_REUSED, True)
+_NOT_REUSED = (conv.CONNECTION_REUSED, False)
+_NO_RETRIES = (conv.RETRIES, 0)
+_NO_RETRY_DELAY = (conv.RETRY_DELAY_NS, 0)
 
 
 def header_lines(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[bytes]:
@@ -515,25 +524,22 @@ class Exchange:
         if ctx.sampled:
             method = _METHOD_NAMES.get(self.method) or self.method.decode("latin-1")
             sent = self.sent_ns
+            queue_ns, connect_ns, retries, retry_delay_ns = self.queue_ns, self.connect_ns, self.retries, self.retry_delay_ns
             attributes = (
-                (conv.HTTP_METHOD, method),
+                *stack.span_attributes(destination, address),
+                _METHOD_ATTRIBUTES.get(method) or (conv.HTTP_METHOD, method),
                 (conv.URL_PATH, self.target.partition(b"?")[0].decode("latin-1")),
-                (conv.SERVER_ADDRESS, destination),
-                (conv.DIRECTION, stack.direction),
-                (conv.QUEUE_NS, self.queue_ns),
-                (conv.CONNECT_NS, self.connect_ns),
-                (conv.CONNECTION_REUSED, self.reused),
+                (conv.QUEUE_NS, queue_ns) if queue_ns else _NO_QUEUE,
+                (conv.CONNECT_NS, connect_ns) if connect_ns else _NO_CONNECT,
+                _REUSED if self.reused else _NOT_REUSED,
                 (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
                 (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
-                (conv.RETRIES, self.retries),
-                (conv.RETRY_DELAY_NS, self.retry_delay_ns),
-                (conv.ENDPOINT, address),
+                (conv.RETRIES, retries) if retries else _NO_RETRIES,
+                (conv.RETRY_DELAY_NS, retry_delay_ns) if retry_delay_ns else _NO_RETRY_DELAY,
                 (conv.ENDPOINT_LOAD, self.endpoint_load),
             )
             if status:
-                attributes += ((conv.HTTP_STATUS, status),)
-            if stack.peer_service:
-                attributes += ((conv.PEER_SERVICE, destination),)
+                attributes += (_STATUS_ATTRIBUTES.get(status) or (conv.HTTP_STATUS, status),)
             if error:
                 attributes += ((conv.PROXY_ERROR, error), (conv.ERROR_TYPE, error))
             elif status >= 500:
