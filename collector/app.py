@@ -149,6 +149,7 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
     registry = Registry()
     plane = ControlPlane(graph, registry, hint_rules=HintRules(latency_target_s=config.latency_target_s))
     api_app = build_api_app(intake, writer, store, graph, config.max_request_bytes, plane)
+    setup_ui(api_app)  # the web UI beside the API it reads (not part of the API document)
 
     grpc_server = control_server = None
     runners: list[web.AppRunner] = []
