@@ -13,8 +13,9 @@ The data path of both directions, read top to bottom:
 
 It is a callback state machine, not a coroutine: a request costs no task, no future and no timer
 (deadlines are swept by ``Deadlines``). Only a new connection, a queued admission and a retry's backoff
-go through the event loop. Every attribute an exchange may never set has a class default, because
-setting thirty slots per request costs more than most of the request's logic.
+go through the event loop. An exchange has ``__slots__``, all set in ``__init__``: on Python 3.11 reading a
+class-level default through an instance is an unspecialised attribute lookup, and slots measured 5% fewer
+instructions per request than class defaults did.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 _SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 _HOST = frozenset((b"host",))
+_NO_TOKENS: frozenset[bytes] = frozenset()
 # Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
 _METHOD_ATTRIBUTES = {name: (conv.HTTP_METHOD, name) for name in _METHOD_NAMES.values()}
 _STATUS_ATTRIBUTES = {status: (conv.HTTP_STATUS, status) for status in range(100, 600)}
@@ -92,39 +94,14 @@ class Deadlines:
 class Exchange:
     """One request/response pair; created by the downstream connection when the request head is in."""
 
-    # What most requests never change (see the module docstring).
-    destination = None
-    destination_name = ""
-    ctx = None
-    span_id = ""
-    forward_head = b""
-    queue_ns = 0
-    deadline = 0.0
-    endpoint = None
-    endpoint_load = 0.0
-    ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
-    tried = ()
-    conn = None
-    connect_ns = 0
-    reused = False
-    sent_ns = 0
-    retries = 0
-    retry_delay_ns = 0
-    body_bytes = 0
-    replayable = True  # self.body still holds the whole body received so far
-    response_started = False
-    status = 0
-    rechunk = False
-    close_after = False
-    response_bytes = 0
-    finished = False
-    admitted = False
-    error = ""
-    started = False
-    content_length = -1
-    chunked = False
-    connection_tokens = frozenset()
-    message_complete = False  # the downstream parser has seen the whole request
+    __slots__ = (
+        "stack", "downstream", "method", "target", "version", "headers", "keep_alive", "upgrade", "start_ns",
+        "t_start", "body", "request_done", "destination", "destination_name", "ctx", "span_id", "forward_head",
+        "queue_ns", "deadline", "endpoint", "endpoint_load", "ewma_t0", "tried", "conn", "connect_ns", "reused",
+        "sent_ns", "retries", "retry_delay_ns", "body_bytes", "replayable", "response_started", "status",
+        "rechunk", "close_after", "response_bytes", "finished", "admitted", "error", "started",
+        "content_length", "chunked", "connection_tokens", "message_complete",
+    )  # fmt: skip
 
     def __init__(self, stack, downstream, method, target, version, headers, keep_alive, upgrade):
         self.stack = stack
@@ -139,6 +116,38 @@ class Exchange:
         self.t_start = perf_counter_ns()
         self.body = []  # request body chunks received and not sent yet, or kept for a replay
         self.request_done = True  # until a body is announced
+        self.destination = None
+        self.destination_name = ""
+        self.ctx = None
+        self.span_id = ""
+        self.forward_head = b""
+        self.queue_ns = 0
+        self.deadline = 0.0
+        self.endpoint = None
+        self.endpoint_load = 0.0
+        self.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+        self.tried = ()
+        self.conn = None
+        self.connect_ns = 0
+        self.reused = False
+        self.sent_ns = 0
+        self.retries = 0
+        self.retry_delay_ns = 0
+        self.body_bytes = 0
+        self.replayable = True  # self.body still holds the whole body received so far
+        self.response_started = False
+        self.status = 0
+        self.rechunk = False
+        self.close_after = False
+        self.response_bytes = 0
+        self.finished = False
+        self.admitted = False
+        self.error = ""
+        self.started = False
+        self.content_length = -1
+        self.chunked = False
+        self.connection_tokens = _NO_TOKENS
+        self.message_complete = False  # the downstream parser has seen the whole request
 
     # start -------------------------------------------------------------------------------------
     def start(self) -> None:
