@@ -75,6 +75,7 @@ class Collector:
     otlp_grpc: str
     otlp_http: str
     http: str
+    control: str
 
     @property
     def api_url(self) -> str:
@@ -130,6 +131,8 @@ def register(subparsers) -> None:
     parser.add_argument("--otlp-http", type=address, default="127.0.0.1:4318", help="collector OTLP/HTTP address")
     parser.add_argument("--http", type=address, default="127.0.0.1:9411",
                         help="collector UI, query API and Zipkin address (default 127.0.0.1:9411)")
+    parser.add_argument("--control", type=address, default="127.0.0.1:4319",
+                        help="collector control address the sidecars register at (default 127.0.0.1:4319)")
     parser.set_defaults(run=run)
 
 
@@ -141,12 +144,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.base_port <= 65535 - PORTS_PER_INSTANCE * instance_count():
         print(f"tracemesh demo: --base-port {args.base_port} leaves no room for the shop's ports", file=sys.stderr)
         return 2
-    collector = Collector(args.otlp_grpc, args.otlp_http, args.http)
+    collector = Collector(args.otlp_grpc, args.otlp_http, args.http, args.control)
     instances = plan_instances(allocate_ports(args.base_port, PORTS_PER_INSTANCE * instance_count()))
     busy = busy_ports(collector, instances)
     if busy:
         print("tracemesh demo: ports in use: " + ", ".join(busy) + ". Is a collector or demo already running? "
-              "Choose others with --base-port / --http / --otlp-grpc / --otlp-http.", file=sys.stderr)
+              "Choose others with --base-port / --http / --otlp-grpc / --otlp-http / --control.", file=sys.stderr)
         return 1
     data_dir = args.data_dir.resolve()
     store = args.store or f"chdb://{data_dir / 'chdb'}"
@@ -199,7 +202,7 @@ def port_free(host: str, port: int) -> bool:
 def all_addresses(collector: Collector, instances: list[Instance]) -> list[tuple[str, str]]:
     """(what, host:port) of every listener the demo opens."""
     found = [("collector OTLP/gRPC", collector.otlp_grpc), ("collector OTLP/HTTP", collector.otlp_http),
-             ("collector HTTP", collector.http)]
+             ("collector HTTP", collector.http), ("collector control", collector.control)]
     for instance in instances:
         for role, port in (("app", instance.app_port), ("inbound", instance.inbound_port),
                            ("outbound", instance.outbound_port), ("admin", instance.admin_port)):
@@ -415,9 +418,9 @@ class Demo:
     def collector_process(self) -> Child:
         c = self.collector
         args = [sys.executable, "-m", "tracemesh", "collector", "--otlp-grpc", c.otlp_grpc, "--otlp-http", c.otlp_http,
-                "--http", c.http, "--store", self.store, "--spool", str(self.data_dir / "spool")]
+                "--http", c.http, "--control", c.control, "--store", self.store, "--spool", str(self.data_dir / "spool")]
         return Child("collector", args, self.logs / "collector.log", lambda: http_ok(f"{c.api_url}/ready"),
-                     f"http://{c.http}  OTLP {c.otlp_grpc} {c.otlp_http}")
+                     f"http://{c.http}  OTLP {c.otlp_grpc} {c.otlp_http}  control {c.control}")
 
     def instance_processes(self, instance: Instance, endpoints: Path) -> list[Child]:
         service = instance.service
@@ -436,7 +439,8 @@ class Demo:
             sys.executable, "-m", "tracemesh", "proxy", "--service", service.name,
             "--inbound", f"127.0.0.1:{instance.inbound_port}", "--app", f"127.0.0.1:{instance.app_port}",
             "--outbound", f"127.0.0.1:{instance.outbound_port}", "--admin", f"127.0.0.1:{instance.admin_port}",
-            "--collector", f"http://{self.collector.otlp_http}", "--endpoints", str(endpoints),
+            "--collector", f"http://{self.collector.otlp_http}", "--control", self.collector.control,
+            "--endpoints", str(endpoints),
         ]
         kind = "py-zipkin" if service.zipkin else "OTel"
         app = Child(instance.name, app_args, self.logs / f"{instance.name}.log",

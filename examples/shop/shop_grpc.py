@@ -28,24 +28,28 @@ def _rpc_attributes(service: str, method: str) -> dict:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
-def _record_grpc_status(span, code: grpc.StatusCode) -> None:
+def _record_grpc_status(span, code: grpc.StatusCode, message: str = "") -> None:
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code != grpc.StatusCode.OK:
-        span.set_status(Status(StatusCode.ERROR, code.name))
+        span.set_status(Status(StatusCode.ERROR, message or code.name))
 
 
 def traced_service(tracer, service: str, methods: dict) -> grpc.GenericRpcHandler:
     def traced(method: str, function):
         async def handle(request: dict, context: grpc.aio.ServicerContext) -> dict:
             metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+            failure = None
             with server_span(tracer, f"{service}/{method}", metadata, _rpc_attributes(service, method)) as span:
                 try:
                     answer = await function(request)
-                except RpcFailure as failure:
-                    _record_grpc_status(span, failure.code)
-                    await context.abort(failure.code, failure.message)
-                _record_grpc_status(span, grpc.StatusCode.OK)
-                return answer
+                except RpcFailure as error:
+                    failure = error
+                    _record_grpc_status(span, error.code, error.message)
+                else:
+                    _record_grpc_status(span, grpc.StatusCode.OK)
+            if failure is not None:  # abort raises: end the span first, with the call's own status
+                await context.abort(failure.code, failure.message)
+            return answer
 
         return grpc.unary_unary_rpc_method_handler(
             handle, request_deserializer=from_json_bytes, response_serializer=json_bytes
@@ -83,7 +87,7 @@ class GrpcOutbound:
             try:
                 answer = await stub(request, metadata=tuple(metadata.items()), timeout=timeout_s)
             except grpc.aio.AioRpcError as error:
-                _record_grpc_status(span, error.code())
+                _record_grpc_status(span, error.code(), error.details() or "")
                 raise
             _record_grpc_status(span, grpc.StatusCode.OK)
             return answer

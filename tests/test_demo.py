@@ -1,0 +1,142 @@
+"""``tracemesh demo`` end to end: the whole shop starts, its traffic fills the service graph and the
+trace store, and Ctrl-C (SIGINT) leaves no process and no listening port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.processes import free_port, tracemesh_command
+from tracemesh.demo import PORTS_PER_INSTANCE, instance_count, port_free
+
+EXPECTED_EDGES = {
+    ("user", "frontend"),
+    ("frontend", "catalog"),
+    ("frontend", "cart"),
+    ("frontend", "checkout"),
+    ("cart", "sqlite"),
+    ("checkout", "cart"),
+    ("checkout", "payments"),
+    ("checkout", "shipping"),
+}
+# the demo itself: collector, an app and a sidecar per instance, the traffic generator
+EXPECTED_CHILDREN = 1 + 2 * instance_count() + 1
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(port_free("127.0.0.1", port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return json.load(reply)
+
+
+def wait_for(what: str, probe, timeout: float, demo: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        assert demo.poll() is None, f"the demo exited ({demo.returncode}) before {what}:\n{log.read_text()}"
+        try:
+            last = probe()
+        except OSError as error:
+            last = error
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} after {timeout}s (last: {last!r}):\n{log.read_text()[-4000:]}")
+
+
+def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
+    api, otlp_grpc, otlp_http, control = (free_port() for _ in range(4))
+    base = free_port_range(PORTS_PER_INSTANCE * instance_count())
+    ports = [api, otlp_grpc, otlp_http, control, *range(base, base + PORTS_PER_INSTANCE * instance_count())]
+    log = tmp_path / "demo.out"
+    started = time.monotonic()
+    with open(log, "wb") as output:
+        demo = subprocess.Popen(
+            tracemesh_command(
+                "demo", "--duration", "20", "--rps", "20", "--data-dir", str(tmp_path / "demo"),
+                "--base-port", str(base), "--http", f"127.0.0.1:{api}", "--otlp-grpc", f"127.0.0.1:{otlp_grpc}",
+                "--otlp-http", f"127.0.0.1:{otlp_http}", "--control", f"127.0.0.1:{control}",
+            ),
+            stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+    try:
+        wait_for("start-up", lambda: "Tracemesh demo running" in log.read_text(), 45, demo, log)
+        startup_s = time.monotonic() - started
+        children = children_of(demo.pid)
+        assert len(children) == EXPECTED_CHILDREN, log.read_text()
+
+        api_url = f"http://127.0.0.1:{api}"
+
+        def graph_complete():
+            graph = get_json(f"{api_url}/api/v1/graph")
+            edges = {(edge["source"], edge["target"]): edge for edge in graph["edges"]}
+            return graph if EXPECTED_EDGES <= edges.keys() else None
+
+        graph = wait_for("service graph with every edge", graph_complete, 20, demo, log)
+        edges = {(edge["source"], edge["target"]): edge for edge in graph["edges"]}
+        assert edges[("cart", "sqlite")]["connectionType"] == "database"
+        assert {node["name"]: node["kind"] for node in graph["nodes"]}["sqlite"] == "database"
+        assert len(edges[("frontend", "catalog")]["endpoints"]) == 3  # the three catalog instances
+
+        # A checkout's trace spans five services, OpenTelemetry and py-zipkin spans alike (the newest
+        # traces may still miss the spans of services that have not exported them yet).
+        checkout_services = {"frontend", "checkout", "cart", "payments", "shipping"}
+
+        def whole_checkout_trace():
+            found = get_json(f"{api_url}/api/v1/traces?service=shipping&limit=20")["traces"]
+            return next((trace for trace in found if checkout_services <= set(trace["services"])), None)
+
+        trace = wait_for("a checkout trace through five services", whole_checkout_trace, 15, demo, log)
+        scopes = {(span["service"], span["scope"]["name"]) for span in trace["spans"]}
+        assert ("payments", "shop.payments") in scopes and ("payments", "tracemesh-proxy") in scopes, scopes
+        shipping_names = {span["name"] for span in trace["spans"] if span["service"] == "shipping"}
+        assert {"GET /quote", "POST /shipments"} <= shipping_names, shipping_names  # py-zipkin's spans
+        frontend_traces = get_json(f"{api_url}/api/v1/traces?service=frontend&limit=50")["traces"]
+        assert any(len(found["services"]) >= 3 for found in frontend_traces)
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=40) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = log.read_text()
+    assert f"stopped {EXPECTED_CHILDREN} processes" in output and "still in use" not in output, output
+    assert not [pid for pid in children if group_alive(pid)]
+    assert [port for port in ports if not port_free("127.0.0.1", port)] == []
+    print(f"demo started in {startup_s:.1f}s; whole test {time.monotonic() - started:.1f}s")
