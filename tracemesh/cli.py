@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "traces": "collector.query_cli",
     "trace": "collector.query_cli",
     "proxy": "mesh.cli",
+    "demo": "tracemesh.demo",
 }
 
 
