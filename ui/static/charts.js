@@ -13,7 +13,11 @@ function niceTicks(low, high, count) {
   const power = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * power).find((candidate) => candidate >= raw);
   const ticks = [];
-  for (let value = Math.ceil(low / step) * step; value <= high + step * 1e-9; value += step) ticks.push(value);
+  let value = Math.ceil(low / step - 1e-9) * step;
+  do {
+    ticks.push(value);
+    value += step;
+  } while (ticks[ticks.length - 1] < high - step * 1e-9);
   return ticks;
 }
 
@@ -65,6 +69,10 @@ export function lineChart({ title, series, yFormat, xDomain }) {
       pen = "L";
     }
     if (path) parts.push(svg("path", { d: path, class: `line ${one.cssClass}` }));
+    // Dots too: a step with data between two empty ones would otherwise draw nothing.
+    for (const point of one.points) {
+      if (point.v !== null) parts.push(svg("circle", { cx: xScale(point.t).toFixed(1), cy: yScale(point.v).toFixed(1), r: 1.8, class: `dot ${one.cssClass}` }));
+    }
     const legendX = W - PAD.right - (series.length - index) * 80;
     parts.push(svg("text", { x: legendX, y: 14, class: `legend ${one.cssClass}`, text: one.name }));
   });

@@ -58,7 +58,7 @@ export function formatRate(rps) {
 
 export function formatPercent(fraction) {
   const pct = fraction * 100;
-  return pct === 100 || pct === 0 ? `${pct}%` : `${pct.toFixed(pct > 99 || pct < 1 ? 2 : 1)}%`;
+  return `${Number(pct.toFixed(pct > 99 || pct < 1 ? 2 : 1))}%`;
 }
 
 /** Local wall-clock time of a Unix-nanosecond decimal string or a millisecond number. */

@@ -136,9 +136,9 @@ function drawGraph(canvas, graph, state, select) {
       onclick: () => select({ node: node.name }),
     }, [
       nodeShape(node.kind),
-      svg("text", { x: NODE_W / 2, y: 22, "text-anchor": "middle", class: "name", text: shorten(node.name, 24) }),
+      svg("text", { x: NODE_W / 2, y: node.kind === "database" ? 27 : 22, "text-anchor": "middle", class: "name", text: shorten(node.name, 24) }),
       svg("text", {
-        x: NODE_W / 2, y: 39, "text-anchor": "middle", class: "kind",
+        x: NODE_W / 2, y: node.kind === "database" ? 42 : 39, "text-anchor": "middle", class: "kind",
         text: node.inbound.requests ? `${node.kind} · in ${formatRate(node.inbound.rps)}` : node.kind,
       }),
       svg("title", { text: `${node.name} (${node.kind})` }),

@@ -84,8 +84,14 @@ function spanRow(node, total) {
   }
   const notes = [formatNs(node.duration)];
   if (retries) notes.push(`↻${retries}`);
-  const note = el("span", { class: "bar-note", style: { left: percent(node.end, total) }, text: notes.join(" ") });
-  if (node.end / total > 0.8) Object.assign(note.style, { left: "auto", right: percent(total - node.start, total) });
+  // The note goes after the bar, else before it, else (a bar spanning the row) inside its end.
+  const note = el("span", { class: "bar-note", text: notes.join(" ") });
+  if (node.end / total <= 0.8) note.style.left = percent(node.end, total);
+  else if (node.start / total >= 0.2) note.style.right = percent(total - node.start, total);
+  else {
+    note.style.right = percent(total - node.end, total);
+    note.classList.add("inside");
+  }
   timeline.append(note);
   if (node.skew || node.clamped) {
     timeline.append(el("span", {
