@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from mesh.destination import DestinationPolicy, parse_duration, parse_timeouts
+from mesh.destination import BALANCERS, EWMA, MESH, DestinationPolicy, parse_duration, parse_timeouts
 from mesh.proxy import ProxyConfig, run
 
 EPILOG = """\
@@ -69,6 +69,14 @@ def register(subparsers) -> None:
     parser.add_argument("--collector", type=address, help="OTLP/gRPC address of the collector (no export if omitted)")
     parser.add_argument("--admin", type=address, default="127.0.0.1:9990", help="admin server: /metrics /ready /live (default %(default)s)")
     parser.add_argument("--endpoints", metavar="FILE", help="TOML or YAML file: service -> list of host:port; watched")
+    parser.add_argument("--control", type=address, metavar="ADDR",
+                        help="the collector's control address (e.g. 127.0.0.1:4319): register this instance, get "
+                             "endpoints, routing weights and scaling hints from it (the endpoints file, if any, "
+                             "covers services it does not know)")
+    parser.add_argument("--zone", default="", help="locality label sent with the registration")
+    parser.add_argument("--balancer", choices=BALANCERS,
+                        help="ewma: power of two choices on local peak-EWMA load; mesh: the same combined with the "
+                             "collector's weights; round-robin: blind rotation (default: mesh with --control, else ewma)")
     parser.add_argument("--route", type=route, action="append", default=[], metavar="ADDR=SERVICE",
                         help="an extra outbound listener bound to one service (repeatable)")
     parser.add_argument("--timeout", action="append", default=[], metavar="[SERVICE=]DURATION",
@@ -100,6 +108,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         max_queue=args.max_queue,
         max_queue_wait_s=args.max_queue_wait,
+        balancer=args.balancer or (MESH if args.control else EWMA),
     )
     try:
         policy, overrides = parse_timeouts(args.timeout, base)
@@ -114,6 +123,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         collector=args.collector,
         admin=args.admin,
         endpoints=args.endpoints,
+        control=args.control,
+        zone=args.zone,
         routes=args.route,
         policy=policy,
         overrides=overrides,

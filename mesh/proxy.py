@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 import uvloop
 
 from mesh.admin import AdminServer
+from mesh.control_client import ControlClient
 from mesh.destination import DestinationPolicy, Destinations
 from mesh.discovery import EndpointsFile
 from mesh.export import OtlpExporter, SpanRecorder, proxy_resource
@@ -38,6 +41,8 @@ class ProxyConfig:
     collector: str | None
     admin: str | None
     endpoints: str | None = None
+    control: str | None = None  # the collector's control address: registration, endpoints, weights
+    zone: str = ""
     routes: list[tuple[str, str]] = field(default_factory=list)  # (listen address, service)
     policy: DestinationPolicy = DestinationPolicy()
     overrides: dict[str, DestinationPolicy] = field(default_factory=dict)
@@ -63,13 +68,20 @@ class NoEndpoints:
 class Proxy:
     def __init__(self, config: ProxyConfig):
         self.config = config
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}"
         self.recorder = SpanRecorder(config.span_buffer)
-        self.exporter = (
-            OtlpExporter(self.recorder, config.collector, proxy_resource(config.service)) if config.collector else None
-        )
+        resource = proxy_resource(config.service, self.instance_id)
+        self.exporter = OtlpExporter(self.recorder, config.collector, resource) if config.collector else None
         self.metrics = ProxyMetrics()
         self.metrics.track_span_export(self.recorder, self.exporter)
-        self.discovery = EndpointsFile(config.endpoints) if config.endpoints else NoEndpoints()
+        self.endpoints_file = EndpointsFile(config.endpoints) if config.endpoints else None
+        fallback = self.endpoints_file or NoEndpoints()
+        self.control = (
+            ControlClient(config.control, config.service, self.instance_id, config.inbound or "", config.zone, fallback)
+            if config.control
+            else None
+        )
+        self.discovery = self.control or fallback
         self.destinations = Destinations(self.discovery, config.policy, config.overrides)
         self.pools = Pools(config.policy.connect_timeout_s)
         self.deadlines = Deadlines()
@@ -90,9 +102,12 @@ class Proxy:
 
     async def start(self) -> None:
         c = self.config
-        if isinstance(self.discovery, EndpointsFile):
-            await self.discovery.load()
-            self._tasks.append(asyncio.create_task(self.discovery.run()))
+        if self.endpoints_file is not None:
+            await self.endpoints_file.load()
+            self._tasks.append(asyncio.create_task(self.endpoints_file.run()))
+        if self.control is not None:
+            self.control.start(self.destinations)
+            self._tasks.append(asyncio.create_task(self.control.run()))
         self._tasks.append(asyncio.create_task(self.pools.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.deadlines.run()))
         if self.exporter is not None:
@@ -137,6 +152,8 @@ class Proxy:
         for task in self._tasks:
             task.cancel()
         self.pools.close()
+        if self.control is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.control.stop)
         if self.exporter is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.exporter.stop, 2.0)
         await self.admin.stop()
