@@ -182,3 +182,14 @@ def test_span_data_is_shown_as_text_never_as_markup(collector, browser_page: Bro
     assert page.locator("img[src='x'], script:not([src])").count() == 0
     browser_page.screenshot("escaped")
     # browser_page asserts at teardown that no dialog opened and no script error happened.
+
+
+def test_the_hints_page_lists_services_with_their_replicas(collector, browser_page: BrowserPage):
+    page = browser_page.page
+    page.goto(collector.api_url + "/#/hints")
+    catalog = page.locator('#hints tr[data-service="catalog"]')
+    expect(catalog).to_be_visible()
+    hint = next(hint for hint in collector.get_json("/api/v1/hints")["services"] if hint["service"] == "catalog")
+    expect(catalog.locator("td").nth(1)).to_have_text(str(hint["currentReplicas"]))
+    expect(catalog.locator("td.reason")).to_have_text(hint["reason"])
+    browser_page.screenshot("hints")

@@ -31,4 +31,5 @@ export const api = {
   trace: (traceId) => getJson(`/api/v1/traces/${encodeURIComponent(traceId)}`),
   graph: (params) => getJson("/api/v1/graph", params),
   edges: (params) => getJson("/api/v1/edges", params),
+  hints: () => getJson("/api/v1/hints").then((body) => body.services),
 };

@@ -3,9 +3,11 @@
 //   #/graph?range=5m&node=x | &from=a&to=b     the live service graph
 //   #/search?service=...&tag=k=v...             trace search
 //   #/trace/<traceId>                           one trace's waterfall
+//   #/hints                                     the control plane's scaling hints
 
 import { el } from "./dom.js";
 import { graphPage } from "./graph-page.js";
+import { hintsPage } from "./hints-page.js";
 import { searchPage } from "./search-page.js";
 import { tracePage } from "./trace-page.js";
 
@@ -27,6 +29,9 @@ function route() {
   } else if (section === "search") {
     searchPage(main, params);
     document.title = "Trace search · Tracemesh";
+  } else if (section === "hints") {
+    stopCurrent = hintsPage(main);
+    document.title = "Scaling hints · Tracemesh";
   } else {
     stopCurrent = graphPage(main, params);
     document.title = "Service graph · Tracemesh";

@@ -3,8 +3,8 @@
 
 import { svg, formatTime } from "./dom.js";
 
-const W = 520;
-const H = 180;
+const LINE_SIZE = { W: 520, H: 180 };
+const SCATTER_SIZE = { W: 960, H: 240 };
 const PAD = { left: 58, right: 12, top: 22, bottom: 26 };
 
 function niceTicks(low, high, count) {
@@ -25,7 +25,7 @@ function clock(ms) {
   return formatTime(ms).slice(11, 19);
 }
 
-function frame(title, xScale, yScale, xDomain, yTicks, yFormat) {
+function frame({ W, H }, title, xScale, yScale, xDomain, yTicks, yFormat) {
   const parts = [svg("text", { x: PAD.left, y: 14, class: "chart-title", text: title })];
   for (const tick of yTicks) {
     const y = yScale(tick);
@@ -41,7 +41,7 @@ function frame(title, xScale, yScale, xDomain, yTicks, yFormat) {
   return parts;
 }
 
-function scales(xDomain, yMax) {
+function scales({ W, H }, xDomain, yMax) {
   const [x0, x1] = xDomain[1] > xDomain[0] ? xDomain : [xDomain[0] - 1, xDomain[0] + 1];
   const xScale = (t) => PAD.left + ((t - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
   const yScale = (v) => H - PAD.bottom - (v / yMax) * (H - PAD.top - PAD.bottom);
@@ -55,8 +55,9 @@ function scales(xDomain, yMax) {
 export function lineChart({ title, series, yFormat, xDomain }) {
   const values = series.flatMap((one) => one.points.map((point) => point.v)).filter((v) => v !== null);
   const ticks = niceTicks(0, Math.max(0, ...values) || 1, 3);
-  const { xScale, yScale } = scales(xDomain, ticks[ticks.length - 1]);
-  const parts = frame(title, xScale, yScale, xDomain, ticks, yFormat);
+  const size = LINE_SIZE;
+  const { xScale, yScale } = scales(size, xDomain, ticks[ticks.length - 1]);
+  const parts = frame(size, title, xScale, yScale, xDomain, ticks, yFormat);
   series.forEach((one, index) => {
     let path = "";
     let pen = "M";
@@ -73,10 +74,10 @@ export function lineChart({ title, series, yFormat, xDomain }) {
     for (const point of one.points) {
       if (point.v !== null) parts.push(svg("circle", { cx: xScale(point.t).toFixed(1), cy: yScale(point.v).toFixed(1), r: 1.8, class: `dot ${one.cssClass}` }));
     }
-    const legendX = W - PAD.right - (series.length - index) * 80;
+    const legendX = size.W - PAD.right - (series.length - index) * 80;
     parts.push(svg("text", { x: legendX, y: 14, class: `legend ${one.cssClass}`, text: one.name }));
   });
-  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title }, parts);
+  return svg("svg", { viewBox: `0 0 ${size.W} ${size.H}`, class: "chart", role: "img", "aria-label": title }, parts);
 }
 
 /**
@@ -90,8 +91,9 @@ export function scatterPlot({ title, points, yFormat }) {
   xDomain[0] -= pad;
   xDomain[1] += pad;
   const ticks = niceTicks(0, Math.max(1, ...points.map((point) => point.v)) * 1.05, 4);
-  const { xScale, yScale } = scales(xDomain, ticks[ticks.length - 1]);
-  const parts = frame(title, xScale, yScale, xDomain, ticks, yFormat);
+  const size = SCATTER_SIZE;
+  const { xScale, yScale } = scales(size, xDomain, ticks[ticks.length - 1]);
+  const parts = frame(size, title, xScale, yScale, xDomain, ticks, yFormat);
   for (const point of points) {
     parts.push(svg("a", { href: point.href, class: "point-link" }, [
       svg("circle", {
@@ -102,5 +104,5 @@ export function scatterPlot({ title, points, yFormat }) {
       }, [svg("title", { text: point.label })]),
     ]));
   }
-  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart scatter", role: "img", "aria-label": title }, parts);
+  return svg("svg", { viewBox: `0 0 ${size.W} ${size.H}`, class: "chart scatter", role: "img", "aria-label": title }, parts);
 }
