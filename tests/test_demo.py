@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -79,28 +80,34 @@ def wait_for(what: str, probe, timeout: float, demo: subprocess.Popen, log: Path
     raise AssertionError(f"no {what} after {timeout}s (last: {last!r}):\n{log.read_text()[-4000:]}")
 
 
-def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
+def start_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, list[int]]:
+    """A demo on free ports: (process, its output file, every port it listens on)."""
     api, otlp_grpc, otlp_http, control = (free_port() for _ in range(4))
-    base = free_port_range(PORTS_PER_INSTANCE * instance_count())
-    ports = [api, otlp_grpc, otlp_http, control, *range(base, base + PORTS_PER_INSTANCE * instance_count())]
+    count = PORTS_PER_INSTANCE * instance_count()
+    base = free_port_range(count)
     log = tmp_path / "demo.out"
-    started = time.monotonic()
     with open(log, "wb") as output:
         demo = subprocess.Popen(
             tracemesh_command(
-                "demo", "--duration", "20", "--rps", "20", "--data-dir", str(tmp_path / "demo"),
-                "--base-port", str(base), "--http", f"127.0.0.1:{api}", "--otlp-grpc", f"127.0.0.1:{otlp_grpc}",
-                "--otlp-http", f"127.0.0.1:{otlp_http}", "--control", f"127.0.0.1:{control}",
+                "demo", "--data-dir", str(tmp_path / "demo"), "--base-port", str(base),
+                "--http", f"127.0.0.1:{api}", "--otlp-grpc", f"127.0.0.1:{otlp_grpc}",
+                "--otlp-http", f"127.0.0.1:{otlp_http}", "--control", f"127.0.0.1:{control}", *extra,
             ),
             stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path,
         )
+    return demo, log, [api, otlp_grpc, otlp_http, control, *range(base, base + count)]
+
+
+def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
+    started = time.monotonic()
+    demo, log, ports = start_demo(tmp_path, "--duration", "20", "--rps", "20")
     try:
         wait_for("start-up", lambda: "Tracemesh demo running" in log.read_text(), 45, demo, log)
         startup_s = time.monotonic() - started
         children = children_of(demo.pid)
         assert len(children) == EXPECTED_CHILDREN, log.read_text()
 
-        api_url = f"http://127.0.0.1:{api}"
+        api_url = f"http://127.0.0.1:{ports[0]}"
 
         def graph_complete():
             graph = get_json(f"{api_url}/api/v1/graph")
@@ -136,7 +143,40 @@ def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
             demo.kill()
             demo.wait()
     output = log.read_text()
-    assert f"stopped {EXPECTED_CHILDREN} processes" in output and "still in use" not in output, output
+    assert f"stopped {EXPECTED_CHILDREN} processes in " in output and "still in use" not in output, output
     assert not [pid for pid in children if group_alive(pid)]
     assert [port for port in ports if not port_free("127.0.0.1", port)] == []
     print(f"demo started in {startup_s:.1f}s; whole test {time.monotonic() - started:.1f}s")
+
+
+def test_demo_killed_outright_takes_its_processes_along(tmp_path):
+    """Even a kill -9 of the demo (no chance to clean up) leaves no process behind: each child gets
+    SIGTERM when its parent dies."""
+    demo, log, ports = start_demo(tmp_path, "--rps", "5")
+    try:
+        wait_for("start-up", lambda: "Tracemesh demo running" in log.read_text(), 45, demo, log)
+        children = children_of(demo.pid)
+        assert len(children) == EXPECTED_CHILDREN
+    finally:
+        demo.kill()
+        demo.wait()
+    deadline = time.monotonic() + 30
+    while [pid for pid in children if group_alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in children if group_alive(pid)] == []
+    assert [port for port in ports if not port_free("127.0.0.1", port)] == []
+
+
+def test_demo_refuses_ports_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            tracemesh_command("demo", "--data-dir", str(tmp_path / "demo"), "--http", f"127.0.0.1:{port}",
+                              "--base-port", "0"),
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} (collector HTTP)" in result.stderr
+    assert not (tmp_path / "demo").exists()  # refused before starting anything

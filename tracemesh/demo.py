@@ -23,6 +23,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from mesh.destination import parse_duration
 
@@ -39,14 +40,16 @@ class Service:
     name: str
     script: str
     instances: int = 1
+    calls_out: bool = False  # calls other services (through its sidecar's outbound listener)
+    database: str = ""  # SQLite file in the data directory
     zipkin: bool = False  # instrumented with py-zipkin (spans to the Zipkin endpoint), else OpenTelemetry
 
 
 SHOP = (
-    Service("frontend", "frontend.py"),
+    Service("frontend", "frontend.py", calls_out=True),
     Service("catalog", "catalog.py", instances=3),
-    Service("cart", "cart.py"),
-    Service("checkout", "checkout.py"),
+    Service("cart", "cart.py", database="carts.db"),
+    Service("checkout", "checkout.py", calls_out=True),
     Service("payments", "payments.py"),
     Service("shipping", "shipping.py", zipkin=True),
 )
@@ -234,7 +237,7 @@ class Child:
     name: str
     args: list[str]
     log_path: Path
-    ready_check: object = None  # callable() -> bool, None = ready once started
+    ready_check: Callable[[], bool] | None = None  # None = ready once started
     describe: str = ""
     inherit_output: bool = False
     popen: subprocess.Popen | None = field(default=None, repr=False)
@@ -379,6 +382,7 @@ class Demo:
 
     def stop_all(self) -> None:
         """Shoppers first, then the shop (apps flush their spans, sidecars drain), the collector last."""
+        began = time.monotonic()
         stages = [("traffic", [self.traffic] if self.traffic else [], 5.0),
                   ("shop", self.shop, SHOP_GRACE_S),
                   ("collector", [self.collector_child] if self.collector_child else [], COLLECTOR_GRACE_S)]
@@ -387,8 +391,8 @@ class Demo:
         count = sum(1 for child in self.children() if child.popen is not None)
         busy = [f"{addr} ({what})" for what, addr in all_addresses(self.collector, self.instances)
                 if not port_free(*split(addr))]
-        print(f"tracemesh demo: stopped {count} processes" + (f"; still in use: {', '.join(busy)}" if busy else ""),
-              flush=True)
+        print(f"tracemesh demo: stopped {count} processes in {time.monotonic() - began:.1f}s"
+              + (f"; still in use: {', '.join(busy)}" if busy else ""), flush=True)
 
     def stop_group(self, children: list[Child], grace_s: float) -> None:
         started = [child for child in children if child.popen is not None]
@@ -429,10 +433,10 @@ class Demo:
             app_args += ["--zipkin", f"{self.collector.api_url}/api/v2/spans"]
         else:
             app_args += ["--instance", instance.name, "--otlp", f"http://{self.collector.otlp_http}/v1/traces"]
-        if service.name in ("frontend", "checkout"):
+        if service.calls_out:
             app_args += ["--outbound", f"127.0.0.1:{instance.outbound_port}"]
-        if service.name == "cart":
-            app_args += ["--db", str(self.data_dir / "carts.db")]
+        if service.database:
+            app_args += ["--db", str(self.data_dir / service.database)]
         if instance.slow:
             app_args += ["--slow-every", str(SLOW_EVERY_S), "--slow-for", str(SLOW_FOR_S)]
         sidecar_args = [
