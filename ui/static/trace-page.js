@@ -106,12 +106,17 @@ function spanRow(node, total) {
     dataset: { spanId: span.spanId, depth: node.depth },
   }, [
     el("div", { class: "label", style: { paddingLeft: `${6 + node.depth * 14}px` } }, [
+      orphan(node) ? el("span", { class: "orphan-marker", title: "its parent span has not arrived (yet)", text: "⤴ " }) : null,
       el("span", { class: "service", text: span.service }),
       " ",
       el("span", { class: "span-name", text: span.name }),
     ]),
     timeline,
   ]);
+}
+
+function orphan(node) {
+  return Boolean(node.span.parentSpanId) && !node.parent;
 }
 
 function spanDetails(details, node, trace) {
@@ -125,7 +130,7 @@ function spanDetails(details, node, trace) {
       ["service", span.service], ["kind", span.kind],
       ["status", span.status.message ? `${span.status.code}: ${span.status.message}` : span.status.code],
       ["duration", formatNs(node.duration)], ["starts at", `+${offset(span.startTimeUnixNano)}`],
-      ["span id", span.spanId], ["parent id", span.parentSpanId || "(root)"],
+      ["span id", span.spanId], ["parent id", span.parentSpanId ? `${span.parentSpanId}${orphan(node) ? " (not received)" : ""}` : "(root)"],
     ].map(([key, value]) => el("tr", {}, [el("th", { text: key }), el("td", { text: value })]))),
   );
   if (node.skew || node.clamped) {
