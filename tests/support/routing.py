@@ -8,8 +8,9 @@ the mesh-wide traffic, as it would in production). Per mode:
 * a steady caller sends ``steady_rps`` from before t0 to the end: the share of its requests that
   reach the slow instance per second after t0, the time until that share stays at or below 10 %,
   and its p99 after t0;
-* ``fresh_callers`` callers start ``fresh_after_s`` after t0 and each send ``fresh_requests``
-  requests at ``fresh_rps``: many callers each sending little, whose local view has no history.
+* ``fresh_callers`` callers (started with the others, idle until then) begin ``fresh_after_s``
+  after t0 and each send ``fresh_requests`` requests at ``fresh_rps``: many callers each sending
+  little, whose local view has no history of B at all.
 
 ``tests/test_routing_experiment.py`` runs it short; ``bench/routing.py`` long, and prints it.
 """
@@ -93,6 +94,7 @@ class Experiment:
     fresh_rps: float = 2.0
     modes: tuple[str, ...] = MODES
     say: Callable[[str], None] = print
+    inspect: Callable | None = None  # called with the running collector after the run, before stopping
 
     def run(self) -> dict[str, Outcome]:
         mesh = Mesh(self.directory)
@@ -112,10 +114,16 @@ class Experiment:
             for port in ports:
                 mesh.sidecar("b", App("b", port, process), collector=None, outbound=False, extra=common)
             steady = {mode: self._caller(mesh, collector, control, mode) for mode in self.modes}
-            for caller in steady.values():
+            fresh_modes = [mode for mode in self.modes if mode != "round-robin"] * self.fresh_callers
+            with ThreadPoolExecutor(4) as pool:  # start them in parallel: a proxy takes ~0.5 s to start
+                fresh = list(pool.map(lambda mode: (mode, self._caller(mesh, collector, control, mode)), fresh_modes))
+            for caller in [*steady.values(), *(caller for _, caller in fresh)]:
                 wait_known(caller, "b", 3)
-            self.say("B's three instances registered; callers know them")
-            return asyncio.run(self._drive(mesh, collector, control, steady, delay_port))
+            self.say(f"B's three instances registered; {len(steady) + len(fresh)} callers know them")
+            outcomes = asyncio.run(self._drive(steady, fresh, delay_port))
+            if self.inspect is not None:
+                self.inspect(collector)
+            return outcomes
         finally:
             mesh.close()
             collector.stop()
@@ -124,7 +132,7 @@ class Experiment:
         extra = ("--control", control, "--balancer", mode)
         return mesh.sidecar(f"a-{mode}", collector=collector.grpc_address, extra=extra)
 
-    async def _drive(self, mesh: Mesh, collector, control: str, steady: dict[str, Sidecar], delay_port: int):
+    async def _drive(self, steady: dict[str, Sidecar], fresh: list[tuple[str, Sidecar]], delay_port: int):
         outcomes = {mode: Outcome(mode) for mode in self.modes}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             t0 = time.monotonic() + self.warmup_s
@@ -136,31 +144,16 @@ class Experiment:
             await asyncio.sleep(max(0.0, t0 - time.monotonic()))
             _set_delay(delay_port, SLOW, self.delay_ms)
             self.say(f"t0: +{self.delay_ms:g} ms on instance {SLOW}")
-            fresh_modes = [mode for mode in self.modes if mode != "round-robin"]
-            if self.fresh_callers and fresh_modes:
-                await asyncio.sleep(max(0.0, t0 + self.fresh_after_s - time.monotonic()))
-                loop = asyncio.get_running_loop()
-                with ThreadPoolExecutor(8) as pool:
-                    jobs = [
-                        loop.run_in_executor(pool, self._fresh_caller, mesh, collector, control, mode)
-                        for mode in fresh_modes
-                        for _ in range(self.fresh_callers)
-                    ]
-                    callers = await asyncio.gather(*jobs)
-                self.say(f"{len(callers)} fresh callers up")
-                for (mode, caller) in callers:
-                    tasks.append(
-                        asyncio.create_task(
-                            _paced(session, caller.outbound, self.fresh_rps, self.fresh_requests, t0, None, outcomes[mode].fresh)
-                        )
+            await asyncio.sleep(max(0.0, t0 + self.fresh_after_s - time.monotonic()))
+            self.say(f"t0+{self.fresh_after_s:g}s: {len(fresh)} callers without history start sending")
+            for mode, caller in fresh:
+                tasks.append(
+                    asyncio.create_task(
+                        _paced(session, caller.outbound, self.fresh_rps, self.fresh_requests, t0, None, outcomes[mode].fresh)
                     )
+                )
             await asyncio.gather(*tasks)
         return outcomes
-
-    def _fresh_caller(self, mesh: Mesh, collector, control: str, mode: str) -> tuple[str, Sidecar]:
-        caller = self._caller(mesh, collector, control, mode)
-        wait_known(caller, "b", 3)
-        return mode, caller
 
 
 def wait_known(sidecar: Sidecar, service: str, endpoints: int, timeout: float = 20.0) -> None:
