@@ -94,9 +94,9 @@ def ready_handler(intake: Intake, writer: SpoolWriter):
     return ready
 
 
-def metrics_handler(graph: ServiceGraph, plane: ControlPlane | None):
+def metrics_handler(graph: ServiceGraph, plane: ControlPlane):
     def render() -> str:
-        return render_prometheus(graph) + (render_control_metrics(plane) if plane is not None else "")
+        return render_prometheus(graph) + render_control_metrics(plane)
 
     async def metrics(request: web.Request) -> web.Response:
         text = await asyncio.get_running_loop().run_in_executor(None, render)
@@ -110,10 +110,10 @@ def build_api_app(
     writer: SpoolWriter,
     store: SpanStore,
     graph: ServiceGraph,
+    plane: ControlPlane,
     max_request_bytes: int,
-    plane: ControlPlane | None = None,
 ) -> web.Application:
-    """The HTTP API port's app: Zipkin ingest, ``/ready``, ``/metrics``, the query and graph APIs.
+    """The HTTP API port's app: Zipkin ingest, ``/ready``, ``/metrics``, the query, graph and hints APIs.
 
     Every route it serves is described in collector/openapi.json (a test holds the two together).
     """
@@ -123,8 +123,7 @@ def build_api_app(
     app.router.add_get("/metrics", metrics_handler(graph, plane))
     setup_query_api(app, store)
     setup_graph_api(app, graph)
-    if plane is not None:
-        setup_hints_api(app, plane)
+    setup_hints_api(app, plane)
     return app
 
 
@@ -148,7 +147,7 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
     intake = Intake(spool, consumers=(graph.consume,))
     registry = Registry()
     plane = ControlPlane(graph, registry, hint_rules=HintRules(latency_target_s=config.latency_target_s))
-    api_app = build_api_app(intake, writer, store, graph, config.max_request_bytes, plane)
+    api_app = build_api_app(intake, writer, store, graph, plane, config.max_request_bytes)
     setup_ui(api_app)  # the web UI beside the API it reads (not part of the API document)
 
     grpc_server = control_server = None

@@ -1,12 +1,15 @@
 """Every kind of answer the collector's HTTP API port gives, from a real ``tracemesh collector``, checked
 against collector/openapi.json: Zipkin ingest (py-zipkin's reports against the request schema, then
-202, 400, 413, 415), the graph and edge series, ``/ready``, ``/metrics`` and the document itself.
+202, 400, 413, 415), the graph and edge series, scaling hints, ``/ready``, ``/metrics`` and the
+document itself.
 
 (The query routes' answers are checked in test_query_api; that the document lists exactly the routes
 served, in test_query_openapi.)
 """
 
 from __future__ import annotations
+
+import time
 
 import orjson
 import pytest
@@ -44,7 +47,18 @@ class CheckedTransport(BaseTransportHandler):
         self.statuses.append(checked_call(self.url, "POST", body)[0])
 
 
-def test_zipkin_spans_then_the_graph_edges_ready_and_metrics_answers(collector):
+def wait_for_hint(collector, service: str, timeout: float = 10.0) -> dict:
+    """The service's scaling hint once the control plane's tick (every second) has computed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = checked_call(f"{collector.api_url}/api/v1/hints/{service}")
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, body
+            return body
+        time.sleep(0.2)
+
+
+def test_zipkin_spans_then_the_graph_edges_hints_ready_and_metrics_answers(collector):
     accepted_before = checked_call(collector.api_url + "/ready")[2]["accepted_spans"]
     transport = CheckedTransport(collector.api_url + "/api/v2/spans")
     with zipkin_span(service_name="zk-web", span_name="GET /", transport_handler=transport, sample_rate=100.0,
@@ -60,8 +74,12 @@ def test_zipkin_spans_then_the_graph_edges_ready_and_metrics_answers(collector):
     assert {(edge["source"], edge["target"]) for edge in graph["edges"]} == {("user", "zk-web"), ("zk-web", "redis")}
     series = checked_call(collector.api_url + "/api/v1/edges?from=user&step=30s")[2]
     assert [(s["source"], s["target"]) for s in series["series"]] == [("user", "zk-web")]
+    assert wait_for_hint(collector, "zk-web")["desiredReplicas"] >= 1
+    hints = checked_call(collector.api_url + "/api/v1/hints")[2]
+    assert "zk-web" in [hint["service"] for hint in hints["services"]]
     metrics = checked_call(collector.api_url + "/metrics")[2]
     assert 'tracemesh_edge_requests_total{client="user",connection_type="request",server="zk-web"} 1.0' in metrics
+    assert 'tracemesh_hint_desired_replicas{service="zk-web"}' in metrics
 
 
 def test_bad_zipkin_requests_get_the_documented_answers(collector):
@@ -80,13 +98,18 @@ def test_bad_zipkin_requests_get_the_documented_answers(collector):
 
 
 @pytest.mark.parametrize(
-    "path, problem",
-    [("/api/v1/graph?start=yesterday", "start"), ("/api/v1/edges?step=15s", "multiple of the 10s window"),
-     ("/api/v1/edges?since=1", "unknown parameter 'since'")],
+    "path, expected_status, problem",
+    [
+        ("/api/v1/graph?start=yesterday", 400, "start"),
+        ("/api/v1/edges?step=15s", 400, "multiple of the 10s window"),
+        ("/api/v1/edges?since=1", 400, "unknown parameter 'since'"),
+        ("/api/v1/hints?service=a", 400, "unknown parameter 'service'"),
+        ("/api/v1/hints/no-such-service", 404, "no hint for service 'no-such-service'"),
+    ],
 )
-def test_bad_graph_parameters_get_the_documented_400(collector, path, problem):
+def test_bad_graph_and_hint_requests_get_the_documented_errors(collector, path, expected_status, problem):
     status, _, body = checked_call(collector.api_url + path)
-    assert status == 400 and problem in body["error"]
+    assert status == expected_status and problem in body["error"], (status, body)
 
 
 def test_the_document_is_served(collector):

@@ -11,6 +11,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from collector.app import build_api_app
+from collector.control.plane import ControlPlane
+from collector.control.registry import Registry
 from collector.graph import ServiceGraph
 from collector.graph.api import EDGES_PARAMETERS, GRAPH_PARAMETERS
 from collector.query_api import SEARCH_PARAMETERS
@@ -23,7 +25,9 @@ def test_the_document_is_valid_openapi():
 
 def test_the_document_describes_exactly_the_routes_served():
     # Handlers only use intake, writer and store when a request arrives; listing routes needs none.
-    app = build_api_app(intake=None, writer=None, store=None, graph=ServiceGraph(), max_request_bytes=1 << 20)
+    graph = ServiceGraph()
+    plane = ControlPlane(graph, Registry())
+    app = build_api_app(intake=None, writer=None, store=None, graph=graph, plane=plane, max_request_bytes=1 << 20)
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
