@@ -69,9 +69,9 @@ def test_the_order_within_layers_removes_avoidable_crossings(modules: BrowserPag
 
 def test_edges_from_one_node_leave_at_separate_ports(modules: BrowserPage):
     result = layout(modules.page, ["hub", "p", "q", "r"], [("hub", "p"), ("hub", "q"), ("hub", "r")])
-    starts = [result["edges"][f"hub>{name}"]["points"][0]["x"] for name in "pqr"]
-    assert len(set(starts)) == 3
-    assert sorted(starts, key=lambda s: s) == [starts[i] for i in sorted(range(3), key=lambda i: result["nodes"]["pqr"[i]]["x"])]
+    left_to_right = sorted("pqr", key=lambda name: result["nodes"][name]["x"])
+    starts = [result["edges"][f"hub>{name}"]["points"][0]["x"] for name in left_to_right]
+    assert starts == sorted(starts) and len(set(starts)) == 3  # one port each, in the callees' order
 
 
 def test_a_cycle_is_laid_out_with_one_edge_drawn_upwards(modules: BrowserPage):

@@ -13,7 +13,7 @@ const SERIES_STEP = { "5m": "10s", "15m": "30s", "1h": "60s" };
 const LABEL_W = 128;
 const LABEL_H = 32;
 
-export function edgeId(edge) {
+function edgeId(edge) {
   return `${edge.source}\u2192${edge.target}\u0000${edge.connectionType}`;
 }
 
@@ -225,7 +225,7 @@ function edgeDetails(details, graph, selection, window, controls) {
   details.append(el("h3", { text: "Endpoints" }), breakdownTable(edge.endpoints, "endpoint"));
   details.append(el("h3", { text: "Routes" }), breakdownTable(edge.routes, "route"));
   const search = edge.source === "user" ? { service: edge.target } : { service: edge.source, tag: `peer.service=${edge.target}` };
-  details.append(exampleTraces(search, edge.latencyMs.p99, window));
+  details.append(exampleTraces(search, edge.latencyMs.p90, window));
 }
 
 function nodeDetails(details, graph, name, window, controls, select) {
@@ -261,7 +261,7 @@ function nodeDetails(details, graph, name, window, controls, select) {
   ];
   details.append(...edgeList("Called by", graph.edges.filter((edge) => edge.target === name), "source"));
   details.append(...edgeList("Calls", graph.edges.filter((edge) => edge.source === name), "target"));
-  if (node.kind === "service") details.append(exampleTraces({ service: name }, node.inbound.latencyMs.p99, window));
+  if (node.kind === "service") details.append(exampleTraces({ service: name }, node.inbound.latencyMs.p90, window));
 }
 
 function metricsSummary(metrics) {
@@ -291,11 +291,15 @@ function breakdownTable(rows, label) {
   ]);
 }
 
-/** Links to the slowest (at or above p99) and the failed traces through this edge or node. */
-function exampleTraces(search, p99Ms, window) {
+/**
+ * Links to the slowest and the failed traces through this edge or node. "Slowest": the spans at
+ * or above the p90 (less 2%, the sketch's error, so the slowest request itself always qualifies),
+ * longest trace first.
+ */
+function exampleTraces(search, p90Ms, window) {
   const box = el("div", { class: "examples" });
   const start = startMicros(window);
-  const slowParams = { ...search, start, limit: 50, minDuration: p99Ms ? `${p99Ms}ms` : undefined };
+  const slowParams = { ...search, start, limit: 50, minDuration: p90Ms ? `${Math.floor(p90Ms * 980)}us` : undefined };
   const failedParams = { ...search, start, limit: 5, error: "true" };
   const list = async (title, params, order, id) => {
     const section = el("div", { class: "example-list", id }, [el("h3", {}, [title, " ", el("a", { href: `#/search?${searchQuery(params)}`, class: "more", text: "search →" })])]);
