@@ -31,6 +31,12 @@ function renderTrace(body, trace) {
   for (const node of model.rows) {
     const row = spanRow(node, model.total);
     row.addEventListener("click", () => select(node, row));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        select(node, row);
+      }
+    });
     rows.append(row);
   }
   body.replaceChildren(
