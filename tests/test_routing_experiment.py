@@ -1,18 +1,19 @@
 """The routing experiment, short: real collector and proxy processes on loopback, one of B's three
-instances 200 ms slower from t0. Asserts who gets the traffic, not how fast anything is: shares of
-requests and the p99 ratio between balancers (the slow instance dominates round-robin's p99).
-bench/routing.py runs the same experiment longer and prints the numbers."""
+instances 200 ms slower from t0. Asserts who gets the traffic, not how fast anything is (latencies
+on a shared 2-core runner are not for assertions): a balancer that sends under 1 % of its requests
+to the slow instance has a p99 that is not the slow instance's, which is the p99 claim in traffic
+terms. bench/routing.py runs the same experiment longer and prints the latencies."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
 
-from tests.support.routing import Experiment, p99_ms, slow_share
+from tests.support.routing import Experiment, slow_share
 
 
 def test_traffic_leaves_the_slow_instance_and_the_mesh_view_helps_new_callers(tmp_path):
-    experiment = Experiment(tmp_path, warmup_s=3.0, after_s=9.0, fresh_after_s=4.0, say=lambda _: None)
+    experiment = Experiment(tmp_path, warmup_s=3.0, after_s=9.0, fresh_after_s=4.0, fresh_callers=6, say=lambda _: None)
     seen = {}
     experiment.inspect = lambda collector: seen.update(
         hint=_get(collector.api_url + "/api/v1/hints/b"),
@@ -27,14 +28,13 @@ def test_traffic_leaves_the_slow_instance_and_the_mesh_view_helps_new_callers(tm
     # Round-robin keeps sending a third to the slow instance; both load-aware balancers move away.
     assert 0.28 < slow_share(rr.steady_after(0)) < 0.39
     for outcome in (ewma, mesh):
-        assert slow_share(outcome.steady_after(2)) < 0.02
+        assert slow_share(outcome.steady_after(2)) < 0.01
         assert outcome.time_to_shift_s() is not None and outcome.time_to_shift_s() <= 5
-        assert p99_ms(rr.steady_after(0)) > 5 * p99_ms(outcome.steady_after(2))
 
     # Callers that start after t0 and send little: the local view learns by hitting the slow
     # instance, the mesh view knows before the first request.
     assert len(mesh.fresh) == len(ewma.fresh) == experiment.fresh_callers * experiment.fresh_requests
-    assert slow_share(mesh.fresh) <= 0.02
+    assert slow_share(mesh.fresh) < 0.01
     assert slow_share(ewma.fresh) > slow_share(mesh.fresh)
 
     # The collector's view: the slow endpoint's weight, B's hint over HTTP (KEDA shape) and gauges.
