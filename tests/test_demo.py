@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.clickhouse_server import clickhouse_server_url, store_url  # noqa: F401 (fixtures)
 from tests.support.processes import free_port, tracemesh_command
 from tracemesh.demo import PORTS_PER_INSTANCE, instance_count, port_free
 
@@ -98,9 +99,12 @@ def start_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, lis
     return demo, log, [api, otlp_grpc, otlp_http, control, *range(base, base + count)]
 
 
-def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
+def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path, store_url):  # noqa: F811 (fixture)
+    """On chDB by default (in the data directory), or on a ClickHouse server with --store."""
+    on_chdb = store_url.startswith("chdb:")
     started = time.monotonic()
-    demo, log, ports = start_demo(tmp_path, "--duration", "20", "--rps", "20")
+    store_flags = [] if on_chdb else ["--store", store_url]
+    demo, log, ports = start_demo(tmp_path, "--duration", "20", "--rps", "20", *store_flags)
     try:
         wait_for("start-up", lambda: "Tracemesh demo running" in log.read_text(), 45, demo, log)
         startup_s = time.monotonic() - started
@@ -148,6 +152,7 @@ def test_demo_fills_graph_and_traces_and_stops_cleanly(tmp_path):
     assert f"stopped {EXPECTED_CHILDREN} processes in " in output and "still in use" not in output, output
     assert not [pid for pid in children if group_alive(pid)]
     assert [port for port in ports if not port_free("127.0.0.1", port)] == []
+    assert (tmp_path / "demo" / "chdb").is_dir() == on_chdb
     print(f"demo started in {startup_s:.1f}s; whole test {time.monotonic() - started:.1f}s")
 
 

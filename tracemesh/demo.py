@@ -422,7 +422,8 @@ class Demo:
     def collector_process(self) -> Child:
         c = self.collector
         args = [sys.executable, "-m", "tracemesh", "collector", "--otlp-grpc", c.otlp_grpc, "--otlp-http", c.otlp_http,
-                "--http", c.http, "--control", c.control, "--store", self.store, "--spool", str(self.data_dir / "spool")]
+                "--http", c.http, "--control", c.control, "--store", self.store,
+                "--spool", str(self.data_dir / "spool")]
         return Child("collector", args, self.logs / "collector.log", lambda: http_ok(f"{c.api_url}/ready"),
                      f"http://{c.http}  OTLP {c.otlp_grpc} {c.otlp_http}  control {c.control}")
 

@@ -40,7 +40,8 @@ class CartStore:
             return self.db.execute(sql, parameters).fetchall()
 
     def items(self, user: str) -> list[dict]:
-        rows = self.query("SELECT", "SELECT product_id, SUM(quantity) FROM cart_items WHERE user = ? GROUP BY product_id", (user,))
+        sql = "SELECT product_id, SUM(quantity) FROM cart_items WHERE user = ? GROUP BY product_id"
+        rows = self.query("SELECT", sql, (user,))
         return [{"product_id": product, "quantity": quantity} for product, quantity in rows]
 
     def add(self, user: str, product_id: str, quantity: int) -> None:

@@ -90,7 +90,9 @@ async def visit(session, base: str, stats: Stats) -> None:
     stats.record(time.monotonic() - started, statuses)
 
 
-async def generate(target: str, rps: float, duration_s: float | None, report_every_s: float, max_in_flight: int) -> None:
+async def generate(
+    target: str, rps: float, duration_s: float | None, report_every_s: float, max_in_flight: int
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
