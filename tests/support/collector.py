@@ -21,6 +21,7 @@ class RunningCollector:
     grpc_port: int = field(default_factory=free_port)
     otlp_http_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    control_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
 
     @property
@@ -32,6 +33,10 @@ class RunningCollector:
         return f"http://127.0.0.1:{self.otlp_http_port}/v1/traces"
 
     @property
+    def control_address(self) -> str:
+        return f"127.0.0.1:{self.control_port}"
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
@@ -41,6 +46,7 @@ class RunningCollector:
             "--otlp-grpc", self.grpc_address,
             "--otlp-http", f"127.0.0.1:{self.otlp_http_port}",
             "--http", f"127.0.0.1:{self.api_port}",
+            "--control", self.control_address,
             "--store", self.store_url,
             "--spool", str(self.spool_dir),
             "--batch-delay", "0.2",

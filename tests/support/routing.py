@@ -98,8 +98,8 @@ class Experiment:
 
     def run(self) -> dict[str, Outcome]:
         mesh = Mesh(self.directory)
-        collector = collector_for(self.directory, None, "--control", f"127.0.0.1:{free_port()}")
-        control = collector.extra_args[-1]
+        collector = collector_for(self.directory)
+        control = collector.control_address
         try:
             collector.start()
             self.say(f"collector up (control {control})")
