@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from collector.control.hints import HintRules
 from collector.control.plane import ControlPlane
 from collector.control.registry import Instance, Registry
 from collector.control.server import start_control_server
 from collector.graph import ServiceGraph
-from mesh.control_client import ControlClient
+from mesh.control_client import OVER_CAPACITY_WAIT_FACTOR, ControlClient
 from mesh.destination import EWMA, MESH, DestinationPolicy, Destinations
 from mesh.discovery import EndpointsFile
 from spans.conventions import ENDPOINT
@@ -24,11 +25,11 @@ from tests.support.processes import free_port
 class Collector:
     """The control side only: graph, registry, plane and server (restartable on the same port)."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, latency_target_s: float = 0.25):
         self.address = address
         self.graph = ServiceGraph()
         self.registry = Registry(lease_s=10)
-        self.plane = ControlPlane(self.graph, self.registry, tick_s=0.2)
+        self.plane = ControlPlane(self.graph, self.registry, hint_rules=HintRules(latency_target_s), tick_s=0.2)
         self.plane.start()
         self.server = start_control_server(self.plane, self.registry, address, heartbeat_s=0.2)
 
@@ -88,6 +89,22 @@ async def test_registration_is_discovery_and_mesh_mode_applies_weights():
         await asyncio.sleep(0.5)
         assert set(weights(d2, "b").values()) == {1.0}  # ewma mode balances on its own view only
         assert d2.get("b").balancer.probe_share == 0.0
+        assert d1.get("b").admission.max_wait_s == d1.get("b").policy.max_queue_wait_s  # not over capacity
+
+
+@pytest.mark.asyncio
+async def test_a_service_over_capacity_is_queued_for_less_long():
+    collector = Collector(f"127.0.0.1:{free_port()}", latency_target_s=0.1)
+    client, destinations, task = await start_proxy_side(collector.address, EWMA)
+    try:
+        await eventually(lambda: client.has("b"))
+        b = destinations.get("b")
+        assert b.admission.max_wait_s == b.policy.max_queue_wait_s
+        collector.slow(client.registration[2], 300)  # p95 300 ms against a 100 ms target
+        await eventually(lambda: b.admission.max_wait_s == b.policy.max_queue_wait_s * OVER_CAPACITY_WAIT_FACTOR)
+    finally:
+        await stop_proxy_side(client, task)
+        collector.stop()
     finally:
         await stop_proxy_side(b1, t1)
         await stop_proxy_side(b2, t2)
