@@ -90,6 +90,10 @@ async def test_registration_is_discovery_and_mesh_mode_applies_weights():
         assert set(weights(d2, "b").values()) == {1.0}  # ewma mode balances on its own view only
         assert d2.get("b").balancer.probe_share == 0.0
         assert d1.get("b").admission.max_wait_s == d1.get("b").policy.max_queue_wait_s  # not over capacity
+    finally:
+        await stop_proxy_side(b1, t1)
+        await stop_proxy_side(b2, t2)
+        collector.stop()
 
 
 @pytest.mark.asyncio
@@ -104,10 +108,6 @@ async def test_a_service_over_capacity_is_queued_for_less_long():
         await eventually(lambda: b.admission.max_wait_s == b.policy.max_queue_wait_s * OVER_CAPACITY_WAIT_FACTOR)
     finally:
         await stop_proxy_side(client, task)
-        collector.stop()
-    finally:
-        await stop_proxy_side(b1, t1)
-        await stop_proxy_side(b2, t2)
         collector.stop()
 
 
