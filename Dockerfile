@@ -7,8 +7,10 @@ COPY spans ./spans
 COPY collector ./collector
 COPY mesh ./mesh
 COPY ui ./ui
-RUN pip install --no-cache-dir .
+COPY examples ./examples
+# Editable, so `tracemesh demo` finds the shop in examples/ beside the packages.
+RUN pip install --no-cache-dir -e .
 WORKDIR /var/lib/tracemesh
-EXPOSE 4317 4318 9411
+EXPOSE 4317 4318 4319 9411
 ENTRYPOINT ["tracemesh"]
-CMD ["collector", "--otlp-grpc", "0.0.0.0:4317", "--otlp-http", "0.0.0.0:4318", "--http", "0.0.0.0:9411"]
+CMD ["collector", "--otlp-grpc", "0.0.0.0:4317", "--otlp-http", "0.0.0.0:4318", "--http", "0.0.0.0:9411", "--control", "0.0.0.0:4319"]
