@@ -7,7 +7,8 @@ control port, B's three instances behind sidecars, caller sidecars per balancer 
 local peak-EWMA, and mesh = peak-EWMA combined with the collector's weights) and prints, per mode:
 the steady caller's share of requests to the slow instance after t0, the time until at most 10 %
 of each second's requests go there, its p99 after t0 and the ratio to round-robin's; and for the
-callers without history (many callers each sending little), their share and p99.
+light callers (many callers each sending little; by default starting after t0, so without any
+history of B), their share and p99.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.routing import Experiment, p99_ms, slow_share  # noqa: E402
+from tests.support.routing import Experiment, Sample, p99_ms, slow_share  # noqa: E402
+
+
+def p50_ms(samples: list[Sample]) -> float:
+    latencies = sorted(s.latency_s for s in samples)
+    return latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
 
 
 def main() -> int:
@@ -30,7 +36,9 @@ def main() -> int:
     parser.add_argument("--after", type=float, default=30.0, help="seconds of traffic after t0 (default %(default)s)")
     parser.add_argument("--steady-rps", type=float, default=50.0, help="the steady caller's rate per mode (default %(default)s)")
     parser.add_argument("--fresh-callers", type=int, default=10, help="callers without history per mode (default %(default)s)")
-    parser.add_argument("--fresh-after", type=float, default=8.0, help="when they start, seconds after t0 (default %(default)s)")
+    parser.add_argument("--fresh-after", type=float, default=8.0,
+                        help="when they start, seconds after t0; negative: before t0, so they have some history "
+                             "(only requests after t0 are counted) (default %(default)s)")
     parser.add_argument("--fresh-requests", type=int, default=10, help="requests each sends (default %(default)s)")
     parser.add_argument("--fresh-rps", type=float, default=2.0, help="each one's rate (default %(default)s)")
     args = parser.parse_args()
@@ -52,24 +60,25 @@ def main() -> int:
     rr_p99 = p99_ms(outcomes["round-robin"].steady_after(0))
     print()
     print(f"steady caller ({args.steady_rps:g} req/s per mode), {args.after:g}s after t0:")
-    print(f"{'balancer':<12} {'requests':>8} {'to slow':>8} {'90% off in':>11} {'p99 ms':>8} {'RR p99 /':>9}  failed")
+    print(f"{'balancer':<12} {'requests':>8} {'to slow':>8} {'90% off in':>11} {'p50 ms':>7} {'p99 ms':>8} {'RR p99 /':>9}  failed")
     for mode, outcome in outcomes.items():
         samples = outcome.steady_after(0)
         shift = outcome.time_to_shift_s()
         p99 = p99_ms(samples)
         print(
             f"{mode:<12} {len(samples):>8} {slow_share(samples):>8.1%} {'never' if shift is None else f'{shift:.0f} s':>11} "
-            f"{p99:>8.1f} {rr_p99 / p99:>8.1f}x  {sum(s.instance < 0 for s in samples)}"
+            f"{p50_ms(samples):>7.1f} {p99:>8.1f} {rr_p99 / p99:>8.1f}x  {sum(s.instance < 0 for s in samples)}"
         )
     print()
     print(
-        f"{args.fresh_callers} callers per mode without history, from t0+{args.fresh_after:g}s, "
-        f"{args.fresh_requests} requests each at {args.fresh_rps:g}/s:"
+        f"{args.fresh_callers} light callers per mode from t0{args.fresh_after:+g}s, "
+        f"{args.fresh_requests} requests each at {args.fresh_rps:g}/s (counted after t0):"
     )
-    print(f"{'balancer':<12} {'requests':>8} {'to slow':>8} {'p99 ms':>8}")
+    print(f"{'balancer':<12} {'requests':>8} {'to slow':>8} {'p50 ms':>7} {'p99 ms':>8}")
     for mode, outcome in outcomes.items():
-        if outcome.fresh:
-            print(f"{mode:<12} {len(outcome.fresh):>8} {slow_share(outcome.fresh):>8.1%} {p99_ms(outcome.fresh):>8.1f}")
+        light = [sample for sample in outcome.fresh if sample.sent_at >= 0]
+        if light:
+            print(f"{mode:<12} {len(light):>8} {slow_share(light):>8.1%} {p50_ms(light):>7.1f} {p99_ms(light):>8.1f}")
     return 0
 
 

@@ -8,9 +8,10 @@ the mesh-wide traffic, as it would in production). Per mode:
 * a steady caller sends ``steady_rps`` from before t0 to the end: the share of its requests that
   reach the slow instance per second after t0, the time until that share stays at or below 10 %,
   and its p99 after t0;
-* ``fresh_callers`` callers (started with the others, idle until then) begin ``fresh_after_s``
+* ``fresh_callers`` light callers (started with the others, idle until then) begin ``fresh_after_s``
   after t0 and each send ``fresh_requests`` requests at ``fresh_rps``: many callers each sending
-  little, whose local view has no history of B at all.
+  little. After t0 their local view has no history of B at all; before t0 (a negative
+  ``fresh_after_s``) a little, which ages between their rare requests.
 
 ``tests/test_routing_experiment.py`` runs it short; ``bench/routing.py`` long, and prints it.
 """
@@ -137,21 +138,20 @@ class Experiment:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             t0 = time.monotonic() + self.warmup_s
             end = t0 + self.after_s
+            start = time.monotonic()
             tasks = [
-                asyncio.create_task(_paced(session, caller.outbound, self.steady_rps, None, t0, end, outcomes[mode].steady))
+                _paced(session, caller.outbound, self.steady_rps, start, None, t0, end, outcomes[mode].steady)
                 for mode, caller in steady.items()
             ]
+            light_start = t0 + self.fresh_after_s
+            tasks += [
+                _paced(session, caller.outbound, self.fresh_rps, light_start, self.fresh_requests, t0, None, outcomes[mode].fresh)
+                for mode, caller in fresh
+            ]
+            tasks = [asyncio.create_task(task) for task in tasks]
             await asyncio.sleep(max(0.0, t0 - time.monotonic()))
             _set_delay(delay_port, SLOW, self.delay_ms)
             self.say(f"t0: +{self.delay_ms:g} ms on instance {SLOW}")
-            await asyncio.sleep(max(0.0, t0 + self.fresh_after_s - time.monotonic()))
-            self.say(f"t0+{self.fresh_after_s:g}s: {len(fresh)} callers without history start sending")
-            for mode, caller in fresh:
-                tasks.append(
-                    asyncio.create_task(
-                        _paced(session, caller.outbound, self.fresh_rps, self.fresh_requests, t0, None, outcomes[mode].fresh)
-                    )
-                )
             await asyncio.gather(*tasks)
         return outcomes
 
@@ -173,12 +173,14 @@ def _set_delay(port: int, index: int, ms: float) -> None:
         pass
 
 
-async def _paced(session, port: int, rps: float, count: int | None, t0: float, end: float | None, out: list[Sample]):
-    """Send GETs with Host: b to a caller's outbound at ``rps`` (open loop: a slow answer does not
-    delay the next request), ``count`` of them or until ``end``."""
+async def _paced(
+    session, port: int, rps: float, start: float, count: int | None, t0: float, end: float | None, out: list[Sample]
+):
+    """Send GETs with Host: b to a caller's outbound at ``rps`` from ``start`` (open loop: a slow
+    answer does not delay the next request), ``count`` of them or until ``end``."""
     url = f"http://127.0.0.1:{port}/work"
     pending = []
-    next_at = time.monotonic()
+    next_at = start
     sent = 0
     while (count is None or sent < count) and (end is None or next_at < end):
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
