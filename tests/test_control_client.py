@@ -84,7 +84,7 @@ async def test_registration_is_discovery_and_mesh_mode_applies_weights():
         collector.slow(slow, 205)
         await eventually(lambda: weights(d1, "b")[slow] < 0.1)
         assert weights(d1, "b")[b1.registration[2]] == 1.0
-        assert d1.get("b").balancer.probe_share == 0.01
+        assert d1.get("b").balancer.probe_share == 0.005
         assert b1.last_contact > time.monotonic() - 5
         await asyncio.sleep(0.5)
         assert set(weights(d2, "b").values()) == {1.0}  # ewma mode balances on its own view only

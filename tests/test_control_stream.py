@@ -42,8 +42,8 @@ class Plane:
         finally:
             call.cancel()
 
-    def requests(self, endpoint: str, count: int, latency_ms: float, errors: int = 0) -> None:
-        now = self.graph.now_ns()
+    def requests(self, endpoint: str, count: int, latency_ms: float, errors: int = 0, age_s: float = 0) -> None:
+        now = self.graph.now_ns() - int(age_s * 1e9)
         rows = []
         for index in range(count):
             start = now - int(latency_ms * MS) - index * MS
@@ -159,7 +159,7 @@ def test_weights_and_hints_come_from_the_service_graph(control):
     assert b["127.0.0.1:7002"].weight == 0.01 and not b["127.0.0.1:7002"].ejected
     assert b["127.0.0.1:7002"].mean_latency_ms == pytest.approx(205, rel=0.01)
     destination = state.destinations[0]
-    assert destination.probe_share == 0.01
+    assert destination.probe_share == 0.005
     hint = destination.hint
     assert hint.current_replicas == 3
     assert hint.p95_latency_ms == pytest.approx(205, rel=0.02)  # above the 100 ms target
@@ -177,3 +177,14 @@ def test_a_failing_endpoint_is_ejected(control):
     b = endpoints_of(control.first_state(), "b")
     assert b["127.0.0.1:7001"].ejected and b["127.0.0.1:7001"].error_rate == 0.75
     assert b["127.0.0.1:7001"].weight == 0.01 and not b["127.0.0.1:7000"].ejected
+
+
+def test_an_endpoint_with_few_recent_requests_is_judged_on_the_longer_range(control):
+    control.register("b", "b-0", "127.0.0.1:7000")
+    control.register("b", "b-1", "127.0.0.1:7001")
+    control.requests("127.0.0.1:7000", 40, latency_ms=5)
+    control.requests("127.0.0.1:7001", 40, latency_ms=205, age_s=40)  # before the weights' range
+    control.requests("127.0.0.1:7001", 2, latency_ms=5)  # two recent probes: too few to judge alone
+    control.plane.tick()
+    b = endpoints_of(control.first_state(), "b")
+    assert b["127.0.0.1:7001"].weight == 0.01 and b["127.0.0.1:7000"].weight == 1.0

@@ -38,7 +38,7 @@ class ControlPlane:
         tick_s: float = 1.0,
         weights_range_s: float = 10.0,
         hints_range_s: float = 60.0,
-        probe_share: float = 0.01,
+        probe_share: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.graph = graph
@@ -95,13 +95,14 @@ class ControlPlane:
             if instance.inbound:
                 by_service.setdefault(instance.service, []).append(instance)
         recent = self.graph.endpoint_stats(now_ns - int(self.weights_range_s * SECOND_NS), now_ns)
-        self.hints = self._hints(by_service, now_ns, now)
+        longer = self.graph.endpoint_stats(now_ns - int(self.hints_range_s * SECOND_NS), now_ns)
+        self.hints = self._hints(by_service, longer, now_ns, now)
         state = pb.MeshState(epoch=self.epoch)
         for service in sorted(by_service):
             members = sorted(by_service[service], key=lambda i: i.inbound)
             destination = state.destinations.add(service=service, probe_share=self.probe_share)
             weights = self._weights.setdefault(service, RoutingWeights(self._weight_rules))
-            judged = weights.update({i.inbound: _endpoint_stats(recent, service, i) for i in members})
+            judged = weights.update({i.inbound: self._evidence(recent, longer, service, i) for i in members})
             for instance in members:
                 weight = judged[instance.inbound]
                 destination.endpoints.add(
@@ -126,9 +127,19 @@ class ControlPlane:
                 self._state, self._state_bytes = state, content
                 self._changed.notify_all()
 
-    def _hints(self, by_service: dict[str, list[Instance]], now_ns: int, now: float) -> dict[str, ScalingHint]:
+    def _evidence(self, recent: dict, longer: dict, service: str, instance: Instance) -> EdgeStats | None:
+        """An endpoint's recent requests, or over the longer hint range when it had too few lately
+        (a demoted endpoint gets only probes): judged on old but real evidence, it neither jumps
+        back to full weight for lack of data nor stays demoted once its probes come back fast."""
+        stats = _endpoint_stats(recent, service, instance)
+        if stats is not None and stats.requests >= self._weight_rules.min_requests:
+            return stats
+        return _endpoint_stats(longer, service, instance)
+
+    def _hints(
+        self, by_service: dict[str, list[Instance]], per_endpoint: dict, now_ns: int, now: float
+    ) -> dict[str, ScalingHint]:
         range_ns = int(self.hints_range_s * SECOND_NS)
-        per_endpoint = self.graph.endpoint_stats(now_ns - range_ns, now_ns)
         per_service: dict[str, EdgeStats] = {}
         endpoints_seen: dict[str, int] = {}
         for (service, _), stats in per_endpoint.items():

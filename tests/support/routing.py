@@ -53,9 +53,10 @@ class Outcome:
     def steady_after(self, start_s: float = 0.0) -> list[Sample]:
         return [s for s in self.steady if s.sent_at >= start_s]
 
-    def time_to_shift_s(self, share: float = 0.1) -> float | None:
-        """Seconds after t0 from which every 1-second bin sends at most ``share`` to the slow
-        instance (None if the last bin still does not)."""
+    def time_to_shift_s(self, share: float = 0.1, min_requests: int = 5) -> float | None:
+        """Seconds after t0 from which every 1-second bin (of at least ``min_requests``: the last,
+        partial one may hold a couple) sends at most ``share`` to the slow instance (None if the
+        last bin still does not)."""
         bins: dict[int, list[int]] = {}
         for sample in self.steady_after():
             counts = bins.setdefault(int(sample.sent_at), [0, 0])
@@ -64,6 +65,8 @@ class Outcome:
         shifted = None
         for second in sorted(bins):
             slow, total = bins[second]
+            if total < min_requests:
+                continue
             if slow > share * total:
                 shifted = None
             elif shifted is None:
