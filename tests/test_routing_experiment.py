@@ -34,8 +34,9 @@ def test_traffic_leaves_the_slow_instance_and_the_mesh_view_helps_new_callers(tm
     # Callers that start after t0 and send little: the local view learns by hitting the slow
     # instance, the mesh view knows before the first request.
     assert len(mesh.fresh) == len(ewma.fresh) == experiment.fresh_callers * experiment.fresh_requests
-    assert slow_share(mesh.fresh) < 0.01
-    assert slow_share(ewma.fresh) > slow_share(mesh.fresh)
+    slow_requests = {outcome.mode: sum(s.instance == 0 for s in outcome.fresh) for outcome in (ewma, mesh)}
+    assert slow_requests["mesh"] <= 1, slow_requests  # at most a probe (0.5 % of picks go anywhere)
+    assert slow_requests["ewma"] >= 3, slow_requests  # about one per caller
 
     # The collector's view: the slow endpoint's weight, B's hint over HTTP (KEDA shape) and gauges.
     weights = [line for line in seen["metrics"].splitlines() if line.startswith('tracemesh_route_weight{')]
