@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from collector.control.hints import HintRules
 from collector.control.plane import ControlPlane
 from collector.control.registry import Instance, Registry
@@ -71,8 +69,11 @@ async def stop_proxy_side(client: ControlClient, task: asyncio.Task) -> None:
     await asyncio.get_running_loop().run_in_executor(None, client.stop)
 
 
-@pytest.mark.asyncio
-async def test_registration_is_discovery_and_mesh_mode_applies_weights():
+def test_registration_is_discovery_and_mesh_mode_applies_weights():
+    asyncio.run(registration_is_discovery_and_mesh_mode_applies_weights())
+
+
+async def registration_is_discovery_and_mesh_mode_applies_weights():
     collector = Collector(f"127.0.0.1:{free_port()}")
     b1, d1, t1 = await start_proxy_side(collector.address, MESH)
     b2, d2, t2 = await start_proxy_side(collector.address, EWMA)
@@ -96,8 +97,11 @@ async def test_registration_is_discovery_and_mesh_mode_applies_weights():
         collector.stop()
 
 
-@pytest.mark.asyncio
-async def test_a_service_over_capacity_is_queued_for_less_long():
+def test_a_service_over_capacity_is_queued_for_less_long():
+    asyncio.run(a_service_over_capacity_is_queued_for_less_long())
+
+
+async def a_service_over_capacity_is_queued_for_less_long():
     collector = Collector(f"127.0.0.1:{free_port()}", latency_target_s=0.1)
     client, destinations, task = await start_proxy_side(collector.address, EWMA)
     try:
@@ -111,8 +115,11 @@ async def test_a_service_over_capacity_is_queued_for_less_long():
         collector.stop()
 
 
-@pytest.mark.asyncio
-async def test_last_good_state_is_kept_then_local_balancing_then_resumed(tmp_path):
+def test_last_good_state_is_kept_then_local_balancing_then_resumed(tmp_path):
+    asyncio.run(last_good_state_is_kept_then_local_balancing_then_resumed(tmp_path))
+
+
+async def last_good_state_is_kept_then_local_balancing_then_resumed(tmp_path):
     endpoints_file = tmp_path / "endpoints.yaml"
     endpoints_file.write_text('ledger: ["127.0.0.1:9999"]\n')
     fallback = EndpointsFile(endpoints_file)
