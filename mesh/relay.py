@@ -43,7 +43,8 @@ from spans import conventions as conv
 from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
-_DROP_FORWARD = HOP_BY_HOP | trace_context.TRACE_HEADER_NAMES
+_TRACE_HEADER_NAMES = trace_context.TRACE_HEADER_NAMES
+_DROP_FORWARD = HOP_BY_HOP | _TRACE_HEADER_NAMES
 _extract = trace_context.extract
 _trace_header_lines = trace_context.trace_header_lines
 _new_root = trace_context.new_root
@@ -154,15 +155,8 @@ class Exchange:
         self.started = True
         stack = self.stack
         headers = self.headers
-        ctx = _extract(headers)
-        if ctx is None:
-            ctx, span_id = _new_root()
-        else:
-            span_id = _new_span_id()
-        self.ctx = ctx
-        self.span_id = span_id
-
         host = b""
+        traced = False  # a trace context header came in (names are lower-cased by the parser)
         lines = []  # the forwarded header lines, as pieces of the upstream request head
         for name, value in headers:
             if name in _DROP_FORWARD:
@@ -171,6 +165,8 @@ class Exchange:
                     self.request_done = self.message_complete
                 elif name == b"connection" and value not in _SIMPLE_CONNECTION:
                     self.connection_tokens = connection_tokens(headers)
+                elif name in _TRACE_HEADER_NAMES:
+                    traced = True
                 continue
             if name == b"host":
                 host = value
@@ -181,6 +177,13 @@ class Exchange:
             lines += (name, b": ", value, b"\r\n")
         if self.connection_tokens:
             lines = header_lines(headers, _DROP_FORWARD | self.connection_tokens)
+        ctx = _extract(headers) if traced else None
+        if ctx is None:
+            ctx, span_id = _new_root()
+        else:
+            span_id = _new_span_id()
+        self.ctx = ctx
+        self.span_id = span_id
 
         if self.upgrade:
             # Upgrades (WebSocket, h2c) and CONNECT tunnels are not proxied. A bodiless upgrade request
