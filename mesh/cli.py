@@ -73,6 +73,9 @@ def register(subparsers) -> None:
                         help="the collector's control address (e.g. 127.0.0.1:4319): register this instance, get "
                              "endpoints, routing weights and scaling hints from it (the endpoints file, if any, "
                              "covers services it does not know)")
+    parser.add_argument("--advertise", type=address, metavar="ADDR",
+                        help="the address other proxies reach this instance's --inbound at, registered at --control "
+                             "(default: --inbound; give the pod or container address when --inbound binds 0.0.0.0)")
     parser.add_argument("--zone", default="", help="locality label sent with the registration")
     parser.add_argument("--balancer", choices=BALANCERS,
                         help="ewma: power of two choices on local peak-EWMA load; mesh: the same combined with the "
@@ -103,6 +106,9 @@ def run_proxy(args: argparse.Namespace) -> int:
     if not (args.inbound or args.outbound or args.route):
         print("tracemesh proxy: nothing to do: give --inbound, --outbound or --route", file=sys.stderr)
         return 2
+    if args.advertise and not args.inbound:
+        print("tracemesh proxy: --advertise names the address of --inbound; give --inbound too", file=sys.stderr)
+        return 2
     base = DestinationPolicy(
         connect_timeout_s=args.connect_timeout,
         max_in_flight=args.max_in_flight,
@@ -124,6 +130,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         admin=args.admin,
         endpoints=args.endpoints,
         control=args.control,
+        advertise=args.advertise,
         zone=args.zone,
         routes=args.route,
         policy=policy,

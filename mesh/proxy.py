@@ -42,6 +42,7 @@ class ProxyConfig:
     admin: str | None
     endpoints: str | None = None
     control: str | None = None  # the collector's control address: registration, endpoints, weights
+    advertise: str | None = None  # the inbound address registered at control, when it differs from the bound one
     zone: str = ""
     routes: list[tuple[str, str]] = field(default_factory=list)  # (listen address, service)
     policy: DestinationPolicy = DestinationPolicy()
@@ -77,7 +78,8 @@ class Proxy:
         self.endpoints_file = EndpointsFile(config.endpoints) if config.endpoints else None
         fallback = self.endpoints_file or NoEndpoints()
         self.control = (
-            ControlClient(config.control, config.service, self.instance_id, config.inbound or "", config.zone, fallback)
+            ControlClient(config.control, config.service, self.instance_id, config.advertise or config.inbound or "",
+                          config.zone, fallback)
             if config.control
             else None
         )
