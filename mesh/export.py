@@ -141,6 +141,9 @@ class SpanRecorder:
     ``deque.append`` / ``popleft`` are atomic, so neither side takes a lock. A buffered span takes
     about 1.6 KB, so the default 8192 bounds it at ~13 MB. Capacity 0 is for a proxy without a
     collector: nothing is kept, every span is counted as dropped.
+
+    ``taps`` are the live taps open on the proxy (``mesh.tap``); while there are none, they cost
+    the data path one attribute test.
     """
 
     def __init__(self, capacity: int = 8192):
@@ -148,6 +151,7 @@ class SpanRecorder:
             raise ValueError(f"span buffer capacity must not be negative, got {capacity}")
         self.capacity = capacity
         self.dropped = 0  # spans refused because the buffer was full
+        self.taps: tuple = ()
         self._spans: collections.deque = collections.deque()
 
     def record(self, span: SpanRecord) -> None:
@@ -156,6 +160,9 @@ class SpanRecorder:
             spans.append(span)
         else:
             self.dropped += 1
+        if self.taps:
+            for tap in self.taps:
+                tap.offer(span)
 
     def __len__(self) -> int:
         return len(self._spans)
