@@ -17,13 +17,14 @@ import chdb.session
 import orjson
 import pyarrow
 
-from spans.model import COLUMNS, SpanColumns
-
 _ARROW_TYPES = {
     "String": pyarrow.string(),
     "UInt8": pyarrow.uint8(),
     "UInt64": pyarrow.uint64(),
     "Array(String)": pyarrow.list_(pyarrow.string()),
+    "DateTime": pyarrow.uint32(),  # Unix seconds; the INSERT ... SELECT converts them
+    "Array(Int16)": pyarrow.list_(pyarrow.int16()),
+    "Array(UInt64)": pyarrow.list_(pyarrow.uint64()),
 }
 
 
@@ -46,11 +47,11 @@ class ChdbBackend:
         result = orjson.loads(self._session.query(sql, "JSONColumnsWithMetadata").bytes())
         return {column["name"]: result["data"].get(column["name"], []) for column in result["meta"]}
 
-    def insert(self, table: str, columns: SpanColumns) -> None:
+    def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None:
         span_block = pyarrow.table(
-            {name: pyarrow.array(columns[name], type=_ARROW_TYPES[column_type]) for name, column_type in COLUMNS.items()}
+            {name: pyarrow.array(columns[name], type=_ARROW_TYPES[column_type]) for name, column_type in column_types.items()}
         )
-        names = ", ".join(COLUMNS)
+        names = ", ".join(column_types)
         with self._insert_lock:
             # chDB resolves Python(span_block) to the local variable named "span_block" in this frame.
             self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(span_block)")

@@ -10,8 +10,6 @@ import queue
 
 from clickhouse_driver import Client, errors
 
-from spans.model import COLUMN_NAMES, SpanColumns
-
 CONNECT_TIMEOUT_S = 5
 SEND_RECEIVE_TIMEOUT_S = 120
 
@@ -56,12 +54,12 @@ class ClickHouseBackend:
             columns = [() for _ in column_types]
         return {name: list(values) for (name, _), values in zip(column_types, columns)}
 
-    def insert(self, table: str, columns: SpanColumns) -> None:
+    def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None:
         client = self._borrow()
         try:
             client.execute(
-                f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) VALUES",
-                [columns[name] for name in COLUMN_NAMES],
+                f"INSERT INTO {table} ({', '.join(column_types)}) VALUES",
+                [columns[name] for name in column_types],
                 columnar=True,
             )
         finally:

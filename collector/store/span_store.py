@@ -14,7 +14,28 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from collector.store import schema, sql
-from spans.model import COLUMN_NAMES, SpanColumns, empty_columns, row_count
+from spans.model import COLUMN_NAMES, COLUMNS, SpanColumns, empty_columns, row_count
+
+# The columns of the service graph's history rows (table edge_windows; window_start in Unix seconds).
+EDGE_WINDOW_COLUMNS: dict[str, str] = {
+    "window_start": "DateTime",
+    "client": "String",
+    "server": "String",
+    "connection_type": "String",
+    "view": "String",
+    "detail": "String",
+    "requests": "UInt64",
+    "errors": "UInt64",
+    "retries": "UInt64",
+    "request_bytes": "UInt64",
+    "response_bytes": "UInt64",
+    "latency_zeros": "UInt64",
+    "latency_sum_ns": "UInt64",
+    "latency_min_ns": "UInt64",
+    "latency_max_ns": "UInt64",
+    "latency_buckets": "Array(Int16)",
+    "latency_counts": "Array(UInt64)",
+}
 
 class StoreUnavailable(Exception):
     """ClickHouse cannot be reached or refused the work; the caller may retry later (or spool)."""
@@ -42,7 +63,7 @@ class Backend(Protocol):
 
     def query(self, sql: str) -> dict[str, list]: ...
 
-    def insert(self, table: str, columns: SpanColumns) -> None: ...
+    def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -60,7 +81,25 @@ class SpanStore:
         if row_count(columns) == 0:
             return
         with self._guard():
-            self._backend.insert("spans", columns)
+            self._backend.insert("spans", columns, COLUMNS)
+
+    def insert_edge_windows(self, columns: dict[str, list]) -> None:
+        """Add service-graph window rows (``EDGE_WINDOW_COLUMNS``); rows of the same window add up."""
+        if not columns["window_start"]:
+            return
+        with self._guard():
+            self._backend.insert("edge_windows", columns, EDGE_WINDOW_COLUMNS)
+
+    def edge_windows(
+        self, start_s: int, end_s: int, step_s: int, client: str | None = None, server: str | None = None
+    ) -> dict[str, list]:
+        """Window rows in [start_s, end_s) summed per step (``step``: 0 from ``start_s``), edge, view and
+        detail, with the latency buckets merged (``merged_buckets`` / ``merged_counts``)."""
+        if step_s < 1 or end_s <= start_s:
+            raise ValueError("edge_windows needs start_s < end_s and a step of at least 1 s")
+        return self._query(
+            "queries/edge_windows.sql", start_s=start_s, end_s=end_s, step_s=step_s, client=client, server=server
+        )
 
     def services(self) -> list[str]:
         return self._query("queries/services.sql")["service"]

@@ -8,4 +8,6 @@ ALTER TABLE trace_times MODIFY TTL toDateTime(intDiv(last_start_ns, 1000000000),
 ALTER TABLE span_search MODIFY SETTING ttl_only_drop_parts = 1;
 ALTER TABLE span_search MODIFY TTL toDateTime(intDiv(start_ns, 1000000000), 'UTC') + toIntervalDay(%(retention_days)s);
 ALTER TABLE operations MODIFY SETTING ttl_only_drop_parts = 1;
-ALTER TABLE operations MODIFY TTL day + toIntervalDay(%(retention_days)s)
+ALTER TABLE operations MODIFY TTL day + toIntervalDay(%(retention_days)s);
+ALTER TABLE edge_windows MODIFY SETTING ttl_only_drop_parts = 1;
+ALTER TABLE edge_windows MODIFY TTL window_start + toIntervalDay(%(retention_days)s)
