@@ -16,8 +16,13 @@ SUBCOMMANDS = {
     "collector": "collector.cli",
     "traces": "collector.query_cli",
     "trace": "collector.query_cli",
+    "stat": "collector.graph_cli",
+    "edges": "collector.graph_cli",
+    "top": "collector.graph_cli",
     "proxy": "mesh.cli",
+    "tap": "mesh.tap_cli",
     "demo": "tracemesh.demo",
+    "inject": "tracemesh.inject",
 }
 
 
