@@ -28,6 +28,7 @@ from mesh.metrics import ProxyMetrics
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools, split_address
 from mesh.relay import Deadlines
+from mesh.tap import TapHub
 
 log = logging.getLogger("tracemesh.proxy")
 
@@ -87,7 +88,7 @@ class Proxy:
         self.destinations = Destinations(self.discovery, config.policy, config.overrides)
         self.pools = Pools(config.policy.connect_timeout_s)
         self.deadlines = Deadlines()
-        self.admin = AdminServer(self.metrics.registry)
+        self.admin = AdminServer(self.metrics.registry, TapHub(self.recorder, config.service))
         self.listeners: list[Listener] = []
         self._tasks: list[asyncio.Task] = []
 
