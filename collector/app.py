@@ -1,7 +1,8 @@
 """The collector process: receivers -> intake (decode + spool) -> writer thread -> store.
 
 One process runs the gRPC server (its own thread pool), two aiohttp apps on one event loop (OTLP/HTTP,
-and the HTTP API port with Zipkin ingest, the query API and ``/ready``) and the writer thread. Every
+and the HTTP API port with Zipkin ingest, the query API and ``/ready``), the writer thread and the
+thread that writes the service graph's windows to the store for history. Every
 blocking store call happens in the writer thread or the query API's executor, never on the loop.
 Shutdown stops the listeners first, then gives the writer a bounded time to drain; whatever is left
 stays in the spool and is replayed by the next start.
@@ -27,6 +28,7 @@ from collector.control.registry import Registry
 from collector.control.server import start_control_server
 from collector.graph import ServiceGraph
 from collector.graph.api import setup_graph_api
+from collector.graph.history import EdgeHistory, HistoryFlusher
 from collector.graph.prometheus import render_prometheus
 from collector.ingest.intake import Intake
 from collector.ingest.otlp_grpc import start_grpc_server
@@ -143,7 +145,9 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
         say(f"spool {config.spool_dir}: {spool.record_bytes} bytes left from a previous run; replaying them")
     writer = SpoolWriter(spool, store, config.batch_rows, config.batch_delay, config.retention_days)
     writer.start()
-    graph = ServiceGraph()
+    graph = await asyncio.to_thread(ServiceGraph, history=EdgeHistory(store))  # reads the last hour back
+    history_flusher = HistoryFlusher(graph)
+    history_flusher.start()
     intake = Intake(spool, consumers=(graph.consume,))
     registry = Registry()
     plane = ControlPlane(graph, registry, hint_rules=HintRules(latency_target_s=config.latency_target_s))
@@ -176,6 +180,7 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
             control_server.stop(grace=0).wait()
         for runner in runners:
             await runner.cleanup()
+        await asyncio.to_thread(history_flusher.stop)  # every window counted, the current one too
         await asyncio.to_thread(writer.stop, config.drain_timeout)
         spool.close()
         store.close()

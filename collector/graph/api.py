@@ -4,7 +4,8 @@ Parameters are read exactly as the trace API reads them (``start``/``end`` as RF
 microseconds, durations with units, unknown or repeated parameters refused), by the same
 functions, so a client can use one time format everywhere. The answer is computed in the
 default executor: merging an hour of windows must not stall the event loop that also serves
-ingest.
+ingest. A range older than the collector's memory is read from ClickHouse; when the store cannot
+be reached the answer is 503, not a graph silently missing its history.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collector.query_api import (
     parse_time,
     single_parameter,
 )
+from collector.store import StoreUnavailable
 
 GRAPH_KEY = web.AppKey("service_graph", ServiceGraph)
 
@@ -47,8 +49,7 @@ async def get_graph(request: web.Request) -> web.Response:
         start_ns, end_ns = time_range(request.query, graph.now_ns())
     except BadParameter as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
-    answer = await asyncio.get_running_loop().run_in_executor(None, graph.graph, start_ns, end_ns)
-    return json_response(answer)
+    return await _answer(graph.graph, start_ns, end_ns)
 
 
 async def get_edges(request: web.Request) -> web.Response:
@@ -61,9 +62,14 @@ async def get_edges(request: web.Request) -> web.Response:
         target = single_parameter(request.query, "to")
     except BadParameter as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
-    answer = await asyncio.get_running_loop().run_in_executor(
-        None, graph.edge_series, start_ns, end_ns, step_ns, source, target
-    )
+    return await _answer(graph.edge_series, start_ns, end_ns, step_ns, source, target)
+
+
+async def _answer(compute, *args) -> web.Response:
+    try:
+        answer = await asyncio.get_running_loop().run_in_executor(None, compute, *args)
+    except StoreUnavailable as exc:
+        raise json_error(web.HTTPServiceUnavailable, f"the graph's history is unavailable: {exc}") from exc
     return json_response(answer)
 
 

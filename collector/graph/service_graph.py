@@ -4,6 +4,11 @@
 only parses the attributes of CLIENT/SERVER/PRODUCER/CONSUMER spans, pairs and counts them under
 one lock, and never raises. Readers (the API, the Prometheus exposition) take the lock one window
 at a time, so a long range query delays ingest by one window's merge at most.
+
+With an ``EdgeHistory`` the graph starts from the last hour of windows read back from ClickHouse
+(a restart keeps the live view), the windows are also written there (``write_history``, called by
+``HistoryFlusher``'s thread), and the graph and edge series of a range that starts before the
+kept windows read the earlier ones from ClickHouse; see ``collector.graph.history``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from collector.graph.edges import DATABASE, USER_NODE, HopStats, HopTracker, Observation
+from collector.graph.history import EdgeHistory, window_columns
 from collector.graph.windows import EdgeKey, EdgeStats, Window, WindowStore, stats_of
 from spans.model import SpanColumns
 
@@ -44,6 +50,8 @@ class ServiceGraph:
         max_edges: int = 10_000,
         max_details_per_edge: int = 100,
         clock: Callable[[], int] = time.time_ns,
+        history: EdgeHistory | None = None,
+        history_settle_seconds: float = 30.0,
     ):
         self.window_ns = window_seconds * SECOND_NS
         self._clock = clock
@@ -52,6 +60,15 @@ class ServiceGraph:
         self._windows = WindowStore(self.window_ns, retention_seconds * SECOND_NS, max_edges, max_details_per_edge)
         self._services: set[str] = set()
         self._failed_batches = 0
+        self._history = history
+        self._settle_ns = int(history_settle_seconds * SECOND_NS)
+        if history is not None:
+            now_ns = clock()
+            first = self._windows.memory_start(now_ns)
+            last = self._windows.window_start(now_ns) + self.window_ns
+            written = history.read(first, last, self.window_ns)
+            self._windows.keep_history(now_ns, {first + step * self.window_ns: w for step, w in written.items()})
+            self._services.update(history.services())
 
     # ---- write side ----------------------------------------------------------------------------
 
@@ -76,6 +93,18 @@ class ServiceGraph:
         with self._lock:
             self._hops.expire(now_ns, observations)
             self._windows.record(observations, now_ns)
+
+    def write_history(self, everything: bool = False) -> int:
+        """Write the settled windows and late deltas not yet written (all windows with
+        ``everything``) to the history; returns the rows written. Raises what the store raises
+        (the rows are kept for the next call)."""
+        if self._history is None:
+            return 0
+        self.expire()
+        with self._lock:
+            columns = window_columns(self._windows.take_unwritten(self._clock(), self._settle_ns, everything))
+        self._history.write(columns)
+        return len(columns["window_start"])
 
     # ---- read side -----------------------------------------------------------------------------
 
@@ -112,7 +141,7 @@ class ServiceGraph:
             for ((_, server, _), endpoint), stats in piece.endpoints.items():
                 stats_of(merged, (server, endpoint)).merge(stats)
 
-        self._visit(start_ns, end_ns, end_ns - start_ns, add_piece)
+        self._visit(start_ns, end_ns, end_ns - start_ns, add_piece, with_history=False)
         return merged
 
     def graph(self, start_ns: int, end_ns: int) -> dict:
@@ -121,7 +150,7 @@ class ServiceGraph:
         self.expire()
         start_ns, end_ns = self._aligned(start_ns, end_ns)
         merged = Window()
-        self._visit(start_ns, end_ns, end_ns - start_ns, lambda _, piece: merged.merge(piece))
+        from_history = self._visit(start_ns, end_ns, end_ns - start_ns, lambda _, piece: merged.merge(piece))
         edges = merged.edges
         endpoints: dict[EdgeKey, dict[str, EdgeStats]] = {}
         routes: dict[EdgeKey, dict[str, EdgeStats]] = {}
@@ -133,7 +162,7 @@ class ServiceGraph:
         return {
             "start": rfc3339(start_ns),
             "end": rfc3339(end_ns),
-            "nodes": self._nodes(edges, seconds),
+            "nodes": self._nodes(edges, seconds, from_history),
             "edges": [
                 {
                     "source": edge[0],
@@ -162,7 +191,7 @@ class ServiceGraph:
                 if (source is None or edge[0] == source) and (target is None or edge[1] == target):
                     stats_of(per_step.setdefault(edge, {}), step).merge(stats)
 
-        self._visit(start_ns, end_ns, step_ns, add_piece)
+        self._visit(start_ns, end_ns, step_ns, add_piece, source=source, target=target)
         nothing = EdgeStats()
 
         def point(step: int, points: dict[int, EdgeStats]) -> dict:
@@ -187,18 +216,36 @@ class ServiceGraph:
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _visit(self, start_ns: int, end_ns: int, step_ns: int, visit: Callable[[int, Window], None]) -> None:
+    def _visit(
+        self,
+        start_ns: int,
+        end_ns: int,
+        step_ns: int,
+        visit: Callable[[int, Window], None],
+        *,
+        with_history: bool = True,
+        source: str | None = None,
+        target: str | None = None,
+    ) -> bool:
         """Call ``visit(start, window or block)`` over [start_ns, end_ns) in time order, no piece
         crossing a step boundary; the lock is held for one piece at a time so that a long read
-        never holds up ingest for long."""
+        never holds up ingest for long. The windows before memory's are read from the history
+        (only those from ``source`` to ``target`` where given); True when it was read."""
         now_ns = self._clock()
         with self._lock:
+            memory_start = self._windows.memory_start(now_ns)
             pieces = self._windows.pieces(start_ns, end_ns, step_ns, now_ns)
+        from_history = with_history and self._history is not None and start_ns < memory_start
+        if from_history:
+            old = self._history.read(start_ns, min(end_ns, memory_start), step_ns, source, target)
+            for step, window in sorted(old.items()):
+                visit(start_ns + step * step_ns, window)
         for piece_start, piece_size in pieces:
             with self._lock:
                 piece = self._windows.piece(piece_start, piece_size)
                 if piece is not None:
                     visit(piece_start, piece)
+        return from_history
 
     def _aligned(self, start_ns: int, end_ns: int) -> tuple[int, int]:
         """The range widened to whole windows."""
@@ -210,12 +257,14 @@ class ServiceGraph:
         """How much of [start_ns, end_ns) has happened: the denominator of a rate."""
         return max(0, min(end_ns, self._clock()) - start_ns) / SECOND_NS
 
-    def _nodes(self, edges: dict[EdgeKey, EdgeStats], seconds: float) -> list[dict]:
+    def _nodes(self, edges: dict[EdgeKey, EdgeStats], seconds: float, from_history: bool) -> list[dict]:
         """Every node on an edge, with its kind and the metrics of all requests into it (what
         ``tracemesh stat`` shows per service). A service sends spans (or calls out); a database is
         the target of a ``db.system`` call; anything else is an external, uninstrumented peer."""
         with self._lock:
             services = set(self._services)
+        if from_history:
+            services |= self._history.services()
         kinds: dict[str, str] = {}
         inbound: dict[str, EdgeStats] = {}
 

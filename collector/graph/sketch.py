@@ -49,6 +49,20 @@ class LatencySketch:
         self.min_ns = math.inf
         self.max_ns = 0
 
+    @classmethod
+    def from_buckets(
+        cls, indexes: list[int], counts: list[int], *, zeros: int, total_ns: int, min_ns: int, max_ns: int
+    ) -> LatencySketch:
+        """A sketch rebuilt from its stored parts (the ClickHouse rollup's bucket arrays and totals)."""
+        sketch = cls()
+        sketch.buckets = dict(zip(indexes, counts))
+        sketch.zeros = zeros
+        sketch.count = zeros + sum(counts)
+        sketch.total_ns = total_ns
+        if sketch.count:
+            sketch.min_ns, sketch.max_ns = min_ns, max_ns
+        return sketch
+
     def add(self, value_ns: int) -> None:
         self.count += 1
         self.total_ns += value_ns

@@ -8,6 +8,14 @@ Requests are placed by the time they completed, so a span that arrives late stil
 window it belongs to, as long as that window is kept. Separately, per edge, totals since start-up
 feed the Prometheus counters, which must never go down when old windows are dropped.
 
+History (``keep_history``): windows are also written to ClickHouse, each as deltas. It starts
+from the kept windows read back from ClickHouse (so a restarted collector keeps its last hour);
+a window after the current one at that moment is written whole once settled (``take_unwritten``);
+a request that lands in a window already written (the read-back ones, or a span that arrived
+late) is also counted in a separate delta window, written on the next take. So memory is the
+whole picture of the windows it keeps (``memory_start`` on), and ClickHouse of every window once
+its deltas are written.
+
 Memory is bounded: windows older than the retention are dropped, at most ``max_edges`` edges are
 kept apart (later new edges are counted as calls from their client to ``OTHER``: uninstrumented
 peers named by address can be many), and an edge keeps at most ``max_details`` distinct endpoints
@@ -80,6 +88,11 @@ class Window:
             for key, stats in theirs.items():
                 stats_of(mine, key).merge(stats)
 
+    def record(self, edge: EdgeKey, endpoint: str, route: str, observation: Observation) -> None:
+        stats_of(self.edges, edge).record(observation)
+        stats_of(self.endpoints, (edge, endpoint)).record(observation)
+        stats_of(self.routes, (edge, route)).record(observation)
+
 
 def stats_of(table: dict, key) -> EdgeStats:
     """The stats under ``key``, created empty on first use."""
@@ -110,6 +123,35 @@ class WindowStore:
         self._totals: dict[EdgeKey, EdgeStats] = {}
         self._details: dict[EdgeKey, _EdgeDetails] = {}
         self._oldest_kept = 0
+        self._unwritten_from: int | None = None  # windows from here on are not yet written whole
+        self._late: dict[int, Window] = {}  # deltas of windows before _unwritten_from
+
+    def keep_history(self, now_ns: int, written: dict[int, Window]) -> None:
+        """Start from the ``written`` windows (start -> window, read back from history) and, from
+        now on, track what ``take_unwritten`` has not handed out yet."""
+        for start, window in written.items():
+            if start >= self.memory_start(now_ns):
+                self._windows[start] = window
+        self._unwritten_from = self.window_start(now_ns) + self.window_ns
+
+    def memory_start(self, now_ns: int) -> int:
+        """The first window kept in memory."""
+        return max(self._oldest_kept, self.window_start(now_ns - self.retention_ns))
+
+    def take_unwritten(self, now_ns: int, settle_ns: int, everything: bool = False) -> list[tuple[int, Window]]:
+        """(start, window) to write to history: every delta so far, then the whole windows that
+        ended at least ``settle_ns`` ago (all of them, the current one too, with ``everything``).
+        The whole windows are live objects: read them under the owner's lock."""
+        if self._unwritten_from is None:
+            return []
+        current = self.window_start(now_ns)
+        horizon = current + self.window_ns if everything else self.window_start(now_ns - settle_ns)
+        taken = sorted(self._late.items())
+        self._late = {}
+        for start in sorted(start for start in self._windows if self._unwritten_from <= start < horizon):
+            taken.append((start, self._windows[start]))
+        self._unwritten_from = max(self._unwritten_from, horizon)
+        return taken
 
     def window_start(self, time_ns: int) -> int:
         return time_ns - time_ns % self.window_ns
@@ -132,15 +174,21 @@ class WindowStore:
                     self._details[edge] = _EdgeDetails()
             total.record(observation)
             start = min(self.window_start(observation.time_ns), current)
-            if start < self._oldest_kept:
-                continue  # older than anything kept: only the totals remember it
+            written = self._unwritten_from is not None and start < self._unwritten_from
+            if start < self._oldest_kept and not written:
+                continue  # older than anything kept and no history: only the totals remember it
+            endpoint, route = self._detail(edge, observation)
+            if written:
+                delta = self._late.get(start)
+                if delta is None:
+                    delta = self._late[start] = Window()
+                delta.record(edge, endpoint, route, observation)
+                if start < self._oldest_kept:
+                    continue
             window = windows.get(start)
             if window is None:
                 window = windows[start] = Window()
-            endpoint, route = self._detail(edge, observation)
-            stats_of(window.edges, edge).record(observation)
-            stats_of(window.endpoints, (edge, endpoint)).record(observation)
-            stats_of(window.routes, (edge, route)).record(observation)
+            window.record(edge, endpoint, route, observation)
             if blocks:
                 for size in self.block_sizes_ns:
                     blocks.pop((start - start % size, size), None)
@@ -150,7 +198,7 @@ class WindowStore:
         in time order: (start, size) of whole past blocks, the largest that fit within one step,
         and of single kept windows."""
         current = self.window_start(now_ns)
-        position = max(start_ns, self._oldest_kept, self.window_start(current - self.retention_ns))
+        position = max(start_ns, self.memory_start(now_ns))
         end_ns = min(end_ns, current + self.window_ns)
         pieces = []
         while position < end_ns:
