@@ -120,7 +120,7 @@ def request_line(request: dict) -> str:
     status = request["status"] or (f"grpc={request['grpcStatus']}" if "grpcStatus" in request else "-")
     parts = [
         request["time"][11:23],
-        f"{request['direction']:<8}",
+        request["direction"] or "-",
         request["service"] or "-",
         f"{request['method']} {request['path']}",
         str(status),
