@@ -80,6 +80,7 @@ class Tap:
 
     def __init__(self, request_filter: TapFilter, own_service: str, capacity: int = TAP_CAPACITY):
         self.filter = request_filter
+        self._everything = request_filter == TapFilter()
         self.own_service = own_service
         self.capacity = capacity
         self.dropped = 0
@@ -101,9 +102,9 @@ class Tap:
         self._wake()
 
     def matches(self, span: tuple) -> bool:
-        wanted = self.filter
-        if wanted == TapFilter():
+        if self._everything:
             return True
+        wanted = self.filter
         request = TapRequest.of(span, self.own_service)
         return (
             (not wanted.service or request.service == wanted.service)
