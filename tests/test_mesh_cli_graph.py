@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -197,3 +200,25 @@ def test_an_unreachable_collector_is_one_line_and_exit_1(command):
 def test_a_bad_window_is_a_usage_error():
     result = as_a_user("stat", "--window", "ten seconds")
     assert result.returncode == 2 and "is not a duration like 10s" in result.stderr
+
+
+def test_top_on_a_terminal_redraws_in_place_until_ctrl_c(collector):
+    leader, follower = pty.openpty()
+    top = subprocess.Popen(
+        tracemesh_command("top", "--interval", "0.2s", "--collector-url", collector.api_url),
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while screen.count(b"\x1b[H\x1b[2J") < 2 and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                screen += os.read(leader, 65536)
+        top.send_signal(signal.SIGINT)
+        assert top.wait(timeout=10) == 0
+    finally:
+        top.kill()
+        os.close(leader)
+    assert top.stderr.read() == b""
+    assert screen.count(b"\x1b[H\x1b[2J") >= 2 and b"GET /cart" in screen
