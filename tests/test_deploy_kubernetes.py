@@ -3,6 +3,7 @@ ports, run the collector with arguments the real CLI accepts, and are where `tra
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,7 +12,8 @@ import yaml
 
 from tests.support.processes import REPO_ROOT
 from tracemesh.cli import build_parser
-from tracemesh.inject import SidecarSettings
+from tracemesh.demo import SHOP
+from tracemesh.inject import SidecarSettings, inject_stream
 
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 VARIANTS = ["clickhouse", "external-clickhouse"]
@@ -146,3 +148,53 @@ def test_injected_sidecars_point_at_the_collector_service():
     assert defaults.control == f"{host}:{ports['control']}"
     collector = find(objects, "Deployment", "tracemesh-collector")["spec"]["template"]["spec"]["containers"][0]
     assert collector["image"] == defaults.image  # one image for the collector and the sidecar
+
+
+def shop_workloads() -> tuple[list[dict], list[dict]]:
+    """The example shop before and after `tracemesh inject`."""
+    text = (KUBERNETES / "shop" / "shop.yaml").read_text()
+    injected, _ = inject_stream(text)
+    assert inject_stream(injected)[0] == injected
+    return [d for d in yaml.safe_load_all(text) if d], [d for d in yaml.safe_load_all(injected) if d]
+
+
+def app_options(container: dict) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in container["args"] if arg.startswith("--"))
+
+
+def test_the_example_shop_is_the_demo_shop_once_injected():
+    _, objects = shop_workloads()
+    collector = find(kustomize(KUBERNETES / "clickhouse"), "Service", "tracemesh-collector")
+    collector_ports = {p["name"]: p["port"] for p in collector["spec"]["ports"]}
+    collector_host = f"{collector['metadata']['name']}.{collector['metadata']['namespace']}.svc.cluster.local"
+    instances: dict[str, int] = {}
+    for deployment in (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] != "traffic"):
+        app, proxy = deployment["spec"]["template"]["spec"]["containers"]
+        args, options = build_parser("proxy").parse_args(proxy["args"]), app_options(app)
+        instances[args.service] = instances.get(args.service, 0) + deployment["spec"]["replicas"]
+        demo_service = next(s for s in SHOP if s.name == args.service)
+        script = REPO_ROOT / Path(app["args"][0]).relative_to("/opt/tracemesh")
+        assert script.name == demo_service.script and script.is_file()
+        defined = set(re.findall(r'add_argument\(\s*"--([a-z-]+)"', script.read_text()))
+        assert set(options) <= defined, deployment["metadata"]["name"]
+        assert args.app == f"127.0.0.1:{options['port']}"
+        assert options.get("outbound") == (args.outbound if demo_service.calls_out else None)
+        telemetry = urlsplit(options.get("otlp") or options["zipkin"])
+        assert (telemetry.hostname, telemetry.port) == (
+            collector_host, collector_ports["http" if demo_service.zipkin else "otlp-http"])
+    assert instances == {s.name: s.instances for s in SHOP}
+
+
+def test_the_shoppers_reach_the_frontend_sidecar_through_its_service():
+    before, after = shop_workloads()
+    traffic = find(after, "Deployment", "traffic")
+    assert traffic == find(before, "Deployment", "traffic")  # not injected
+    target = app_options(traffic["spec"]["template"]["spec"]["containers"][0])["target"]
+    service = find(after, "Service", "frontend")
+    host, port = target.rsplit(":", 1)
+    assert host == f"frontend.{service['metadata']['namespace']}.svc.cluster.local"
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == int(port)
+    frontend = find(after, "Deployment", "frontend")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= frontend["metadata"]["labels"].items()
+    assert service_port["targetPort"] in container_ports(frontend["spec"])
