@@ -16,6 +16,7 @@ import urllib.parse
 import orjson
 
 CONNECT_TIMEOUT_S = 5.0
+DEFAULT_ADMIN = "127.0.0.1:9990"
 
 
 class TapError(Exception):
@@ -29,8 +30,8 @@ def register(subparsers) -> None:
         description="Print each request through a proxy as it finishes (direction, service, method, path, "
         "status, latency, endpoint), read from the proxy's admin port. Ctrl-C stops.",
     )
-    tap.add_argument("--proxy-admin", required=True, type=admin_address, metavar="HOST:PORT",
-                     help="the proxy's --admin address, e.g. 127.0.0.1:4191")
+    tap.add_argument("--proxy-admin", type=admin_address, default=admin_address(DEFAULT_ADMIN), metavar="HOST:PORT",
+                     help=f"the proxy's --admin address (default {DEFAULT_ADMIN}, the proxy's default)")
     tap.add_argument("--service", help="only requests to this destination service (inbound: the proxy's own)")
     tap.add_argument("--path", metavar="PREFIX", help="only requests whose path starts with PREFIX")
     tap.add_argument("--status", type=status_filter, help="only this HTTP status (503) or class (5xx)")

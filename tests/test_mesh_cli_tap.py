@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from mesh.admin import AdminServer
 from mesh.export import SpanRecorder
-from mesh.tap import TapFilter, TapHub, parse_filter
+from mesh.tap import TapFilter, TapHub, parse_filter, request_json
+from mesh.tap_cli import request_line
 from spans import conventions as conv
 from tests.support.mesh import Mesh
 from tests.support.processes import REPO_ROOT, free_port, tracemesh_command
@@ -199,3 +200,17 @@ def test_the_admin_stream_installs_its_tap_only_while_a_client_reads():
         writer.close()
 
     asyncio.run(scenario())
+
+
+def test_a_grpc_request_shows_its_method_path_and_grpc_status():
+    attributes = ((conv.RPC_SYSTEM, "grpc"), (conv.RPC_SERVICE, "shop.Cart"), (conv.RPC_METHOD, "Add"),
+                  (conv.RPC_GRPC_STATUS, 14), (conv.DIRECTION, "outbound"), (conv.PEER_SERVICE, "cart"))
+    record = ("ab" * 16, "cd" * 8, "", "shop.Cart/Add", 3, time.time_ns(), 1_500_000, 2, "unavailable", attributes)
+    line = request_json(record, "client")
+    assert (line["service"], line["method"], line["path"], line["status"], line["grpcStatus"]) == (
+        "cart", "POST", "/shop.Cart/Add", None, 14)
+    assert request_line(line).split("  ")[1:5] == ["outbound", "cart", "POST /shop.Cart/Add", "grpc=14"]
+    recorder = SpanRecorder()
+    tap = TapHub(recorder, "client").open(parse_filter("service=cart&path=/shop.Cart/"))
+    recorder.record(record)
+    assert tap.dropped == 0 and len(asyncio.run(tap.take())) == 1
