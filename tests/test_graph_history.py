@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from datetime import datetime, timezone
 
 import aiohttp
 import numpy
@@ -205,3 +207,31 @@ def test_the_api_serves_a_range_older_than_memory(store):
     [points] = [s["points"] for s in series["series"]]
     assert [p["requests"] for p in points] == [600, 600]
     assert [p["rps"] for p in points] == pytest.approx([20, 20])
+
+
+def test_retention_drops_old_days_of_windows_with_the_spans(store):
+    today = time.time_ns() // (86400 * S) * 86400 * S
+    old_day, recent_day = today - 10 * 86400 * S, today - 86400 * S
+    clock = Clock(old_day)
+    graph = ServiceGraph(clock=clock, history=EdgeHistory(store))
+    for day in (old_day, recent_day):
+        clock.now_ns = day + 20 * S
+        graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", day, 10 * MS)))
+    graph.write_history(everything=True)
+
+    dropped = store.drop_expired(3)
+    assert dropped == [datetime.fromtimestamp(old_day / S, timezone.utc).strftime("%Y%m%d")]
+    reader = ServiceGraph(clock=Clock(today + 3 * 3600 * S), history=EdgeHistory(store))
+    assert edges(reader.graph(old_day, old_day + 10 * S)) == {}
+    assert edges(reader.graph(recent_day, recent_day + 10 * S))[("a", "b")]["requests"] == 1
+
+
+def test_a_window_dropped_from_memory_before_it_was_written_still_reaches_history(store):
+    clock = Clock(T0)
+    graph = ServiceGraph(clock=clock, history=EdgeHistory(store))
+    clock.now_ns = T0 + 20 * S
+    graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", T0 + 12 * S, 10 * MS)))
+    clock.now_ns = LATER
+    graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", LATER - 5 * S, 10 * MS)))  # drops the old window
+    graph.write_history()
+    assert edges(graph.graph(T0, T0 + 20 * S))[("a", "b")]["requests"] == 1

@@ -254,4 +254,6 @@ class WindowStore:
         for block in [block for block in self._blocks if block[0] < oldest_kept]:
             del self._blocks[block]
         for window_start in [start for start in self._windows if start < oldest_kept]:
-            del self._windows[window_start]
+            window = self._windows.pop(window_start)
+            if self._unwritten_from is not None and window_start >= self._unwritten_from:
+                self._late[window_start] = window  # not written yet: history still gets it
