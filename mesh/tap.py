@@ -141,9 +141,6 @@ class TapHub:
         self.own_service = own_service
         self._taps: list[Tap] = []
 
-    def __len__(self) -> int:
-        return len(self._taps)
-
     def open(self, request_filter: TapFilter, capacity: int = TAP_CAPACITY) -> Tap:
         if len(self._taps) >= MAX_TAPS:
             raise OverflowError(f"{MAX_TAPS} taps are open on this proxy already")

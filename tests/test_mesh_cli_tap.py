@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from mesh.admin import AdminServer
 from mesh.export import SpanRecorder
-from mesh.tap import TapFilter, TapHub, parse_filter, request_json
+from mesh.tap import TAP_CAPACITY, TapFilter, TapHub, parse_filter, request_json
 from mesh.tap_cli import request_line
 from spans import conventions as conv
 from tests.support.mesh import Mesh
@@ -184,6 +184,12 @@ def test_the_admin_stream_installs_its_tap_only_while_a_client_reads():
         size = int(await reader.readuntil(b"\r\n"), 16)
         chunk = (await reader.readexactly(size + 2))[:-2]
         assert [orjson.loads(line)["path"] for line in chunk.splitlines()] == ["/api/a", "/api/b"]
+        # more than a tap holds arrive before its reader runs: the rest are dropped, and the stream says so
+        for _ in range(TAP_CAPACITY + 5):
+            recorder.record(span("/api/burst", 200))
+        size = int(await reader.readuntil(b"\r\n"), 16)
+        *requests, last = (await reader.readexactly(size + 2))[:-2].splitlines()
+        assert (len(requests), orjson.loads(last)) == (TAP_CAPACITY, {"dropped": 5})
         writer.close()  # the watcher leaves: its tap is removed at once
         for _ in range(100):
             if not recorder.taps:
