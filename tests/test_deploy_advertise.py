@@ -3,7 +3,11 @@ the bound one (in a pod the proxy binds 0.0.0.0 and advertises the pod IP, as `t
 
 from __future__ import annotations
 
+import threading
 import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from collector.control.hints import HintRules
 from collector.control.plane import ControlPlane
@@ -23,22 +27,60 @@ def registered_inbounds(registry: Registry, service: str, timeout: float = 15.0)
     raise AssertionError(f"no {service} instance registered within {timeout}s")
 
 
-def test_the_proxy_registers_its_advertised_inbound_address(tmp_path):
+class Products(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"tea, mugs"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def get_through(outbound: int, service: str, timeout: float = 15.0) -> bytes:
+    """GET / at a proxy's outbound listener naming ``service``, retried until the proxy knows its endpoints."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"http://127.0.0.1:{outbound}/", headers={"Host": service})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return reply.read()
+        except (urllib.error.HTTPError, OSError) as error:
+            last = error
+            time.sleep(0.1)
+    raise AssertionError(f"no answer from {service} through 127.0.0.1:{outbound}: {last}")
+
+
+def test_the_proxy_registers_its_advertised_inbound_address_and_callers_use_it(tmp_path):
+    """As in the compose file: the callee advertises a host name, the caller's sidecar learns it from the
+    control port alone (no endpoints file) and reaches the app through it."""
     control = f"127.0.0.1:{free_port()}"
     registry = Registry(lease_s=10)
     plane = ControlPlane(ServiceGraph(), registry, hint_rules=HintRules(0.25), tick_s=0.2)
     plane.start()
     server = start_control_server(plane, registry, control, heartbeat_s=0.2)
-    inbound, admin = free_port(), free_port()
-    proxy = ManagedProcess(tracemesh_command(
-        "proxy", "--service", "catalog", "--inbound", f"127.0.0.1:{inbound}", "--app", f"127.0.0.1:{free_port()}",
-        "--advertise", f"localhost:{inbound}", "--admin", f"127.0.0.1:{admin}", "--control", control,
-    ), tmp_path / "proxy.log")
+    app = ThreadingHTTPServer(("127.0.0.1", 0), Products)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    inbound, outbound = free_port(), free_port()
+    callee = ManagedProcess(tracemesh_command(
+        "proxy", "--service", "catalog", "--inbound", f"127.0.0.1:{inbound}", "--app", f"127.0.0.1:{app.server_port}",
+        "--advertise", f"localhost:{inbound}", "--admin", f"127.0.0.1:{free_port()}", "--control", control,
+    ), tmp_path / "callee.log")
+    caller = ManagedProcess(tracemesh_command(
+        "proxy", "--service", "frontend", "--outbound", f"127.0.0.1:{outbound}", "--admin", f"127.0.0.1:{free_port()}",
+        "--control", control,
+    ), tmp_path / "caller.log")
     try:
-        wait_for_port(admin, process=proxy.popen)
-        assert registered_inbounds(registry, "catalog") == [f"localhost:{inbound}"], proxy.log()
+        wait_for_port(outbound, process=caller.popen)
+        assert registered_inbounds(registry, "catalog") == [f"localhost:{inbound}"], callee.log()
+        assert get_through(outbound, "catalog") == b"tea, mugs", caller.log()
     finally:
-        proxy.stop()
+        caller.stop()
+        callee.stop()
+        app.shutdown()
+        app.server_close()
         plane.stop()
         server.stop(grace=0).wait()
 
