@@ -109,6 +109,9 @@ def run_proxy(args: argparse.Namespace) -> int:
     if args.advertise and not args.inbound:
         print("tracemesh proxy: --advertise names the address of --inbound; give --inbound too", file=sys.stderr)
         return 2
+    if args.control and args.inbound and not args.advertise and args.inbound.rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+        print(f"tracemesh proxy: warning: registering {args.inbound} at --control, an address other instances cannot "
+              "reach; give --advertise HOST:PORT (the pod or container address)", file=sys.stderr)
     base = DestinationPolicy(
         connect_timeout_s=args.connect_timeout,
         max_in_flight=args.max_in_flight,
