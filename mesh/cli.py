@@ -67,7 +67,7 @@ def register(subparsers) -> None:
     parser.add_argument("--app", type=address, help="the local app's address (required with --inbound)")
     parser.add_argument("--outbound", type=address, help="listen here for the app's calls to other services")
     parser.add_argument("--collector", type=address, help="where spans go: http://HOST:PORT for OTLP/HTTP (lighter), HOST:PORT for OTLP/gRPC; no export if omitted")
-    parser.add_argument("--admin", type=address, default="127.0.0.1:9990", help="admin server: /metrics /ready /live (default %(default)s)")
+    parser.add_argument("--admin", type=address, default="127.0.0.1:9990", help="admin server: /metrics /ready /live /tap (default %(default)s)")
     parser.add_argument("--endpoints", metavar="FILE", help="TOML or YAML file: service -> list of host:port; watched")
     parser.add_argument("--control", type=address, metavar="ADDR",
                         help="the collector's control address (e.g. 127.0.0.1:4319): register this instance, get "
