@@ -89,7 +89,8 @@ def main() -> int:
                 started = time.perf_counter()
                 answer = read()
                 times.append(time.perf_counter() - started)
-            print(f"{name}: best of 3 {min(times) * 1e3:.0f} ms ({len(answer.get('edges', answer.get('series')))} edges)")
+            edges = len(answer["edges"] if "edges" in answer else answer["series"])
+            print(f"{name}: best of 3 {min(times) * 1e3:.0f} ms ({edges} edges)")
     finally:
         store.close()
         if directory:

@@ -8,36 +8,22 @@ nothing it reads is in its memory), reads the same store.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from datetime import datetime, timezone
 
-import aiohttp
 import numpy
 import pytest
-from aiohttp import web
 
-from collector.graph.api import setup_graph_api
 from collector.graph.history import EdgeHistory
 from collector.graph.service_graph import ServiceGraph, rfc3339
 from collector.graph.sketch import RELATIVE_ACCURACY
 from collector.store import open_store
 from tests.support.clickhouse_server import clickhouse_server_url, store_url  # noqa: F401  (fixtures)
+from tests.support.graph_history import LATER, T0, Clock, edges, get_json
 from tests.support.graph_spans import MS, S, columns, new_trace_id, proxy_hop
-from tests.support.processes import free_port
 
-T0 = 1_800_000_000 * S  # 2027-01-15T08:00:00Z, a window boundary
-LATER = T0 + 2 * 3600 * S  # beyond the hour a graph keeps in memory
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
-
-
-class Clock:
-    def __init__(self, now_ns: int):
-        self.now_ns = now_ns
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
 @pytest.fixture
@@ -67,10 +53,6 @@ def receive(graph: ServiceGraph, store, rows: list[dict]) -> None:
     """What the collector does with a batch: count it in the graph, store the spans."""
     graph.consume(columns(rows))
     store.insert(columns(rows))
-
-
-def edges(answer: dict) -> dict[tuple[str, str], dict]:
-    return {(edge["source"], edge["target"]): edge for edge in answer["edges"]}
 
 
 def without_rates(answer: dict) -> dict:
@@ -163,27 +145,6 @@ def test_a_restarted_graph_starts_from_the_kept_hour(store):
     assert edges(second.graph(T0, T0 + 30 * S))[("a", "b")]["requests"] == 601
 
 
-def get_json(graph: ServiceGraph, requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
-    async def scenario():
-        app = web.Application()
-        setup_graph_api(app, graph)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-                answers = []
-                for path, params in requests:
-                    async with session.get(path, params=params) as response:
-                        answers.append((response.status, await response.json()))
-                return answers
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(scenario())
-
-
 def test_the_api_serves_a_range_older_than_memory(store):
     clock = Clock(T0)
     live = ServiceGraph(clock=clock, history=EdgeHistory(store))
@@ -197,7 +158,8 @@ def test_the_api_serves_a_range_older_than_memory(store):
         reader,
         [
             ("/api/v1/graph", {"start": rfc3339(T0), "end": rfc3339(T0 + 60 * S)}),
-            ("/api/v1/edges", {"from": "a", "to": "b", "start": rfc3339(T0), "end": rfc3339(T0 + 60 * S), "step": "30s"}),
+            ("/api/v1/edges", {"from": "a", "to": "b", "start": rfc3339(T0), "end": rfc3339(T0 + 60 * S),
+                               "step": "30s"}),
         ],
     )
     assert status == series_status == 200

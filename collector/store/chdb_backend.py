@@ -48,13 +48,13 @@ class ChdbBackend:
         return {column["name"]: result["data"].get(column["name"], []) for column in result["meta"]}
 
     def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None:
-        span_block = pyarrow.table(
-            {name: pyarrow.array(columns[name], type=_ARROW_TYPES[column_type]) for name, column_type in column_types.items()}
+        block = pyarrow.table(
+            {name: pyarrow.array(columns[name], type=_ARROW_TYPES[kind]) for name, kind in column_types.items()}
         )
         names = ", ".join(column_types)
         with self._insert_lock:
-            # chDB resolves Python(span_block) to the local variable named "span_block" in this frame.
-            self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(span_block)")
+            # chDB resolves Python(block) to the local variable named "block" in this frame.
+            self._session.query(f"INSERT INTO {table} ({names}) SELECT {names} FROM Python(block)")
 
     def close(self) -> None:
         if not self._closed.is_set():
