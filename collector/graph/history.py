@@ -139,11 +139,23 @@ class EdgeHistory:
             self._pending = {name: [] for name in EDGE_WINDOW_COLUMNS}
 
     def read(
-        self, start_ns: int, end_ns: int, step_ns: int, source: str | None = None, target: str | None = None
+        self,
+        start_ns: int,
+        end_ns: int,
+        step_ns: int,
+        source: str | None = None,
+        target: str | None = None,
+        edges_only: bool = False,
     ) -> dict[int, Window]:
-        """Per step index (0 from ``start_ns``), the windows in [start_ns, end_ns) merged (whole seconds)."""
+        """Per step index (0 from ``start_ns``), the windows in [start_ns, end_ns) merged (whole
+        seconds); with ``edges_only`` without their endpoints and routes."""
         rows = self.store.edge_windows(
-            start_ns // SECOND_NS, end_ns // SECOND_NS, step_ns // SECOND_NS, client=source, server=target
+            start_ns // SECOND_NS,
+            end_ns // SECOND_NS,
+            step_ns // SECOND_NS,
+            client=source,
+            server=target,
+            view=EDGE_VIEW if edges_only else None,
         )
         return windows_from_rows(rows)
 

@@ -191,7 +191,7 @@ class ServiceGraph:
                 if (source is None or edge[0] == source) and (target is None or edge[1] == target):
                     stats_of(per_step.setdefault(edge, {}), step).merge(stats)
 
-        self._visit(start_ns, end_ns, step_ns, add_piece, source=source, target=target)
+        self._visit(start_ns, end_ns, step_ns, add_piece, source=source, target=target, edges_only=True)
         nothing = EdgeStats()
 
         def point(step: int, points: dict[int, EdgeStats]) -> dict:
@@ -226,18 +226,20 @@ class ServiceGraph:
         with_history: bool = True,
         source: str | None = None,
         target: str | None = None,
+        edges_only: bool = False,
     ) -> bool:
         """Call ``visit(start, window or block)`` over [start_ns, end_ns) in time order, no piece
         crossing a step boundary; the lock is held for one piece at a time so that a long read
         never holds up ingest for long. The windows before memory's are read from the history
-        (only those from ``source`` to ``target`` where given); True when it was read."""
+        (only those from ``source`` to ``target`` where given, only the edge totals with
+        ``edges_only``); True when it was read."""
         now_ns = self._clock()
         with self._lock:
             memory_start = self._windows.memory_start(now_ns)
             pieces = self._windows.pieces(start_ns, end_ns, step_ns, now_ns)
         from_history = with_history and self._history is not None and start_ns < memory_start
         if from_history:
-            old = self._history.read(start_ns, min(end_ns, memory_start), step_ns, source, target)
+            old = self._history.read(start_ns, min(end_ns, memory_start), step_ns, source, target, edges_only)
             for step, window in sorted(old.items()):
                 visit(start_ns + step * step_ns, window)
         for piece_start, piece_size in pieces:

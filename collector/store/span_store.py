@@ -91,14 +91,27 @@ class SpanStore:
             self._backend.insert("edge_windows", columns, EDGE_WINDOW_COLUMNS)
 
     def edge_windows(
-        self, start_s: int, end_s: int, step_s: int, client: str | None = None, server: str | None = None
+        self,
+        start_s: int,
+        end_s: int,
+        step_s: int,
+        client: str | None = None,
+        server: str | None = None,
+        view: str | None = None,
     ) -> dict[str, list]:
         """Window rows in [start_s, end_s) summed per step (``step``: 0 from ``start_s``), edge, view and
-        detail, with the latency buckets merged (``merged_buckets`` / ``merged_counts``)."""
+        detail, with the latency buckets merged (``merged_buckets`` / ``merged_counts``); optionally
+        only one client's, one server's, or one view's ('edge', 'endpoint', 'route') rows."""
         if step_s < 1 or end_s <= start_s:
             raise ValueError("edge_windows needs start_s < end_s and a step of at least 1 s")
         return self._query(
-            "queries/edge_windows.sql", start_s=start_s, end_s=end_s, step_s=step_s, client=client, server=server
+            "queries/edge_windows.sql",
+            start_s=start_s,
+            end_s=end_s,
+            step_s=step_s,
+            client=client,
+            server=server,
+            view=view,
         )
 
     def services(self) -> list[str]:

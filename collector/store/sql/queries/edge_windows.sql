@@ -20,5 +20,6 @@ WHERE window_start >= toDateTime(%(start_s)s, 'UTC')
   AND window_start < toDateTime(%(end_s)s, 'UTC')
   AND client = %(client)s                                  -- if client
   AND server = %(server)s                                  -- if server
+  AND view = %(view)s                                      -- if view
 GROUP BY step, client, server, connection_type, view, detail
 ORDER BY step, client, server, connection_type, view, detail
