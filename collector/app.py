@@ -145,7 +145,7 @@ async def run_collector(config: CollectorConfig, say: Callable[[str], None] = pr
         say(f"spool {config.spool_dir}: {spool.record_bytes} bytes left from a previous run; replaying them")
     writer = SpoolWriter(spool, store, config.batch_rows, config.batch_delay, config.retention_days)
     writer.start()
-    graph = await asyncio.to_thread(ServiceGraph, history=EdgeHistory(store))  # reads the last hour back
+    graph = await asyncio.to_thread(ServiceGraph, history=EdgeHistory(store))  # reads recent windows back
     history_flusher = HistoryFlusher(graph)
     history_flusher.start()
     intake = Intake(spool, consumers=(graph.consume,))

@@ -128,7 +128,7 @@ def test_a_range_over_history_and_memory_counts_each_request_once(store):
     assert edges(reader.graph(T0, T0 + 3630 * S))[("a", "b")]["requests"] == 1200
 
 
-def test_a_restarted_graph_starts_from_the_kept_hour(store):
+def test_a_restarted_graph_starts_from_its_recent_windows(store):
     clock = Clock(T0)
     first = ServiceGraph(clock=clock, history=EdgeHistory(store))
     rows, _ = traffic(T0, 30, seed=4)
@@ -197,3 +197,21 @@ def test_a_window_dropped_from_memory_before_it_was_written_still_reaches_histor
     graph.consume(columns(proxy_hop(new_trace_id(), "a", "b", LATER - 5 * S, 10 * MS)))  # drops the old window
     graph.write_history()
     assert edges(graph.graph(T0, T0 + 20 * S))[("a", "b")]["requests"] == 1
+
+
+def test_after_a_restart_older_windows_come_from_history_and_late_requests_add_to_them(store):
+    clock = Clock(T0)
+    first = ServiceGraph(clock=clock, history=EdgeHistory(store))
+    rows, _ = traffic(T0, 30, seed=6)
+    clock.now_ns = T0 + 30 * S
+    receive(first, store, rows)
+    first.write_history(everything=True)
+
+    clock.now_ns = T0 + 1800 * S  # restarted half an hour later: those windows are older than its memory
+    second = ServiceGraph(clock=clock, history=EdgeHistory(store), history_preload_seconds=900)
+    receive(second, store, proxy_hop(new_trace_id(), "a", "b", T0 + 1790 * S, 10 * MS))
+    assert edges(second.graph(T0, clock.now_ns))[("a", "b")]["requests"] == 601
+    receive(second, store, proxy_hop(new_trace_id(), "a", "b", T0 + 5 * S, 10 * MS))  # a late one
+    second.write_history()
+    assert edges(second.graph(T0, T0 + 10 * S))[("a", "b")]["requests"] == 201
+    assert edges(second.graph(T0, clock.now_ns))[("a", "b")]["requests"] == 602

@@ -1,6 +1,6 @@
 """A real ``tracemesh collector`` restarted on the same store keeps its service graph's history:
 on each backend, requests sent before the restart are still on the graph after it (the stopping
-collector writes every window, the starting one reads the last hour back), and requests sent
+collector writes every window, the starting one reads its recent windows back), and requests sent
 after it add to them without counting anything twice."""
 
 from __future__ import annotations

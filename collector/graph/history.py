@@ -6,10 +6,11 @@ later row for requests that arrived after that), so rows are only ever added, an
 them: counts add, the latency sketch's bucket counts merge with ``sumMap`` and the sketch is
 rebuilt from them, so percentiles over a day are as exact as over ten seconds.
 
-Which source answers which window (no request counted twice): the windows memory keeps (the
-retention, an hour, up to now) come from memory only; every earlier window comes from ClickHouse
-only. A collector starting up reads the kept hour back from ClickHouse into memory, marked as
-written, so its memory is whole again and what it adds to those windows is written as deltas.
+Which source answers which window (no request counted twice): the windows memory keeps (up to
+the retention, an hour, up to now) come from memory only; every earlier window comes from
+ClickHouse only. A collector starting up reads the last 15 minutes back from ClickHouse into
+memory, marked as written, so its memory is whole from there on and what it adds to those
+windows is written as deltas; its memory then grows back to the hour as time passes.
 ClickHouse has a window once written: settled windows after ``settle_s`` (30 s), late deltas
 (which may land in windows older than memory) within one flush interval.
 

@@ -5,8 +5,8 @@ only parses the attributes of CLIENT/SERVER/PRODUCER/CONSUMER spans, pairs and c
 one lock, and never raises. Readers (the API, the Prometheus exposition) take the lock one window
 at a time, so a long range query delays ingest by one window's merge at most.
 
-With an ``EdgeHistory`` the graph starts from the last hour of windows read back from ClickHouse
-(a restart keeps the live view), the windows are also written there (``write_history``, called by
+With an ``EdgeHistory`` the graph starts from the last ``history_preload_seconds`` of windows read
+back from ClickHouse (a restart keeps the live view), the windows are also written there (``write_history``, called by
 ``HistoryFlusher``'s thread), and the graph and edge series of a range that starts before the
 kept windows read the earlier ones from ClickHouse; see ``collector.graph.history``.
 """
@@ -52,6 +52,7 @@ class ServiceGraph:
         clock: Callable[[], int] = time.time_ns,
         history: EdgeHistory | None = None,
         history_settle_seconds: float = 30.0,
+        history_preload_seconds: int = 900,
     ):
         self.window_ns = window_seconds * SECOND_NS
         self._clock = clock
@@ -64,10 +65,12 @@ class ServiceGraph:
         self._settle_ns = int(history_settle_seconds * SECOND_NS)
         if history is not None:
             now_ns = clock()
-            first = self._windows.memory_start(now_ns)
+            first = self._windows.window_start(now_ns - min(history_preload_seconds, retention_seconds) * SECOND_NS)
             last = self._windows.window_start(now_ns) + self.window_ns
             written = history.read(first, last, self.window_ns)
-            self._windows.keep_history(now_ns, {first + step * self.window_ns: w for step, w in written.items()})
+            self._windows.keep_history(
+                now_ns, first, {first + step * self.window_ns: window for step, window in written.items()}
+            )
             self._services.update(history.services())
 
     # ---- write side ----------------------------------------------------------------------------

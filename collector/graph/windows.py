@@ -9,7 +9,7 @@ window it belongs to, as long as that window is kept. Separately, per edge, tota
 feed the Prometheus counters, which must never go down when old windows are dropped.
 
 History (``keep_history``): windows are also written to ClickHouse, each as deltas. It starts
-from the kept windows read back from ClickHouse (so a restarted collector keeps its last hour);
+from recent windows read back from ClickHouse (so a restarted collector keeps its live view);
 a window after the current one at that moment is written whole once settled (``take_unwritten``);
 a request that lands in a window already written (the read-back ones, or a span that arrived
 late) is also counted in a separate delta window, written on the next take. So memory is the
@@ -126,9 +126,11 @@ class WindowStore:
         self._unwritten_from: int | None = None  # windows from here on are not yet written whole
         self._late: dict[int, Window] = {}  # deltas of windows before _unwritten_from
 
-    def keep_history(self, now_ns: int, written: dict[int, Window]) -> None:
-        """Start from the ``written`` windows (start -> window, read back from history) and, from
-        now on, track what ``take_unwritten`` has not handed out yet."""
+    def keep_history(self, now_ns: int, first_ns: int, written: dict[int, Window]) -> None:
+        """Start from the ``written`` windows (start -> window, read back from history from window
+        ``first_ns`` on; earlier ones are not kept) and, from now on, track what
+        ``take_unwritten`` has not handed out yet."""
+        self._oldest_kept = max(self._oldest_kept, first_ns)
         for start, window in written.items():
             if start >= self.memory_start(now_ns):
                 self._windows[start] = window
