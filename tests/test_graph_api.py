@@ -3,21 +3,17 @@ bad parameters, and the Prometheus exposition."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 
-import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.graph.api import setup_graph_api
 from collector.graph.prometheus import render_prometheus
 from collector.graph.service_graph import ServiceGraph
 from spans.conventions import SERVER_ADDRESS
 from spans.model import KIND_CLIENT
+from tests.support.graph_history import get_json
 from tests.support.graph_spans import MS, S, columns, new_trace_id, proxy_hop, span
-from tests.support.processes import free_port
 
 T0 = 1_800_000_000 * S  # 2027-01-15T08:00:00Z, a window boundary
 
@@ -45,32 +41,8 @@ def graph() -> ServiceGraph:
     return graph
 
 
-def call(graph: ServiceGraph, requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
-    """Serve ``graph`` on a free loopback port, GET each (path, params), return (status, JSON)."""
-
-    async def scenario():
-        app = web.Application()
-        setup_graph_api(app, graph)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-                answers = []
-                for path, params in requests:
-                    async with session.get(path, params=params) as response:
-                        assert response.content_type == "application/json"
-                        answers.append((response.status, await response.json()))
-                return answers
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(scenario())
-
-
 def test_graph_over_the_default_five_minutes(graph):
-    [(status, body)] = call(graph, [("/api/v1/graph", {})])
+    [(status, body)] = get_json(graph, [("/api/v1/graph", {})])
     assert status == 200
     assert body["start"] == rfc3339(T0 - 300 * S) and body["end"] == rfc3339(T0)
     assert {n["name"]: n["kind"] for n in body["nodes"]} == {"a": "service", "b": "service", "cache": "database"}
@@ -89,7 +61,7 @@ def test_graph_over_the_default_five_minutes(graph):
 
 
 def test_graph_range_in_rfc3339_and_unix_microseconds_agree(graph):
-    answers = call(
+    answers = get_json(
         graph,
         [
             ("/api/v1/graph", {"start": rfc3339(T0 - 20 * S), "end": rfc3339(T0)}),
@@ -105,12 +77,12 @@ def test_graph_range_in_rfc3339_and_unix_microseconds_agree(graph):
 
 
 def test_a_range_from_the_epoch_reads_only_the_kept_hour():
-    [(status, body)] = call(ServiceGraph(), [("/api/v1/graph", {"start": "0"})])
+    [(status, body)] = get_json(ServiceGraph(), [("/api/v1/graph", {"start": "0"})])
     assert (status, body["start"], body["edges"]) == (200, "1970-01-01T00:00:00Z", [])
 
 
 def test_edge_series_per_step(graph):
-    answers = call(
+    answers = get_json(
         graph,
         [
             ("/api/v1/edges", {"from": "a", "to": "b", "start": micros(T0 - 60 * S), "end": micros(T0), "step": "30s"}),
@@ -149,7 +121,7 @@ def test_edge_series_per_step(graph):
     ],
 )
 def test_bad_parameters_are_a_400_naming_the_problem(graph, path, params, message):
-    [(status, body)] = call(graph, [(path, params)])
+    [(status, body)] = get_json(graph, [(path, params)])
     assert status == 400
     assert message in body["error"]
 

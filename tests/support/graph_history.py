@@ -30,6 +30,8 @@ def edges(answer: dict) -> dict[tuple[str, str], dict]:
 
 
 def get_json(graph: ServiceGraph, requests: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+    """Serve ``graph`` on a free loopback port, GET each (path, params), return (status, JSON)."""
+
     async def scenario():
         app = web.Application()
         setup_graph_api(app, graph)
@@ -42,6 +44,7 @@ def get_json(graph: ServiceGraph, requests: list[tuple[str, dict]]) -> list[tupl
                 answers = []
                 for path, params in requests:
                     async with session.get(path, params=params) as response:
+                        assert response.content_type == "application/json"
                         answers.append((response.status, await response.json()))
                 return answers
         finally:
