@@ -19,6 +19,7 @@ import urllib.parse
 import orjson
 
 from collector.query_cli import DEFAULT_COLLECTOR_URL, CollectorError, collector_url, fetch_json
+from spans.cli_args import positive_int
 
 DEFAULT_TOP_ROWS = 20
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -79,12 +80,6 @@ def duration_seconds(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
     return seconds
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
 
 
 # ---- the three views ---------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import urllib.parse
 
 import orjson
 
+from spans.cli_args import positive_int
+
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_ADMIN = "127.0.0.1:9990"
 
@@ -52,12 +54,6 @@ def status_filter(text: str) -> str:
     if (len(text) == 3 and text[0] in "12345" and text[1:] == "xx") or (text.isdigit() and 100 <= int(text) <= 599):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP status (503) or class (5xx)")
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
 
 
 def run_tap(args: argparse.Namespace) -> int:

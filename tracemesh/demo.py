@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mesh.destination import parse_duration
+from mesh.cli import duration
 
 SHOP_DIR = Path(__file__).resolve().parents[1] / "examples" / "shop"
 PORTS_PER_INSTANCE = 4  # app, sidecar inbound, sidecar outbound, sidecar admin
@@ -90,13 +90,6 @@ def address(text: str) -> str:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return text if host else f"127.0.0.1:{port}"
-
-
-def duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive(text: str) -> float:
