@@ -24,13 +24,11 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Callable
 
-from mesh.destination import MESH, Destinations, Discovery
+from mesh.destination import MESH, Destinations, Discovery, EndpointsListener, EndpointsListeners
 
 log = logging.getLogger("tracemesh.control")
 
-Listener = Callable[[str, tuple[str, ...]], None]
 
 OVER_CAPACITY_WAIT_FACTOR = 0.25  # of the destination's max queue wait while its service is over capacity
 
@@ -63,7 +61,7 @@ class ControlClient:
         self._probe_share: dict[str, float] = {}
         self._over_capacity: set[str] = set()
         self._epoch_started = float("-inf")
-        self._listeners: list[Listener] = []
+        self._listeners = EndpointsListeners(log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -83,19 +81,12 @@ class ControlClient:
             return addresses
         return self.fallback.resolve(service) if self.fallback is not None else ()
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: EndpointsListener) -> None:
         self._listeners.append(listener)
 
     def _on_fallback_change(self, service: str, addresses: tuple[str, ...]) -> None:
         if service not in self._endpoints:
-            self._notify(service, addresses)
-
-    def _notify(self, service: str, addresses: tuple[str, ...]) -> None:
-        for listener in self._listeners:
-            try:
-                listener(service, addresses)
-            except Exception:
-                log.exception("endpoints listener failed for service %r", service)
+            self._listeners.notify(service, addresses)
 
     # ---- running -------------------------------------------------------------------------------
 
@@ -213,7 +204,7 @@ class ControlClient:
         previous, self._endpoints = self._endpoints, endpoints
         for service in [*endpoints, *(gone for gone in previous if gone not in endpoints)]:
             if previous.get(service) != endpoints.get(service):
-                self._notify(service, self.resolve(service))
+                self._listeners.notify(service, self.resolve(service))
         if self.destinations is not None:
             for service in endpoints:  # created now, so weights apply before their first request
                 self.destinations.get(service)

@@ -13,6 +13,7 @@ Discovery is anything with ``has(service)``, ``resolve(service) -> tuple[str, ..
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -29,12 +30,33 @@ ROUND_ROBIN = "round-robin"
 BALANCERS = (EWMA, MESH, ROUND_ROBIN)
 
 
+EndpointsListener = Callable[[str, tuple[str, ...]], None]  # (service, its addresses now)
+
+
 class Discovery(Protocol):
     def has(self, service: str) -> bool: ...
 
     def resolve(self, service: str) -> tuple[str, ...]: ...
 
-    def subscribe(self, listener: Callable[[str, tuple[str, ...]], None]) -> None: ...
+    def subscribe(self, listener: EndpointsListener) -> None: ...
+
+
+class EndpointsListeners:
+    """The listeners a Discovery tells of changed addresses; one that raises is logged and the rest still hear."""
+
+    def __init__(self, log: logging.Logger):
+        self._log = log
+        self._listeners: list[EndpointsListener] = []
+
+    def append(self, listener: EndpointsListener) -> None:
+        self._listeners.append(listener)
+
+    def notify(self, service: str, addresses: tuple[str, ...]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(service, addresses)
+            except Exception:
+                self._log.exception("endpoints listener failed for service %r", service)
 
 
 @dataclass(frozen=True, slots=True)

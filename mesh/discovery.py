@@ -24,13 +24,12 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-log = logging.getLogger("tracemesh.discovery")
+from mesh.destination import EndpointsListener, EndpointsListeners
 
-Listener = Callable[[str, tuple[str, ...]], None]
+log = logging.getLogger("tracemesh.discovery")
 
 
 class EndpointsFileError(ValueError):
@@ -113,11 +112,11 @@ class EndpointsFile:
         self._hosts: dict[str, tuple[str, ...]] = {}  # host name -> resolved IPs (last good)
         self._resolved: dict[str, tuple[str, ...]] = {}  # service -> "ip:port", what resolve() answers
         self._resolved_at = float("-inf")
-        self._listeners: list[Listener] = []
+        self._listeners = EndpointsListeners(log)
         self._file_error: str | None = None  # last logged, so a broken file is reported once
         self._failing_hosts: set[str] = set()
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: EndpointsListener) -> None:
         """Call ``listener(service, addresses)`` whenever a service's resolved addresses change."""
         self._listeners.append(listener)
 
@@ -186,7 +185,7 @@ class EndpointsFile:
         previous, self._resolved = self._resolved, resolved
         for service in [*resolved, *(gone for gone in previous if gone not in resolved)]:
             if previous.get(service) != resolved.get(service):
-                self._notify(service, resolved.get(service, ()))
+                self._listeners.notify(service, resolved.get(service, ()))
 
     async def _lookup(self, loop: asyncio.AbstractEventLoop, host: str) -> tuple[str, ...]:
         try:
@@ -200,13 +199,6 @@ class EndpointsFile:
         ipv4 = [info[4][0] for info in infos if info[0] == socket.AF_INET]
         ips = ipv4 or [info[4][0] for info in infos if info[0] == socket.AF_INET6]
         return tuple(dict.fromkeys(ips))
-
-    def _notify(self, service: str, addresses: tuple[str, ...]) -> None:
-        for listener in self._listeners:
-            try:
-                listener(service, addresses)
-            except Exception:
-                log.exception("endpoints listener failed for service %r", service)
 
 
 def _is_ip(host: str) -> bool:
