@@ -425,12 +425,17 @@ def _list_field(holder: dict, names: tuple[str, str], where: str) -> list:
     return items
 
 
-def decode_otlp_json(body: bytes | str) -> DecodedBatch:
-    """An OTLP/JSON ``ExportTraceServiceRequest`` (hex ids, either case) to columns."""
+def load_json(body: bytes | str) -> object:
+    """A request body's JSON document; PayloadError naming the syntax problem if it is not JSON."""
     try:
-        document = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"not valid JSON: {exc}") from None
+
+
+def decode_otlp_json(body: bytes | str) -> DecodedBatch:
+    """An OTLP/JSON ``ExportTraceServiceRequest`` (hex ids, either case) to columns."""
+    document = load_json(body)
     if not isinstance(document, dict):
         raise PayloadError("an OTLP/JSON request must be a JSON object with resourceSpans")
 

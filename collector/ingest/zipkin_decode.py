@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
-
 from spans.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -29,7 +27,7 @@ from spans.model import (
     empty_columns,
     value_text,
 )
-from spans.otlp_decode import DecodedBatch, PayloadError
+from spans.otlp_decode import DecodedBatch, PayloadError, load_json
 
 ZIPKIN_KINDS = {"CLIENT": KIND_CLIENT, "SERVER": KIND_SERVER, "PRODUCER": KIND_PRODUCER, "CONSUMER": KIND_CONSUMER}
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -141,10 +139,7 @@ def _span_row(span: dict, received_ns: int) -> tuple:
 
 def decode_zipkin_json(body: bytes | str) -> DecodedBatch:
     """A Zipkin v2 ``ListOfSpans`` to columns; bad spans are listed by index, good ones kept."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"not valid JSON: {exc}") from None
+    document = load_json(body)
     if not isinstance(document, list):
         raise PayloadError("a Zipkin v2 request must be a JSON array of spans")
     batch = DecodedBatch(empty_columns())
