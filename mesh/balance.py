@@ -47,32 +47,34 @@ class Endpoint:
         return f"Endpoint({self.address!r})"
 
 
-def _updated(endpoints: list[Endpoint], addresses: Iterable[str], new_endpoint: Callable[[str], Endpoint]) -> list[Endpoint]:
-    """The endpoints for ``addresses``; those that stay keep their load estimate and breaker state."""
-    current = {endpoint.address: endpoint for endpoint in endpoints}
-    updated: list[Endpoint] = []
-    for address in dict.fromkeys(addresses):
-        endpoint = current.get(address)
-        updated.append(new_endpoint(address) if endpoint is None else endpoint)
-    return updated
+class _EndpointSet:
+    """What every balancer keeps: its endpoints, replaced on each discovery update."""
+
+    def __init__(self, endpoints: Iterable[str], new_endpoint: Callable[[str], Endpoint]):
+        self._new_endpoint = new_endpoint
+        self.endpoints: list[Endpoint] = []
+        self.probe_share = 0.0  # of picks drawn uniformly (set with collector weights; round-robin ignores it)
+        self.update(endpoints)
+
+    def update(self, addresses: Iterable[str]) -> None:
+        """Replace the endpoint set; endpoints that stay keep their load estimate and breaker state."""
+        current = {endpoint.address: endpoint for endpoint in self.endpoints}
+        updated: list[Endpoint] = []
+        for address in dict.fromkeys(addresses):
+            endpoint = current.get(address)
+            updated.append(self._new_endpoint(address) if endpoint is None else endpoint)
+        self.endpoints = updated
 
 
-class P2CBalancer:
+class P2CBalancer(_EndpointSet):
     def __init__(
         self,
         endpoints: Iterable[str] = (),
         new_endpoint: Callable[[str], Endpoint] = Endpoint,
         random: Callable[[], float] = _random_module.random,
     ):
-        self._new_endpoint = new_endpoint
         self._random = random
-        self.endpoints: list[Endpoint] = []
-        self.probe_share = 0.0  # of picks drawn uniformly (set with collector weights)
-        self.update(endpoints)
-
-    def update(self, addresses: Iterable[str]) -> None:
-        """Replace the endpoint set; endpoints that stay keep their load estimate and breaker state."""
-        self.endpoints = _updated(self.endpoints, addresses, self._new_endpoint)
+        super().__init__(endpoints, new_endpoint)
 
     def pick(self, now: float | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """The endpoint for the next request (or retry: ``exclude`` the ones already tried); None if none is usable."""
@@ -118,18 +120,12 @@ class P2CBalancer:
         return candidates[first], candidates[second]
 
 
-class RoundRobinBalancer:
+class RoundRobinBalancer(_EndpointSet):
     """Each endpoint in turn (skipping excluded and ejected ones, probes aside), blind to load."""
 
     def __init__(self, endpoints: Iterable[str] = (), new_endpoint: Callable[[str], Endpoint] = Endpoint):
-        self._new_endpoint = new_endpoint
         self._next = 0
-        self.endpoints: list[Endpoint] = []
-        self.probe_share = 0.0  # unused: round-robin already spreads evenly
-        self.update(endpoints)
-
-    def update(self, addresses: Iterable[str]) -> None:
-        self.endpoints = _updated(self.endpoints, addresses, self._new_endpoint)
+        super().__init__(endpoints, new_endpoint)
 
     def pick(self, now: float | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         endpoints = self.endpoints
