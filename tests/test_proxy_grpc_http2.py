@@ -55,9 +55,8 @@ def grpc_message(payload: bytes) -> bytes:
     return b"\x00" + struct.pack(">I", len(payload)) + payload
 
 
-def pump(sock: socket.socket, conn: h2.connection.H2Connection, seconds: float) -> list:
-    """Read for ``seconds`` (or until the connection closes), answering nothing but what h2 must."""
-    events = []
+def read_chunks(sock: socket.socket, seconds: float):
+    """What ``sock`` receives, chunk by chunk, for ``seconds`` or until the connection closes."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -65,7 +64,14 @@ def pump(sock: socket.socket, conn: h2.connection.H2Connection, seconds: float) 
         except socket.timeout:
             continue
         if not data:
-            break
+            return
+        yield data
+
+
+def pump(sock: socket.socket, conn: h2.connection.H2Connection, seconds: float) -> list:
+    """Read for ``seconds`` (or until the connection closes), answering nothing but what h2 must."""
+    events = []
+    for data in read_chunks(sock, seconds):
         events += conn.receive_data(data)
         sock.sendall(conn.data_to_send())
     return events
@@ -119,16 +125,7 @@ def test_malformed_header_block_ends_only_that_connection(proxy):
     bad_block = b"\xff\xff\xff\xff\x0f"  # an index far beyond any table
     sock.sendall(http2.PREFACE + FRAME_HEAD.pack(0, 0, http2.SETTINGS, 0, 0)
                  + FRAME_HEAD.pack(0, len(bad_block), http2.HEADERS, http2.FLAG_END_HEADERS, 1) + bad_block)
-    received = b""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if not data:
-            break
-        received += data
+    received = b"".join(read_chunks(sock, 5))
     sock.close()
     frames = []
     while len(received) >= 9:
