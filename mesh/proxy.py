@@ -1,7 +1,7 @@
 """The sidecar proxy process: build every part from the configuration, serve, stop gracefully.
 
-One event loop (uvloop) runs the data path of every listener; span export runs in its own thread so a
-slow or dead collector never touches a request. On SIGTERM the proxy stops being ready, stops
+One event loop (uvloop) runs the data path of every listener and encodes spans in short slices; only
+sending them runs in the exporter's thread, so a slow or dead collector never touches a request. On SIGTERM the proxy stops being ready, stops
 accepting, lets requests in progress finish (``grace_s``), flushes spans and exits.
 """
 
@@ -71,7 +71,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig):
         self.config = config
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.recorder = SpanRecorder(config.span_buffer)
+        self.recorder = SpanRecorder(config.span_buffer if config.collector else 0)  # 0: nothing to export to
         resource = proxy_resource(config.service, self.instance_id)
         self.exporter = OtlpExporter(self.recorder, config.collector, resource) if config.collector else None
         self.metrics = ProxyMetrics()
@@ -114,7 +114,7 @@ class Proxy:
         self._tasks.append(asyncio.create_task(self.pools.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.deadlines.run()))
         if self.exporter is not None:
-            self.exporter.start()
+            self.exporter.start(asyncio.get_running_loop())
         if c.admin:
             host, port = split_address(c.admin)
             await self.admin.start(host, port)

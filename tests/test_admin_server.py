@@ -12,7 +12,7 @@ from mesh.admin import AdminServer
 from mesh.export import OtlpExporter, SpanRecorder, proxy_resource
 from mesh.metrics import ProxyMetrics
 from tests.support.processes import free_port
-from tests.support.trace_sink import wait_until
+from tests.support.trace_sink import loop_in_thread, wait_until
 
 
 async def get(session: aiohttp.ClientSession, port: int, path: str) -> tuple[int, str, str]:
@@ -76,27 +76,28 @@ def test_metrics_scrape_shows_requests_and_spans_lost_to_a_dead_collector():
         retry_backoff_s=0.01, max_pause_s=0.2,
     )  # fmt: skip
     metrics.track_span_export(recorder, exporter)
-    exporter.start()
-    try:
-        for n in range(100):
-            metrics.observe_request("outbound", "payments", "127.0.0.1:9001", 200, "", 0.0007)
-            recorder.record(("%032x" % 1, "%016x" % (n + 1), "", "GET", 3, 0, 0, 0, "", ()))
-        assert wait_until(lambda: exporter.failed > 0)
+    with loop_in_thread() as loop:
+        exporter.start(loop)
+        try:
+            for n in range(100):
+                metrics.observe_request("outbound", "payments", "127.0.0.1:9001", 200, "", 0.0007)
+                recorder.record(("%032x" % 1, "%016x" % (n + 1), "", "GET", 3, 0, 0, 0, "", ()))
+            assert wait_until(lambda: exporter.failed > 0)
 
-        async def scrape() -> tuple[str, str]:
-            admin = AdminServer(metrics.registry)
-            await admin.start("127.0.0.1", 0)
-            try:
-                async with aiohttp.ClientSession() as session:
-                    status, content_type, body = await get(session, admin.port, "/metrics")
-            finally:
-                await admin.stop()
-            assert status == 200
-            return content_type, body
+            async def scrape() -> tuple[str, str]:
+                admin = AdminServer(metrics.registry)
+                await admin.start("127.0.0.1", 0)
+                try:
+                    async with aiohttp.ClientSession() as session:
+                        status, content_type, body = await get(session, admin.port, "/metrics")
+                finally:
+                    await admin.stop()
+                assert status == 200
+                return content_type, body
 
-        content_type, body = asyncio.run(scrape())
-    finally:
-        exporter.stop(flush_timeout=0.5)
+            content_type, body = asyncio.run(scrape())
+        finally:
+            exporter.stop(flush_timeout=0.5)
 
     assert content_type.startswith("text/plain")
     samples = {

@@ -20,7 +20,7 @@ from mesh.export import (
 )
 from spans import conventions, model
 from tests.support.processes import REPO_ROOT, free_port
-from tests.support.trace_sink import PERMANENT, RETRYABLE, GrpcTraceSink, HttpTraceSink, wait_until
+from tests.support.trace_sink import PERMANENT, RETRYABLE, GrpcTraceSink, HttpTraceSink, loop_in_thread, wait_until
 
 SINKS = {"grpc": GrpcTraceSink, "http": HttpTraceSink}
 
@@ -56,17 +56,18 @@ def sink(sink_class):
 def exporters():
     """Builds exporters with test-friendly timings and always stops them."""
     started = []
+    with loop_in_thread() as loop:
 
-    def build(recorder, address, **options):
-        settings = dict(interval_s=0.1, timeout_s=0.5, retry_backoff_s=0.02, max_pause_s=0.3)
-        exporter = OtlpExporter(recorder, address, proxy_resource("checkout", "checkout-1"), **{**settings, **options})
-        exporter.start()
-        started.append(exporter)
-        return exporter
+        def build(recorder, address, **options):
+            settings = dict(interval_s=0.1, timeout_s=0.5, retry_backoff_s=0.02, max_pause_s=0.3)
+            exporter = OtlpExporter(recorder, address, proxy_resource("checkout", "checkout-1"), **{**settings, **options})
+            exporter.start(loop)
+            started.append(exporter)
+            return exporter
 
-    yield build
-    for exporter in started:
-        exporter.stop(flush_timeout=1.0)
+        yield build
+        for exporter in started:
+            exporter.stop(flush_timeout=1.0)
 
 
 def accounted(recorder: SpanRecorder, exporter: OtlpExporter) -> int:
@@ -221,9 +222,12 @@ import sys
 from mesh.admin import AdminServer
 from mesh.export import OtlpExporter, SpanRecorder, proxy_resource
 from mesh.metrics import ProxyMetrics
+import asyncio, threading
+loop = asyncio.new_event_loop()
+threading.Thread(target=loop.run_forever, daemon=True).start()
 recorder = SpanRecorder()
 exporter = OtlpExporter(recorder, "{sink.address}", proxy_resource("checkout"))
-exporter.start()
+exporter.start(loop)
 recorder.record(("%032x" % 1, "%016x" % 1, "", "GET", 2, 1, 1, 0, "", ()))
 exporter.stop(flush_timeout=5)
 assert exporter.exported == 1, (exporter.exported, exporter.failed)
@@ -241,10 +245,11 @@ assert "google.protobuf" not in sys.modules, "the protobuf runtime was imported"
 def test_stop_flushes_what_is_buffered(sink):
     recorder = SpanRecorder()
     exporter = OtlpExporter(recorder, sink.address, proxy_resource("checkout"), interval_s=60.0)
-    exporter.start()
-    for n in range(700):
-        recorder.record(span(n))
-    exporter.stop(flush_timeout=5.0)
+    with loop_in_thread() as loop:
+        exporter.start(loop)
+        for n in range(700):
+            recorder.record(span(n))
+        exporter.stop(flush_timeout=5.0)
     assert exporter.exported == 700
     assert len(sink.spans()) == 700
 

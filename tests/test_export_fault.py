@@ -118,7 +118,11 @@ def test_collector_killed_traffic_unaffected_and_drops_counted(stack):
     assert after_kill["tracemesh_spans_exported_total"] == 50
 
     collector.start()  # back on the same ports
-    assert send_requests(inbound_port, 20) == [200] * 20
-    assert wait_until(
-        lambda: span_metrics(admin_port).get("tracemesh_spans_exported_total", 0) >= 70, timeout=30
-    ), span_metrics(admin_port)
+
+    def exported_again() -> bool:
+        # Traffic goes on: spans sent while the proxy still finds the collector down (gRPC's reconnect
+        # backoff, the exporter's pause) are lost and counted; later ones must get through.
+        assert send_requests(inbound_port, 5) == [200] * 5
+        return span_metrics(admin_port).get("tracemesh_spans_exported_total", 0) >= 70
+
+    assert wait_until(exported_again, timeout=30, interval=0.2), span_metrics(admin_port)

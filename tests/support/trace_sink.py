@@ -4,6 +4,8 @@ stall: the collector stand-ins for span-export tests. ``GrpcTraceSink`` serves O
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.server
 import socket
 import threading
@@ -146,3 +148,17 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02) -> bool
             return True
         time.sleep(interval)
     return bool(condition())
+
+
+@contextlib.contextmanager
+def loop_in_thread():
+    """A running event loop in a thread of its own: where an ``OtlpExporter`` encodes (a proxy's data path)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
