@@ -78,12 +78,19 @@ def test_collector_down_does_not_touch_traffic_and_drops_are_counted(mesh, apps,
 
 def test_503s_are_retried_on_another_endpoint_and_the_failing_one_is_ejected(client, apps):
     bad_before = apps["bad"].calls()
-    with ThreadPoolExecutor(8) as pool:  # concurrent requests spread over both endpoints (p2c by load)
-        statuses = list(pool.map(lambda _: get(client.outbound, "flaky").status, range(40)))
-    assert statuses == [200] * 40
+    statuses = []
+    # Rounds of concurrent requests spread over both endpoints (p2c by load) until the bad one has
+    # failed five times in a row; how many requests that takes depends on the load estimates, and
+    # on a busy machine one round may not pick it five times. At most five rounds.
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            statuses += pool.map(lambda _: get(client.outbound, "flaky").status, range(40))
+            if client.metric("tracemesh_endpoint_ejections_total", destination="flaky") >= 1:
+                break
+    assert statuses == [200] * len(statuses)
     retries = client.metric("tracemesh_retries_total", destination="flaky")
     bad_calls = apps["bad"].calls() - bad_before
-    assert 1 <= retries <= 0.2 * 40 + 100  # within the budget (20% + 10/s reserve)
+    assert 1 <= retries <= 0.2 * len(statuses) + 100  # within the budget (20% + 10/s reserve)
     assert client.metric("tracemesh_endpoint_ejections_total", destination="flaky") >= 1
     assert bad_calls <= 5 + 2  # five consecutive failures eject it; at most a probe or two after that
 
