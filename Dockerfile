@@ -1,7 +1,9 @@
 # The Tracemesh image: the collector and the sidecar proxy are the same program (`tracemesh`).
 FROM python:3.11-slim
+# A C compiler for the native modules (OTLP decoding and encoding, the proxy's HTTP/1.1 heads).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/tracemesh
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY tracemesh ./tracemesh
 COPY spans ./spans
 COPY collector ./collector
