@@ -1,28 +1,31 @@
 """Getting the proxy's spans to the collector without ever slowing a request down.
 
 The data path only appends a span tuple to a bounded buffer (``SpanRecorder.record``, well under a
-microsecond, never blocks, never raises). ``OtlpExporter`` takes batches off the buffer, encodes them
-as OTLP in short slices of the event loop's time, and sends the bytes from its own thread to the
-collector over OTLP/gRPC (``host:port``) or OTLP/HTTP (``http://host:port``, no grpcio: 10 MB less
-RSS). When the collector is slow, down or pushing back, the exporter retries a little, then drops
-the batch and pauses; meanwhile the buffer fills and further spans are dropped at ``record()``.
-Every lost span is counted (``dropped`` at the buffer, ``failed`` at the exporter) so ``/metrics``
-shows what tracing missed.
+microsecond, never blocks, never raises). ``OtlpExporter`` is one task on the proxy's event loop: it
+takes a batch off the buffer, encodes it in one native call (``spans.otlp_encode``, a few tenths of a
+microsecond per span, so no slicing of the loop's time is needed) and sends it to the collector over
+OTLP/HTTP (``http://host:port``: a raw asyncio connection on the same loop, so no thread and no GIL
+hand-offs; no grpcio: 10 MB less RSS) or OTLP/gRPC (``host:port``: grpcio's asynchronous call, one
+wake-up of the loop per batch). When the collector is slow, down or pushing back, the exporter retries
+a little, then drops the batch and pauses; meanwhile the buffer fills and further spans are dropped at
+``record()``. Every lost span is counted (``dropped`` at the buffer, ``failed`` at the exporter) so
+``/metrics`` shows what tracing missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import http.client
+import concurrent.futures
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
+
+import httptools
 
 from spans import conventions
 from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord, parse_export_response
@@ -30,9 +33,7 @@ from spans.otlp_encode import AttributeValue, SpanBatchEncoder, SpanRecord, pars
 log = logging.getLogger(__name__)
 
 SCOPE_NAME = "tracemesh-proxy"
-_POLL_S = 0.05  # how often the loop looks for a due batch
-_ENCODE_CHUNK = 32  # spans encoded per slice of the loop's time (~150 µs) ...
-_BACKLOG_SHARE = 16  # ... or this fraction of the spans waiting, when more (at most a batch)
+_POLL_S = 0.05  # how often the exporter looks for a due batch
 
 
 class ExportRefused(Exception):
@@ -44,7 +45,9 @@ class ExportRefused(Exception):
 
 
 class GrpcTransport:
-    """OTLP/gRPC: one ``TraceService/Export`` unary call per batch, sent as already-encoded bytes."""
+    """OTLP/gRPC: one ``TraceService/Export`` unary call per batch, sent as already-encoded bytes.
+
+    The call runs in grpcio's own threads (its C core); the loop is woken once when it completes."""
 
     METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
     # Reconnect soon after a restarted collector comes back (gRPC's default backoff grows to 120 s).
@@ -73,9 +76,18 @@ class GrpcTransport:
         # Bytes in (already encoded), bytes out (parsed by parse_export_response).
         self._export = self._channel.unary_unary(self.METHOD, request_serializer=None, response_deserializer=None)
 
-    def send(self, payload: bytes, timeout_s: float) -> bytes:
+    async def send(self, payload: bytes, timeout_s: float) -> bytes:
+        loop = asyncio.get_running_loop()
+        completed = loop.create_future()
+        call = self._export.future(payload, timeout=timeout_s)
+        call.add_done_callback(lambda _: _call_soon_from_any_thread(loop, _resolve, completed))
         try:
-            return self._export(payload, timeout=timeout_s)
+            await completed
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        try:
+            return call.result()
         except self._rpc_error as error:
             code = error.code()
             raise ExportRefused(f"{code.name}: {error.details()}", code in self._retryable) from None
@@ -84,8 +96,86 @@ class GrpcTransport:
         self._channel.close()
 
 
+def _call_soon_from_any_thread(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _CollectorConnection(asyncio.Protocol):
+    """One kept-alive HTTP/1.1 connection to the collector, one request at a time; httptools (the C
+    parser the data path uses) reads the responses."""
+
+    MAX_RESPONSE_BODY = 64 * 1024  # an ExportTraceServiceResponse is a few bytes; more is not a collector
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.keep_alive = True
+        self._parser = httptools.HttpResponseParser(self)
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._response: asyncio.Future | None = None
+
+    async def exchange(self, request_head: bytes, payload: bytes) -> tuple[int, bytes]:
+        """Sends one request; its response's (status, body). Raises ExportRefused when the connection fails."""
+        self._response = asyncio.get_running_loop().create_future()
+        self._body, self._body_size = [], 0
+        self.transport.writelines((request_head, payload))
+        try:
+            return await self._response
+        finally:
+            self._response = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(ExportRefused(f"malformed HTTP response: {error}", retryable=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ExportRefused("the collector closed the connection", retryable=True))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.MAX_RESPONSE_BODY:
+            self._fail(ExportRefused("the response body is too large for an OTLP response", retryable=False))
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self._parser.should_keep_alive()
+        if self._response is None or self._response.done():  # an answer to no request: not a collector to keep
+            self.close()
+        else:
+            self._response.set_result((self._parser.get_status_code(), b"".join(self._body)))
+
+    def _fail(self, refused: ExportRefused) -> None:
+        self.close()
+        if self._response is not None and not self._response.done():
+            self._response.set_exception(refused)
+
+
 class HttpTransport:
-    """OTLP/HTTP with binary protobuf: one POST per batch on a kept-alive connection."""
+    """OTLP/HTTP with binary protobuf: one POST per batch on a kept-alive connection, opened and used
+    on the exporter's event loop."""
 
     RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})  # OTLP/HTTP spec
 
@@ -94,24 +184,33 @@ class HttpTransport:
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"collector URL {url!r} is not http://HOST:PORT[/path]")
         self._host, self._port = parts.hostname, parts.port
-        self._path = parts.path if parts.path not in ("", "/") else "/v1/traces"
-        self._connection: http.client.HTTPConnection | None = None
+        path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+        self._request_head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/x-protobuf\r\n"
+            "Content-Length: {}\r\n\r\n"
+        )
+        self._connection: _CollectorConnection | None = None
 
-    def send(self, payload: bytes, timeout_s: float) -> bytes:
+    async def send(self, payload: bytes, timeout_s: float) -> bytes:
+        head = self._request_head.format(len(payload)).encode("latin-1")
         try:
-            if self._connection is None:
-                self._connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
-            elif self._connection.sock is not None:
-                self._connection.sock.settimeout(timeout_s)
-            self._connection.request("POST", self._path, payload, {"Content-Type": "application/x-protobuf"})
-            response = self._connection.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            self.close()  # a fresh connection next time
+            async with asyncio.timeout(timeout_s):
+                if self._connection is None or self._connection.closed:
+                    _, self._connection = await asyncio.get_running_loop().create_connection(
+                        _CollectorConnection, self._host, self._port
+                    )
+                status, body = await self._connection.exchange(head, payload)
+        except TimeoutError:
+            self.close()  # a late answer must not be read as the next request's
+            raise ExportRefused(f"no answer within {timeout_s:g}s", retryable=True) from None
+        except OSError as error:
+            self.close()
             raise ExportRefused(f"{type(error).__name__}: {error}", retryable=True) from None
-        if response.status != 200:
+        if not self._connection.keep_alive:
+            self.close()
+        if status != 200:
             detail = body[:200].decode("utf-8", "replace")
-            raise ExportRefused(f"HTTP {response.status}: {detail}", response.status in self.RETRYABLE_STATUSES)
+            raise ExportRefused(f"HTTP {status}: {detail}", status in self.RETRYABLE_STATUSES)
         return body
 
     def close(self) -> None:
@@ -140,9 +239,9 @@ def proxy_resource(service: str, instance_id: str | None = None) -> dict[str, At
 
 
 class SpanRecorder:
-    """Bounded buffer between the data path (one thread, the event loop) and the exporter thread.
+    """Bounded buffer between the data path and the exporter (both on the proxy's event loop).
 
-    ``deque.append`` / ``popleft`` are atomic, so neither side takes a lock. A buffered span takes
+    A buffered span takes
     about 1.6 KB, so the default 8192 bounds it at ~13 MB. Capacity 0 is for a proxy without a
     collector: nothing is kept, every span is counted as dropped.
 
@@ -180,18 +279,19 @@ class SpanRecorder:
 class OtlpExporter:
     """Sends the recorder's spans to a collector (OTLP/gRPC or OTLP/HTTP, see ``transport_for``).
 
-    Encoding runs on the proxy's event loop, in slices of ``_ENCODE_CHUNK`` spans scheduled with
-    ``call_soon`` so requests interleave with it; only the blocking send of the encoded bytes runs in
-    the exporter's thread, which spends its time in socket I/O or grpc's C core with the GIL released.
-    (Encoding in that thread cost 12-23 µs of CPU per span, mostly GIL hand-offs with the loop, for
-    ~5 µs of encoding; now the thread costs ~2 µs per span.) One batch is in progress at a time: while the collector is
-    slow or down, spans wait in the recorder's bounded buffer, not as encoded bytes.
+    Everything runs as one task on the proxy's event loop (``start(loop)``). Encoding a batch is one
+    native call, about 0.15 ms for a full batch of proxy spans, less than one turn of a busy loop, so
+    it is not sliced; sending is asynchronous I/O on the same loop. (Encoding in a thread of its own
+    cost 12-23 µs of CPU per span, mostly GIL hand-offs with the loop; sending from a thread cost
+    ~2 µs per span the same way.) One batch is in progress at a time: while the collector is slow or
+    down, spans wait in the recorder's bounded buffer, not as encoded bytes.
 
     A batch goes out when ``batch_size`` spans are waiting or ``interval_s`` after the last one.
     A send that fails with a retryable status is retried ``max_attempts - 1`` times with doubling
     backoff; then its spans count as ``failed`` and exporting pauses (doubling up to ``max_pause_s``)
-    so a dead collector costs neither CPU nor memory. ``exported``, ``failed`` and ``batches_failed``
-    only ever grow.
+    so a dead collector costs neither CPU nor memory. A malformed span record (a bug in whoever
+    recorded it) is left out, counted as ``malformed`` and ``failed``, and logged without flooding.
+    ``exported``, ``failed``, ``malformed`` and ``batches_failed`` only ever grow.
     """
 
     def __init__(
@@ -222,129 +322,102 @@ class OtlpExporter:
         self.malformed = 0  # span records that could not be encoded (a bug in whoever recorded them)
         self.batches_failed = 0
         self._encoder = SpanBatchEncoder(resource_attrs, scope_name)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._poll_timer: asyncio.TimerHandle | None = None
-        self._next_batch_at = 0.0  # monotonic time a partial batch is due
-        self._batch_in_progress = False  # encoding on the loop or sending in the thread; set by the loop only
-        self._outbox: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._flush_deadline = 0.0
-        self._flush_failed = False
         self._transport = transport_for(collector_addr)  # a bad address fails here, before any traffic
         self._collector_healthy = True  # for logging state changes only, not every failure
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._running: concurrent.futures.Future | None = None  # the task, seen from other threads
+        self._next_batch_at = 0.0  # monotonic time a partial batch is due
+        self._stopping = False
+        self._flush_deadline = 0.0
+        self._wakeup: asyncio.Future | None = None  # what a nap waits on; stop() resolves it early
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Encodes on ``loop`` (the data path's) from now on and starts the sending thread."""
-        if self._thread is not None:
+        """Exports from ``loop`` (the data path's, running) from now on. May be called from any thread."""
+        if self._running is not None:
             raise RuntimeError("exporter already started")
         self._loop = loop
         self._next_batch_at = time.monotonic() + self.interval_s
-        self._thread = threading.Thread(target=self._send_forever, name="tracemesh-otlp-exporter", daemon=True)
-        self._thread.start()
-        loop.call_soon_threadsafe(self._poll)
+        self._running = asyncio.run_coroutine_threadsafe(self._run(), loop)
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Sends what is buffered (for at most ``flush_timeout`` seconds), then closes the connection.
         Blocks: call it from another thread than the loop's (``run_in_executor``), which must keep running."""
-        if self._thread is not None:
-            self._flush_deadline = time.monotonic() + flush_timeout
-            self._stopping.set()
-            self._loop.call_soon_threadsafe(self._encode_next_batch)
-            while (len(self.recorder) or self._batch_in_progress) and not self._flush_failed:
-                if time.monotonic() >= self._flush_deadline:
-                    log.warning("span export: stopped with %d spans unsent", len(self.recorder))
-                    break
-                time.sleep(0.01)
-            self._flush_deadline = 0.0  # no batch starts after this
-            self._loop.call_soon_threadsafe(self._cancel_poll)
-            self._outbox.put(None)
-            self._thread.join(self.timeout_s + 1.0)
-        self._transport.close()
-
-    # The event loop's side: decide when a batch is due, encode it in slices, hand it to the thread.
-
-    def _poll(self) -> None:
-        self._encode_next_batch()
-        self._poll_timer = self._loop.call_later(_POLL_S, self._poll)
-
-    def _cancel_poll(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-
-    def _encode_next_batch(self) -> None:
-        """Starts encoding a batch if the sender is free and a full one (or, at the interval or when
-        stopping, any) is waiting."""
-        waiting = len(self.recorder)
-        if self._batch_in_progress or not waiting:
+        if self._running is None:
+            self._transport.close()
             return
-        now = time.monotonic()
-        if self._stopping.is_set():
-            if self._flush_failed or now >= self._flush_deadline:
-                return
-        elif waiting < self.batch_size and now < self._next_batch_at:
-            return
-        self._batch_in_progress = True
-        self._next_batch_at = now + self.interval_s
-        self._encode_slice(self.recorder.take(self.batch_size), 0, [], 0)
-
-    def _encode_slice(self, batch: list[SpanRecord], first: int, fields: list[bytes], count: int) -> None:
-        """Encodes the next slice of ``batch`` from ``first``, then schedules the one after, or hands the
-        finished request to the sending thread.
-
-        A slice is ``_ENCODE_CHUNK`` spans, more while spans pile up: one slice runs per loop iteration,
-        and a saturated loop records more spans per iteration than that. A slice that does not encode
-        is redone span by span, so a malformed record (a bug upstream) costs only itself."""
-        size = max(_ENCODE_CHUNK, len(self.recorder) // _BACKLOG_SHARE)
-        chunk = batch[first : first + size]
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("OtlpExporter.stop() blocks until the flush is done: call it off the event loop")
+        self._loop.call_soon_threadsafe(self._request_stop, time.monotonic() + flush_timeout)
         try:
-            fields.append(self._encoder.span_fields(chunk))
-            count += len(chunk)
-        except Exception:
-            for record in chunk:
-                try:
-                    fields.append(self._encoder.span_fields([record]))
-                    count += 1
-                except Exception as error:
-                    self._count_malformed(record, error)
-        first += size
-        if first < len(batch):
-            self._loop.call_soon(self._encode_slice, batch, first, fields, count)
-        elif count:
-            self._outbox.put((self._encoder.request(b"".join(fields)), count))
-        else:
-            self._batch_in_progress = False
+            self._running.result(timeout=flush_timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            self._running.cancel()  # the task closes the connection as it ends
 
-    def _batch_done(self) -> None:
-        self._batch_in_progress = False
-        self._encode_next_batch()
+    def _request_stop(self, flush_deadline: float) -> None:
+        self._stopping = True
+        self._flush_deadline = flush_deadline
+        if self._wakeup is not None:
+            _resolve(self._wakeup)
 
-    # The thread's side: send, retry, pause after a failure, tell the loop the sender is free.
-
-    def _send_forever(self) -> None:
+    async def _run(self) -> None:
+        self._loop_thread = threading.get_ident()
         pause = 0.0  # > 0 while the collector is failing: how long to leave it alone
-        while (item := self._outbox.get()) is not None:
-            payload, count = item
-            if self._send(payload, count):
-                pause = 0.0
-            elif self._stopping.is_set():
-                self._flush_failed = True
-            else:
-                pause = min(self.max_pause_s, max(self.interval_s, pause * 2))
-                self._stopping.wait(pause)
-            self._loop.call_soon_threadsafe(self._batch_done)
+        try:
+            while await self._batch_due():
+                batch = self.recorder.take(self.batch_size)
+                self._next_batch_at = time.monotonic() + self.interval_s
+                payload, count, malformed = self._encoder.encode(batch)
+                for _, reason in malformed:
+                    self._count_malformed(reason)
+                if not count:
+                    continue
+                if await self._send(payload, count):
+                    pause = 0.0
+                elif self._stopping:
+                    break  # the collector is not taking spans: do not spend the flush time on it
+                else:
+                    pause = min(self.max_pause_s, max(self.interval_s, pause * 2))
+                    await self._nap(pause)
+            if len(self.recorder):
+                log.warning("span export: stopped with %d spans unsent", len(self.recorder))
+        finally:
+            self._transport.close()
 
-    def _send(self, payload: bytes, count: int) -> bool:
+    async def _batch_due(self) -> bool:
+        """Waits until a full batch (or, at the interval, any) is waiting; False once stopped and done.
+        When stopping, whatever is waiting is due until the flush deadline."""
+        while True:
+            waiting = len(self.recorder)
+            if self._stopping:
+                return bool(waiting) and time.monotonic() < self._flush_deadline
+            if waiting >= self.batch_size or (waiting and time.monotonic() >= self._next_batch_at):
+                return True
+            await self._nap(_POLL_S)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleeps ``seconds``, or less if stop() is called meanwhile (not at all once it was)."""
+        if self._stopping:
+            return
+        self._wakeup = self._loop.create_future()
+        timer = self._loop.call_later(seconds, _resolve, self._wakeup)
+        try:
+            await self._wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+    async def _send(self, payload: bytes, count: int) -> bool:
         attempt = 1
         while True:
             timeout_s = self.timeout_s
-            if self._stopping.is_set():
+            if self._stopping:
                 timeout_s = max(0.01, min(timeout_s, self._flush_deadline - time.monotonic()))
             try:
-                response = self._transport.send(payload, timeout_s)
+                response = await self._transport.send(payload, timeout_s)
             except ExportRefused as refused:
                 if refused.retryable and attempt < self.max_attempts:
-                    time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
+                    await asyncio.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
                     attempt += 1
                     continue
                 self._count_failure(count)
@@ -357,11 +430,11 @@ class OtlpExporter:
             self._count_success(count, response)
             return True
 
-    def _count_malformed(self, record: object, error: Exception) -> None:
+    def _count_malformed(self, reason: str) -> None:
         self.failed += 1
         self.malformed += 1
         if self.malformed == 1 or self.malformed % 10_000 == 0:  # a bug upstream: say so, without flooding
-            log.error("span export: %d malformed span records so far, e.g. %r: %s", self.malformed, record, error)
+            log.error("span export: %d malformed span records so far, the latest: %s", self.malformed, reason)
 
     def _count_success(self, count: int, response: bytes) -> None:
         try:

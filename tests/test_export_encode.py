@@ -1,9 +1,11 @@
-"""The proxy's hand-written OTLP encoder produces exactly what the official protobuf classes (and
-the collector's decoder) read back: ids, parentage, timing, status and typed attributes."""
+"""The proxy's OTLP encoder (native spans, Python framing) produces exactly what the official protobuf
+classes (and the collector's decoder) read back: ids, parentage, timing, status and typed attributes;
+and hostile span records cost only themselves, each with a clear reason, never a crash."""
 
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -15,7 +17,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from spans import conventions, model
-from spans.otlp_encode import CACHE_LIMIT, SpanBatchEncoder, encode_export_request, parse_export_response
+from spans import _otlp_spans
+from spans.otlp_encode import SpanBatchEncoder, encode_export_request, parse_export_response
 
 RESOURCE = {"service.name": "payments", "service.instance.id": "host:42", "tracemesh.proxy": True}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -116,10 +119,10 @@ def test_empty_batch_is_a_valid_request_with_resource_and_scope():
     assert not request.resource_spans[0].scope_spans[0].spans
 
 
-def test_randomised_batches_match_the_official_encoding_across_cache_hits_and_evictions():
+def test_randomised_batches_match_the_official_encoding():
     rng = random.Random(7)
     encoder = SpanBatchEncoder(RESOURCE, "tracemesh-proxy")
-    paths = [f"/items/{n}" for n in range(CACHE_LIMIT + 500)]  # forces the caches to be emptied
+    paths = [f"/items/{n}/ünïcode" for n in range(500)]
     for _ in range(6):
         records = []
         for _ in range(1000):
@@ -145,20 +148,20 @@ def test_randomised_batches_match_the_official_encoding_across_cache_hits_and_ev
                     attributes,
                 )
             )
-        assert _decoded_spans(encoder.encode(records)) == [_expected_span(record) for record in records]
+        payload, count, malformed = encoder.encode(records)
+        assert (count, malformed) == (1000, [])
+        assert _decoded_spans(payload) == [_expected_span(record) for record in records]
 
 
 def test_the_same_key_with_bool_int_and_float_values_keeps_each_type():
     record = (*ROOT_SERVER_SPAN[:9], (("v", True), ("v", 1), ("v", 1.0), ("v", "1")))
-    encoder = SpanBatchEncoder(RESOURCE, "s")
-    for _ in range(2):  # second pass is served from the caches
-        (span,) = _decoded_spans(encoder.encode([record]))
-        assert [attribute.value.WhichOneof("value") for attribute in span.attributes] == [
-            "bool_value",
-            "int_value",
-            "double_value",
-            "string_value",
-        ]
+    (span,) = _decoded_spans(encode_export_request(RESOURCE, "s", [record]))
+    assert [attribute.value.WhichOneof("value") for attribute in span.attributes] == [
+        "bool_value",
+        "int_value",
+        "double_value",
+        "string_value",
+    ]
 
 
 def test_collector_decoder_reads_proxy_spans_into_columns():
@@ -223,3 +226,142 @@ def test_unknown_response_fields_are_skipped_and_garbage_is_refused():
 def test_malformed_ids_are_refused_rather_than_corrupting_the_request(ids):
     with pytest.raises(ValueError):
         encode_export_request(RESOURCE, "s", [(*ids, *ROOT_SERVER_SPAN[3:])])
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+
+class _NotText:
+    def __str__(self):
+        return 42  # str() refuses a __str__ that returns a non-str
+
+
+class _Interrupting:
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+def _with(field: int, value):
+    record = list(ROOT_SERVER_SPAN)
+    record[field] = value
+    return tuple(record)
+
+
+HOSTILE_RECORDS = [
+    (["not", "a", "tuple"], "a span record must be a tuple of 10 fields, got a list"),
+    (None, "a span record must be a tuple of 10 fields, got a NoneType"),
+    (ROOT_SERVER_SPAN[:9], "a span record must be a tuple of 10 fields, got a tuple"),
+    ((*ROOT_SERVER_SPAN, "extra"), "a span record must be a tuple of 10 fields"),
+    (_with(0, "abc"), "trace_id must be 32 hex digits, got 'abc'"),
+    (_with(0, b"4bf92f3577b34da6a3ce929d0e0e4736"), "trace_id must be 32 hex digits, got a bytes"),
+    (_with(0, "x" * 32), "trace_id must be 32 hex digits"),
+    (_with(1, "00f067aa0ba902b\udc80"), "span_id must be 16 hex digits"),
+    (_with(1, 0xF067AA0BA902B7), "span_id must be 16 hex digits, got 67667974448284343"),
+    (_with(2, "b7ad"), "parent_span_id must be 16 hex digits or '', got 'b7ad'"),
+    (_with(2, None), "parent_span_id must be 16 hex digits or '', got a NoneType"),
+    (_with(3, b"GET"), "name must be a str, got a bytes"),
+    (_with(3, _Unprintable()), "name must be a str, got a _Unprintable"),
+    (_with(4, -1), "kind must be an int from 0 to 2**31-1, got -1"),
+    (_with(4, 2**31), "kind must be an int from 0 to 2**31-1, got 2147483648"),
+    (_with(4, "2"), "kind must be an int from 0 to 2**31-1, got '2'"),
+    (_with(5, -5), "start_ns must be an int from 0 to 2**64-1, got -5"),
+    (_with(5, 2**64), "start_ns must be an int from 0 to 2**64-1, got an int beyond 64 bits"),
+    (_with(5, 1.5), "start_ns must be an int from 0 to 2**64-1, got a float"),
+    (_with(6, -1), "duration_ns must be an int from 0 to 2**64-1-start_ns, got -1"),
+    (_with(6, 2**64 - START), "duration_ns must be an int from 0 to 2**64-1-start_ns"),
+    (_with(7, 2.0), "status_code must be an int from 0 to 2**31-1, got a float"),
+    (_with(8, None), "status_message must be a str, got a NoneType"),
+    (_with(9, {"k": "v"}), "attributes must be a tuple of (key, value) pairs, got a dict"),
+    (_with(9, "kv"), "attributes must be a tuple of (key, value) pairs, got 'kv'"),
+    (_with(9, (("k", "v"), ("lonely",))), "attribute 1 must be a (key, value) tuple, got a tuple"),
+    (_with(9, (["k", "v"],)), "attribute 0 must be a (key, value) tuple, got a list"),
+    (_with(9, ((b"k", "v"),)), "attribute 0 key must be a str, got a bytes"),
+    (_with(9, (("k", _Unprintable()),)), "attribute 0 value (a _Unprintable) could not be made text"),
+    (_with(9, (("k", "v"), ("k2", _NotText()))), "attribute 1 value (a _NotText) could not be made text"),
+    (_with(9, (("k", 10**5000),)), "attribute 0 value (a int) could not be made text"),  # past str()'s digit limit
+]
+
+
+def test_hostile_records_are_left_out_each_with_a_clear_reason_and_the_rest_encoded():
+    good = [_with(1, "%016x" % (n + 1)) for n in range(len(HOSTILE_RECORDS) + 1)]
+    records = [record for pair in zip(good, (hostile for hostile, _ in HOSTILE_RECORDS)) for record in pair] + good[-1:]
+
+    payload, count, malformed = SpanBatchEncoder(RESOURCE, "s").encode(records)
+
+    assert count == len(good)
+    assert [index for index, _ in malformed] == list(range(1, 2 * len(HOSTILE_RECORDS), 2))
+    for (_, reason), (_, expected) in zip(malformed, HOSTILE_RECORDS):
+        assert expected in reason
+    assert _decoded_spans(payload) == [_expected_span(record) for record in good]
+    with pytest.raises(ValueError, match=r"^span record 1: a span record must be a tuple of 10 fields"):
+        encode_export_request(RESOURCE, "s", records)
+
+
+def test_odd_but_encodable_values_travel_as_text_and_lone_surrogates_as_question_marks():
+    class Code(int):
+        def __str__(self):
+            return "code-seven"
+
+    record = (
+        *ROOT_SERVER_SPAN[:3], "GET \udcff", *ROOT_SERVER_SPAN[4:8], "bad \ud800 byte",
+        [("k\udc80", "v\udc80"), ("code", Code(7)), ("none", None), ("raw", b"\x00"), ("big", -(2**64)), ("list", [1])],
+    )  # fmt: skip
+
+    (span,) = _decoded_spans(encode_export_request(RESOURCE, "s", [record]))
+
+    assert span.name == "GET ?"
+    assert span.status.message == "bad ? byte"
+    assert [(kv.key, kv.value.string_value) for kv in span.attributes] == [
+        ("k?", "v?"), ("code", "code-seven"), ("none", "None"), ("raw", "b'\\x00'"),
+        ("big", str(-(2**64))), ("list", "[1]"),
+    ]  # fmt: skip
+
+
+def test_upper_case_hex_ids_read_back_the_same():
+    upper = (TRACE_ID.upper(), "00F067AA0BA902B7", "B7AD6B7169203331", *CLIENT_SPAN[3:])
+    assert _decoded_spans(encode_export_request(RESOURCE, "s", [upper])) == [_expected_span(CLIENT_SPAN)]
+
+
+def test_a_value_whose_str_empties_the_batch_list_cannot_pull_records_from_under_the_encoder():
+    records = []
+
+    class Emptier:
+        def __str__(self):
+            records.clear()
+            return "emptied"
+
+    records += [_with(9, (("k", Emptier()),)), CLIENT_SPAN]
+    fields, malformed = _otlp_spans.encode_spans(records)
+    assert malformed == [] and records == []
+    emptier_span = _expected_span(_with(9, (("k", "emptied"),)))
+    assert list(ScopeSpans.FromString(fields).spans) == [emptier_span, _expected_span(CLIENT_SPAN)]
+
+
+def test_interrupts_and_wrong_batch_types_are_not_a_records_fault():
+    with pytest.raises(KeyboardInterrupt):
+        _otlp_spans.encode_spans([_with(9, (("k", _Interrupting()),))])
+    with pytest.raises(TypeError, match="records must be a list or tuple, got generator"):
+        _otlp_spans.encode_spans(record for record in [CLIENT_SPAN])
+    with pytest.raises(ValueError, match="attribute 0 key must be a str"):
+        SpanBatchEncoder({1: "one"}, "s")
+
+
+def test_encoding_hostile_batches_again_and_again_does_not_grow_memory():
+    records = [CLIENT_SPAN, *(hostile for hostile, _ in HOSTILE_RECORDS[:-1])]  # (the 5000-digit str() is slow)
+    encode = _otlp_spans.encode_spans
+    for _ in range(50):  # warm: interned reasons, allocator pools
+        encode(records)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            encode(records)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024  # a leak of one object per call would be > 100 KB

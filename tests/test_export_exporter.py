@@ -254,12 +254,28 @@ def test_stop_flushes_what_is_buffered(sink):
     assert len(sink.spans()) == 700
 
 
-def test_a_malformed_record_costs_only_itself(sink, exporters):
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+HOSTILE = {
+    7: lambda good: ("not-hex", *good[1:]),
+    20: lambda good: None,
+    33: lambda good: good[:9],
+    50: lambda good: (*good[:9], (("k", _Unprintable()),)),
+    64: lambda good: (*good[:6], -1, *good[7:]),
+    99: lambda good: (*good[:9], ((b"key", "v"),)),
+}
+
+
+def test_malformed_records_cost_only_themselves_and_are_counted_and_logged(sink, exporters, caplog):
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=100)
     for n in range(100):
-        recorder.record(span(n) if n not in (7, 64) else ("not-hex", *span(n)[1:]))
-    assert wait_until(lambda: exporter.exported == 98)
-    assert (exporter.failed, exporter.malformed) == (2, 2)
+        recorder.record(HOSTILE[n](span(n)) if n in HOSTILE else span(n))
+    assert wait_until(lambda: exporter.exported == 100 - len(HOSTILE))
+    assert (exporter.failed, exporter.malformed) == (len(HOSTILE), len(HOSTILE))
     received = {int(s.span_id.hex(), 16) - 1 for s in sink.spans()}  # span(n) has span id n + 1
-    assert received == set(range(100)) - {7, 64}
+    assert received == set(range(100)) - set(HOSTILE)
+    assert "1 malformed span records so far, the latest: trace_id must be 32 hex digits, got 'not-hex'" in caplog.text
