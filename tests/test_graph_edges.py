@@ -203,6 +203,29 @@ def test_a_hop_seen_by_proxies_and_instrumented_apps_counts_once_in_any_arrival_
         assert edges[("a", "b", "request")]["requests"] == 40, order
 
 
+def test_attribute_keys_written_with_json_escapes_are_still_read():
+    """Spans are paired after a scan of the attribute text for a few keys; a key an encoder
+    wrote with escapes (``\\u002e`` for the dot) must be found all the same."""
+    clock = Clock()
+    graph = new_graph(clock)
+    rows = []
+    for _ in range(3):
+        app_client = span(new_trace_id(), "a", KIND_CLIENT, T0 - S, 30 * MS, attributes={PEER_SERVICE: "b"})
+        proxy_client, proxy_server = proxy_hop(app_client["trace_id"], "a", "b", T0 - S + MS, 28 * MS,
+                                               parent=app_client["span_id"])
+        database = span(new_trace_id(), "b", KIND_CLIENT, T0 - S, MS, attributes={"db.system": "postgresql"})
+        rows += [app_client, proxy_client, proxy_server, database]
+    for row in rows:
+        escaped = row["attributes"].replace(".", "\\u002e")
+        assert escaped != row["attributes"] and orjson.loads(escaped) == orjson.loads(row["attributes"])
+        row["attributes"] = escaped
+    graph.consume(columns(rows))
+    clock.now_ns += 20 * S  # let anything unpaired expire
+    edges = edges_of(graph, end_ns=clock.now_ns)
+    assert set(edges) == {("a", "b", "request"), ("b", "postgresql", "database")}
+    assert edges[("a", "b", "request")]["requests"] == 3  # the app CLIENT spans were claimed, not counted again
+
+
 def test_a_caller_without_proxy_pairs_with_the_callee_proxy_span():
     clock = Clock()
     graph = new_graph(clock)
@@ -288,18 +311,25 @@ def test_odd_spans_never_raise_and_are_counted():
     clock = Clock()
     graph = new_graph(clock)
     good = proxy_hop(new_trace_id(), "a", "b", T0 - S, MS)
-    bad_json = span(new_trace_id(), "a", KIND_CLIENT, T0 - S, MS)
+    bad_json = span(new_trace_id(), "a", KIND_SERVER, T0 - S, MS)  # a root span: read at once
     bad_json["attributes"] = "{not json"
+    # A waiting span's attributes are read when its wait ends.
+    bad_waiting = span(new_trace_id(), "a", KIND_CLIENT, T0 - S, MS)
+    bad_waiting["attributes"] = '{"peer.service": "b", not json'
     not_a_map = span(new_trace_id(), "a", KIND_SERVER, T0 - S, MS)
     not_a_map["attributes"] = "[1, 2]"
     silly_values = proxy_hop(new_trace_id(), "a", "b", T0 - S, MS,
                              attributes={RETRIES: "many", "http.request.body.size": -5, PEER_SERVICE: 42})
-    graph.consume(columns([*good, bad_json, not_a_map, *silly_values]))
+    graph.consume(columns([*good, bad_json, bad_waiting, not_a_map, *silly_values]))
     graph.consume({"trace_id": ["x"]})  # a batch without its columns: logged, never raised
-    edges = edges_of(graph)
+    assert graph.pairing_stats().malformed == 1
+    clock.now_ns += 11 * S
+    edges = edges_of(graph, end_ns=clock.now_ns)
     assert edges[("a", "b", "request")]["requests"] == 1
     assert edges[("a", "42", "request")]["retries"] == 0
-    assert graph.pairing_stats().malformed == 1
+    assert edges[("user", "a", "request")]["requests"] == 1  # not_a_map: a request with no attributes
+    assert graph.pairing_stats().malformed == 2
+    assert graph.pairing_stats().pending == 0
     assert graph.failed_batches() == 1
 
 

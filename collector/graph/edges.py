@@ -78,20 +78,48 @@ CLAIMS_PER_PENDING = 3
 
 _CALLER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 _HOP_KINDS = frozenset((KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, KIND_CONSUMER))
-# The columns a span is read from, in the order ``_process_span`` unpacks them.
+# The columns a span is read from: first what pairing needs, then what a ``Side`` is built from.
 _SPAN_FIELDS = (
     "kind",
     "trace_id",
     "span_id",
     "parent_span_id",
+    "attributes",
+    "resource_attributes",
     "service",
     "name",
     "start_ns",
     "duration_ns",
     "status_code",
-    "attributes",
-    "resource_attributes",
 )
+_SIDE_FIELDS = slice(6, None)  # service .. status_code, as ``Side`` takes them
+MAX_CACHED_RESOURCES = 4096
+
+
+def _quoted(*keys: str) -> tuple[str, ...]:
+    return tuple(f'"{key}"' for key in keys)
+
+
+# The attribute keys that change how a span is paired, and those that name a caller's peer.
+_PAIRING_KEYS = _quoted(DIRECTION, ZIPKIN_SHARED, DB_SYSTEM)
+_PEER_KEYS = _quoted(PEER_SERVICE, SERVER_ADDRESS, LEGACY_SERVER_ADDRESS)
+
+
+def _mentions(text: str, quoted_keys: tuple[str, ...]) -> bool:
+    """Whether JSON text may hold one of the keys. A JSON encoder writes a key as its name in
+    quotes unless it escapes some of its characters, and then the text holds a backslash; so a
+    False here is exact, and spares parsing the attributes of most spans that only wait."""
+    if "\\" in text:
+        return True
+    for key in quoted_keys:
+        if key in text:
+            return True
+    return False
+
+
+def _attributes(text: str) -> dict:
+    attributes = orjson.loads(text)
+    return attributes if isinstance(attributes, dict) else {}
 
 
 class Observation(NamedTuple):
@@ -111,7 +139,7 @@ class Observation(NamedTuple):
 
 
 class Side:
-    """One span of a hop, reduced on arrival to what its request needs, so waiting spans stay small.
+    """One span of a hop, reduced to what its request needs; built only when a request is counted.
 
     ``endpoint`` is, for a caller, the endpoint its proxy chose or the address it dialled; for a
     callee, its ``service.instance.id``. ``peer`` and ``database`` name what a caller called."""
@@ -138,7 +166,7 @@ class Side:
         name: str,
         start_ns: int,
         duration_ns: int,
-        error: bool,
+        status: int,
         attributes: dict,
         endpoint: str,
     ):
@@ -146,7 +174,7 @@ class Side:
         self.kind = kind
         self.start_ns = start_ns
         self.duration_ns = duration_ns
-        self.error = error
+        self.error = status == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes)
         self.route = route_of(attributes, name)
         self.endpoint = endpoint
         self.peer = _peer_name(attributes)
@@ -165,19 +193,28 @@ class HopStats(NamedTuple):
     pending: int
 
 
+# A span waiting for its partner: (deadline, the span's row as ``_SPAN_FIELDS``, its attributes
+# if they were parsed already, else None). Keeping the row rather than a ``Side`` means a span
+# that never pairs (or is dropped by a claim) is never read beyond its ids and a key scan; a
+# waiting span holds on to its row's strings, its attribute text the largest.
+_Waiting = tuple[int, tuple, dict | None]
+
+
 class HopTracker:
     """Turns span batches into ``Observation``s, holding half-hops until their partner arrives."""
 
     def __init__(self, wait_ns: int, max_pending: int):
         self.wait_ns = wait_ns
         self.max_pending = max_pending
-        # (trace id, span id) -> (deadline, Side): callers waiting for their callee.
-        self._callers: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
-        # (trace id, parent span id) -> (deadline, Side): callees waiting for their caller.
-        self._callees: OrderedDict[tuple[str, str], tuple[int, Side]] = OrderedDict()
+        # (trace id, span id) -> waiting caller span.
+        self._callers: OrderedDict[tuple[str, str], _Waiting] = OrderedDict()
+        # (trace id, parent span id) -> waiting callee span.
+        self._callees: OrderedDict[tuple[str, str], _Waiting] = OrderedDict()
         # hash((trace id, span id)) -> deadline: ids a proxy span stands for (see the module docstring).
         self._claimed: OrderedDict[int, int] = OrderedDict()
         self.max_claims = CLAIMS_PER_PENDING * max_pending
+        # resource attribute text -> its service.instance.id (few distinct resources send many spans).
+        self._instances: dict[str, str] = {}
         self._paired = self._unpaired_to_peer = self._unpaired_dropped = self._evicted = 0
         self._malformed = 0
 
@@ -194,11 +231,10 @@ class HopTracker:
     def process(self, columns: SpanColumns, now_ns: int, out: list[Observation]) -> None:
         """Append the requests ``columns`` complete to ``out``; a span that cannot be read is
         counted as malformed and skipped, never raised."""
-        resources: dict[str, str] = {}
         for span in zip(*(columns[name] for name in _SPAN_FIELDS)):
             if span[0] in _HOP_KINDS:
                 try:
-                    self._process_span(span, now_ns, resources, out)
+                    self._process_span(span, now_ns, out)
                 except Exception:  # noqa: BLE001 - odd spans must never break ingest
                     self._malformed += 1
         self.expire(now_ns, out)
@@ -207,7 +243,7 @@ class HopTracker:
         """Give up on half-hops whose wait is over, and on the oldest beyond ``max_pending``."""
         callers, callees, claimed = self._callers, self._callees, self._claimed
         while callees:
-            deadline, _ = next(iter(callees.values()))
+            deadline, _, _ = next(iter(callees.values()))
             over_limit = self._over_limit()
             if deadline > now_ns and not over_limit:
                 break
@@ -215,13 +251,16 @@ class HopTracker:
             self._evicted += over_limit
             self._unpaired_dropped += 1
         while callers:
-            deadline, side = next(iter(callers.values()))
+            deadline, span, attributes = next(iter(callers.values()))
             over_limit = self._over_limit()
             if deadline > now_ns and not over_limit:
                 break
             callers.popitem(last=False)
             self._evicted += over_limit
-            self._caller_unpaired(side, out)
+            try:
+                self._caller_unpaired(span, attributes, out)
+            except Exception:  # noqa: BLE001 - its attributes were read only now
+                self._malformed += 1
         while claimed and (next(iter(claimed.values())) <= now_ns or len(claimed) > self.max_claims):
             claimed.popitem(last=False)
 
@@ -230,57 +269,53 @@ class HopTracker:
 
     # ---- one span ----------------------------------------------------------------------------
 
-    def _process_span(self, span: tuple, now_ns: int, resources: dict[str, str], out: list[Observation]) -> None:
-        kind, trace_id, span_id, parent_id, service, name, start_ns, duration_ns, status, text, resource = span
-        attributes = orjson.loads(text)
-        if not isinstance(attributes, dict):
-            attributes = {}
-        direction = attributes.get(DIRECTION)
-        error = status == STATUS_ERROR or PROXY_ERROR in attributes or _server_failure(attributes)
+    def _process_span(self, span: tuple, now_ns: int, out: list[Observation]) -> None:
+        kind, trace_id, span_id, parent_id, text = span[:5]
+        attributes = _attributes(text) if _mentions(text, _PAIRING_KEYS) else None
+        direction = attributes.get(DIRECTION) if attributes else None
         if kind in _CALLER_KINDS:
-            endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
-            side = Side(kind, service, name, start_ns, duration_ns, error, attributes, endpoint)
             if kind == KIND_CLIENT and direction == OUTBOUND:
+                side = self._side(span, attributes)
                 out.append(_request(side, side.peer or UNKNOWN_NODE, REQUEST))
                 self._claim((trace_id, span_id), now_ns)
                 if parent_id:
                     self._claim((trace_id, parent_id), now_ns)
             else:
-                self._add_caller((trace_id, span_id), side, now_ns, out)
+                self._add_caller((trace_id, span_id), span, attributes, now_ns, out)
             return
-        side = Side(kind, service, name, start_ns, duration_ns, error, attributes, _instance(resource, resources))
         if kind == KIND_SERVER and direction == INBOUND:
             self._claim((trace_id, span_id), now_ns)
-        if attributes.get(ZIPKIN_SHARED):
+        if attributes and attributes.get(ZIPKIN_SHARED):
             # Zipkin's shared span: the callee recorded its half under the caller's span id.
-            self._add_callee((trace_id, span_id), side, now_ns, out)
+            self._add_callee((trace_id, span_id), span, attributes, now_ns, out)
         elif parent_id:
-            self._add_callee((trace_id, parent_id), side, now_ns, out)
+            self._add_callee((trace_id, parent_id), span, attributes, now_ns, out)
         elif kind == KIND_SERVER:
-            out.append(_request_from_outside(side))
+            out.append(_request_from_outside(self._side(span, attributes)))
 
-    def _add_caller(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
+    def _add_caller(self, key, span: tuple, attributes: dict | None, now_ns: int, out: list[Observation]) -> None:
         if hash(key) in self._claimed:
             return
-        if side.database:
+        if attributes and attributes.get(DB_SYSTEM):
+            side = self._side(span, attributes)
             out.append(_request(side, side.peer or side.database, DATABASE))
             return
         waiting = self._callees.pop(key, None)
         if waiting is not None:
             self._paired += 1
-            out.append(_paired_request(side, waiting[1]))
+            out.append(_paired_request(self._side(span, attributes), self._side(waiting[1], waiting[2])))
         else:
-            self._callers[key] = (now_ns + self.wait_ns, side)
+            self._callers[key] = (now_ns + self.wait_ns, span, attributes)
 
-    def _add_callee(self, key, side: Side, now_ns: int, out: list[Observation]) -> None:
+    def _add_callee(self, key, span: tuple, attributes: dict | None, now_ns: int, out: list[Observation]) -> None:
         if hash(key) in self._claimed:
             return
         waiting = self._callers.pop(key, None)
         if waiting is not None:
             self._paired += 1
-            out.append(_paired_request(waiting[1], side))
+            out.append(_paired_request(self._side(waiting[1], waiting[2]), self._side(span, attributes)))
         else:
-            self._callees[key] = (now_ns + self.wait_ns, side)
+            self._callees[key] = (now_ns + self.wait_ns, span, attributes)
 
     def _claim(self, key, now_ns: int) -> None:
         self._callers.pop(key, None)
@@ -289,12 +324,35 @@ class HopTracker:
         self._claimed[claim] = now_ns + self.wait_ns
         self._claimed.move_to_end(claim)
 
-    def _caller_unpaired(self, side: Side, out: list[Observation]) -> None:
-        if side.kind == KIND_CLIENT and side.peer:
-            self._unpaired_to_peer += 1
-            out.append(_request(side, side.peer, REQUEST))
+    def _caller_unpaired(self, span: tuple, attributes: dict | None, out: list[Observation]) -> None:
+        if span[0] == KIND_CLIENT and (attributes is not None or _mentions(span[4], _PEER_KEYS)):
+            side = self._side(span, attributes)
+            if side.peer:
+                self._unpaired_to_peer += 1
+                out.append(_request(side, side.peer, REQUEST))
+                return
+        self._unpaired_dropped += 1
+
+    def _side(self, span: tuple, attributes: dict | None) -> Side:
+        """The ``Side`` of a span row, parsing its attributes unless that was done already."""
+        if attributes is None:
+            attributes = _attributes(span[4])
+        if span[0] in _CALLER_KINDS:
+            endpoint = _text(attributes.get(ENDPOINT)) or _address(attributes)
         else:
-            self._unpaired_dropped += 1
+            endpoint = self._instance(span[5])
+        return Side(span[0], *span[_SIDE_FIELDS], attributes, endpoint)
+
+    def _instance(self, resource_text: str) -> str:
+        """The ``service.instance.id`` of a resource, parsed once per distinct resource text."""
+        instance = self._instances.get(resource_text)
+        if instance is None:
+            resource = orjson.loads(resource_text)
+            instance = _text(resource.get(SERVICE_INSTANCE_ID)) if isinstance(resource, dict) else ""
+            if len(self._instances) >= MAX_CACHED_RESOURCES:
+                self._instances.clear()
+            self._instances[resource_text] = instance
+        return instance
 
 
 # ---- the request each kind of hop makes ------------------------------------------------------
@@ -385,16 +443,6 @@ def _address(attributes: dict) -> str:
     host = _host(attributes)
     port = attributes.get(SERVER_PORT, attributes.get(LEGACY_SERVER_PORT))
     return f"{host}:{port}" if host and port is not None else host
-
-
-def _instance(resource_text: str, seen: dict[str, str]) -> str:
-    """The ``service.instance.id`` of a resource, parsed once per distinct resource in a batch."""
-    instance = seen.get(resource_text)
-    if instance is None:
-        resource = orjson.loads(resource_text)
-        instance = _text(resource.get(SERVICE_INSTANCE_ID)) if isinstance(resource, dict) else ""
-        seen[resource_text] = instance
-    return instance
 
 
 def _server_failure(attributes: dict) -> bool:
