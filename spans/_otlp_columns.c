@@ -1055,7 +1055,7 @@ static int span_decode(Decoder *d, const uint8_t *data, Py_ssize_t size, const S
         PyObject *known = PyDict_GetItemWithError(d->known_problems, where);  /* borrowed */
         PyObject *message = NULL;
         if (known)
-            message = PyUnicode_FromFormat("%U: %U", where, known);
+            message = PyUnicode_FromFormat("%U: %S", where, known);
         else if (!PyErr_Occurred() && bad)
             message = PyUnicode_FromFormat("%U: %s", where, problem);
         Py_DECREF(where);
