@@ -7,36 +7,26 @@ interim responses and flow control, and hand each request to an exchange (``mesh
 decides where it goes. Neither protocol knows about tracing or load balancing.
 
 Framing rules the relay relies on:
-- header names are lower-cased once here; hop-by-hop headers (``Connection`` and the ones it names,
-  ``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``)
-  never cross the proxy; bodies are re-framed per hop (Content-Length kept, else chunked);
+- header fields are forwarded as they came (names keep their case and are compared without it);
+  hop-by-hop headers (``Connection`` and the ones it names, ``Keep-Alive``, ``TE``, ``Trailer``,
+  ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``) never cross the proxy
+  (``mesh/_http1_heads.c``); bodies are re-framed per hop (Content-Length kept, else chunked);
 - writes made while a protocol is parsing one read are batched into one ``transport.write``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from time import perf_counter_ns
 
 import httptools
 
+from mesh._http1_heads import response_head
 from spans.conventions import PROXY_ERROR_HEADER
 
 MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
 MAX_HEADERS = 128
-HOP_BY_HOP = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    )
-)
 
 # Reasons a downstream connection stops reading; reading resumes when none is left.
 PAUSE_PIPELINE = 1  # a previous request on this connection is still being answered
@@ -73,15 +63,6 @@ def error_response(status: int, proxy_error: str, close: bool) -> bytes:
             body,
         )
     )
-
-
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in ``Connection`` (hop-by-hop for this one connection)."""
-    tokens = set()
-    for name, value in headers:
-        if name == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(tokens)
 
 
 def chunk(data: bytes) -> bytes:
@@ -176,7 +157,7 @@ class Http1Server(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name.lower(), value))  # after the head: trailers, into a list nobody reads
+        self._headers.append((name, value))  # after the head: trailers, into a list nobody reads
 
     def on_headers_complete(self):
         headers = self._headers
@@ -379,7 +360,7 @@ class Http1Client(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            if self._in_body and close_delimited(self.response_head):
+            if self._in_body and not response_head(self.response_head)[1]:  # no Content-Length, not chunked
                 exchange.response_complete()  # the body was delimited by the connection's close
             else:
                 exchange.upstream_failed("connection_reset" if exchange.response_started else "upstream_closed")
@@ -484,33 +465,3 @@ class Http1Client(asyncio.Protocol):
         self.close()
         if exchange is not None:
             exchange.upstream_failed(error)
-
-
-def close_delimited(head: bytes) -> bool:
-    """A response body without Content-Length or chunked coding ends when the connection closes."""
-    lower = head.lower()
-    return b"\ncontent-length:" not in lower and b"\ntransfer-encoding:" not in lower
-
-
-_HOP_BY_HOP_LINE = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[ \t]*([^\r\n]*)"
-)  # matched against the lower-cased head: much faster than re.IGNORECASE
-_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close"))
-
-
-def end_to_end_head(head: bytes, lower: bytes) -> bytes:
-    """A raw message head without its hop-by-hop header lines (and the ones ``Connection`` names);
-    ``lower`` is ``head.lower()``, which the caller needs too."""
-    kept, start, named = [], 0, []
-    for line in _HOP_BY_HOP_LINE.finditer(lower):
-        kept.append(head[start : line.start()])
-        start = line.end()
-        if line[1] == b"connection" and line[2].strip() not in _PLAIN_CONNECTION:
-            named += [re.escape(token.strip()) for token in line[2].split(b",") if token.strip()]
-    if not start:
-        return head
-    kept.append(head[start:])
-    head = b"".join(kept)
-    if named:
-        head = re.sub(rb"\r\n(?:" + b"|".join(named) + rb")[ \t]*:[^\r\n]*", b"", head, flags=re.IGNORECASE)
-    return head

@@ -25,16 +25,8 @@ import time
 from time import perf_counter_ns, time_ns
 
 from mesh import trace_context
-from mesh.http1 import (
-    HOP_BY_HOP,
-    LAST_CHUNK,
-    PAUSE_UNSENT_BODY,
-    PAUSE_UPSTREAM_FULL,
-    chunk,
-    connection_tokens,
-    end_to_end_head,
-    error_response,
-)
+from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
+from mesh.http1 import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
 from mesh.pool import ConnectError
 from mesh.retry import CONNECT_FAILED, CONNECTION_LOST, MAX_REPLAY_BODY, backoff, http_retryable
 from mesh.shed import Shed
@@ -43,8 +35,6 @@ from spans import conventions as conv
 from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
-_TRACE_HEADER_NAMES = trace_context.TRACE_HEADER_NAMES
-_DROP_FORWARD = HOP_BY_HOP | _TRACE_HEADER_NAMES
 _extract = trace_context.extract
 _trace_header_lines = trace_context.trace_header_lines
 _new_root = trace_context.new_root
@@ -53,9 +43,6 @@ _METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE",
 _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
-_SIMPLE_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
-_HOST = frozenset((b"host",))
-_NO_TOKENS: frozenset[bytes] = frozenset()
 # Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
 _METHOD_ATTRIBUTES = {name: (conv.HTTP_METHOD, name) for name in _METHOD_NAMES.values()}
 _STATUS_ATTRIBUTES = {status: (conv.HTTP_STATUS, status) for status in range(100, 600)}
@@ -65,15 +52,6 @@ _REUSED = (conv.CONNECTION_REUSED, True)
 _NOT_REUSED = (conv.CONNECTION_REUSED, False)
 _NO_RETRIES = (conv.RETRIES, 0)
 _NO_RETRY_DELAY = (conv.RETRY_DELAY_NS, 0)
-
-
-def header_lines(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[bytes]:
-    """The pieces of ``name: value`` lines of the headers not named in ``drop``."""
-    lines = []
-    for name, value in headers:
-        if name not in drop:
-            lines += (name, b": ", value, b"\r\n")
-    return lines
 
 
 class Deadlines:
@@ -101,7 +79,7 @@ class Exchange:
         "queue_ns", "deadline", "endpoint", "endpoint_load", "ewma_t0", "tried", "conn", "connect_ns", "reused",
         "sent_ns", "retries", "retry_delay_ns", "body_bytes", "replayable", "response_started", "status",
         "rechunk", "close_after", "response_bytes", "finished", "admitted", "error", "started",
-        "content_length", "chunked", "connection_tokens", "message_complete",
+        "content_length", "chunked", "message_complete",
     )  # fmt: skip
 
     def __init__(self, stack, downstream, method, target, version, headers, keep_alive, upgrade):
@@ -110,7 +88,7 @@ class Exchange:
         self.method = method
         self.target = target
         self.version = version
-        self.headers = headers  # [(lower-cased name, value)]
+        self.headers = headers  # [(name, value)] as received
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.start_ns = time_ns()
@@ -147,7 +125,6 @@ class Exchange:
         self.started = False
         self.content_length = -1
         self.chunked = False
-        self.connection_tokens = _NO_TOKENS
         self.message_complete = False  # the downstream parser has seen the whole request
 
     # start -------------------------------------------------------------------------------------
@@ -155,28 +132,15 @@ class Exchange:
         self.started = True
         stack = self.stack
         headers = self.headers
-        host = b""
-        traced = False  # a trace context header came in (names are lower-cased by the parser)
-        lines = []  # the forwarded header lines, as pieces of the upstream request head
-        for name, value in headers:
-            if name in _DROP_FORWARD:
-                if name == b"transfer-encoding":
-                    self.chunked = True  # llhttp accepts no coding but a final "chunked"
-                    self.request_done = self.message_complete
-                elif name == b"connection" and value not in _SIMPLE_CONNECTION:
-                    self.connection_tokens = connection_tokens(headers)
-                elif name in _TRACE_HEADER_NAMES:
-                    traced = True
-                continue
-            if name == b"host":
-                host = value
-            elif name == b"content-length":
-                self.content_length = length = int(value)  # validated by llhttp
-                if length:
-                    self.request_done = self.message_complete
-            lines += (name, b": ", value, b"\r\n")
-        if self.connection_tokens:
-            lines = header_lines(headers, _DROP_FORWARD | self.connection_tokens)
+        # The forwarded fields as header lines, without hop-by-hop and trace headers (mesh/_http1_heads.c).
+        try:
+            lines, host, self.content_length, self.chunked, traced = _request_fields(headers, False)
+        except ValueError as exc:  # Content-Length values that disagree, Connection naming too many fields
+            self.ctx, self.span_id = _new_root()
+            self.respond_locally(400, "malformed_request: " + str(exc).lower(), close=True)
+            return
+        if self.chunked or self.content_length > 0:
+            self.request_done = self.message_complete
         ctx = _extract(headers) if traced else None
         if ctx is None:
             ctx, span_id = _new_root()
@@ -201,8 +165,7 @@ class Exchange:
             authority = target[7:slash] if slash > 0 else target[7:]
             target = target[slash:] if slash > 0 else b"/"
             # the URI's authority wins over Host
-            lines = header_lines(headers, _DROP_FORWARD | self.connection_tokens | _HOST)
-            lines += (b"host: ", authority, b"\r\n")
+            lines = _request_fields(headers, True)[0] + b"host: " + authority + b"\r\n"
         destination = self.destination = stack.resolve_authority(authority)
         if destination is None:
             self.destination_name = authority_name(authority)
@@ -212,7 +175,7 @@ class Exchange:
 
         self.forward_head = b"".join(
             (
-                self.method, b" ", target, b" HTTP/1.1\r\n", *lines, _trace_header_lines(ctx, span_id),
+                self.method, b" ", target, b" HTTP/1.1\r\n", lines, _trace_header_lines(ctx, span_id),
                 b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n",
             )
         )  # fmt: skip
@@ -343,7 +306,7 @@ class Exchange:
     # response (from upstream) ------------------------------------------------------------------
     def interim_response(self, head: bytes) -> None:
         if self.version == "1.1":
-            self.downstream.write(end_to_end_head(head, head.lower()))
+            self.downstream.write(_response_head(head)[0])
 
     def response_head(self, status: int, head: bytes) -> None:
         """Relay the response head: the upstream's bytes minus hop-by-hop lines, plus our framing."""
@@ -358,9 +321,8 @@ class Exchange:
             self.breaker_failure(_monotonic())
         else:
             self.endpoint.breaker.success()
-        lower = head.lower()
-        has_length = b"\ncontent-length:" in lower
-        head = end_to_end_head(head, lower)
+        head, framing = _response_head(head)
+        has_length = framing & HAS_CONTENT_LENGTH
         if head[5:8] != b"1.1":
             head = b"HTTP/1.1" + head[8:]
         extra = b""

@@ -1,5 +1,7 @@
 """W3C Trace Context and B3 propagation: what a proxy hop reads from a request and writes for the next hop."""
 
+import os
+
 import pytest
 
 from mesh.trace_context import (
@@ -178,6 +180,21 @@ def test_generated_ids_are_lowercase_hex_of_the_right_length_and_distinct():
     assert len(trace_ids) == 1000 and len(span_ids) == 1000
     assert all(len(t) == 32 and int(t, 16) and t == t.lower() for t in trace_ids)
     assert all(len(s) == 16 and int(s, 16) and s == s.lower() for s in span_ids)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    new_span_id()  # the parent has ids buffered
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, "".join(new_span_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 4096).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent = "".join(new_span_id() for _ in range(8))
+    assert len(child) == len(parent) == 128 and child != parent
 
 
 def test_new_root_is_a_sampled_w3c_trace_with_its_own_span_id():

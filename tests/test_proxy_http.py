@@ -215,6 +215,15 @@ def test_malformed_request_gets_400_and_the_proxy_lives_on(mesh, conn):
         again.close()
 
 
+def test_connection_naming_too_many_fields_gets_400(mesh, conn):
+    named = ", ".join(f"x-{i}" for i in range(40))
+    conn.send(f"GET /stats HTTP/1.1\r\nHost: web\r\nConnection: {named}\r\n\r\n".encode())
+    response = conn.read_response()
+    assert response.status == 400
+    assert response.header(PROXY_ERROR_HEADER) == "malformed_request: too many fields named in connection"
+    assert conn.closed_by_peer()
+
+
 def test_http10_client_gets_a_close_delimited_body(mesh):
     client = RawClient(mesh["client"].outbound)
     try:
