@@ -345,9 +345,135 @@ static int buf_put_i64(Buf *b, int64_t value)
     return buf_putc(b, '-') < 0 ? -1 : buf_put_u64(b, -(uint64_t)value);
 }
 
+#ifdef __SIZEOF_INT128__
+/* Python's repr of a double in [1e-4, 2**52), written into out (>= 32 bytes); 0 outside that range.
+ *
+ * Why: CPython's repr (David Gay's dtoa with big numbers) costs ~7k instructions for a double
+ * with 17 significant digits, as much as the rest of a span. In this range the exact arithmetic of
+ * "shortest digits that read back as the same double" fits 128-bit integers:
+ *   x = m * 2**e, and every real number in the interval around x (half-way to its neighbours,
+ *   the ends included when m is even, as round-half-even reading does) reads back as x.
+ *   Scaled by 10**q so that x lands in [1e16, 1e17), the interval holds at least two integers; the
+ *   digits are then the multiples of the largest power of ten 10**j found in it (the fewest digits),
+ *   the one nearest x (ties to an even last digit), as dtoa's mode 0 chooses.
+ * The range is also where repr writes plain notation ("0.0001" .. "4503599627370495.5"). */
+static int short_repr(double value, char *out)
+{
+    static const uint64_t pow10[18] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+        1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    };
+    double magnitude = fabs(value);
+    if (!(magnitude >= 1e-4 && magnitude < 4503599627370496.0))  /* also excludes NaN */
+        return 0;
+    uint64_t bits;
+    memcpy(&bits, &magnitude, 8);
+    int exponent_field = (int)(bits >> 52);  /* >= 1: no subnormals in this range */
+    uint64_t m = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
+    int e = exponent_field - 1075;
+    int lower_is_closer = (bits & ((1ULL << 52) - 1)) == 0;  /* a power of two: half gap below */
+    int ends_included = (m & 1) == 0;
+
+    /* q with 10**16 <= x * 10**q < 10**17; x * 10**q = m * 5**q * 2**(e + q), kept as an
+     * integer over 2**shift, with the interval ends, in units of a quarter of the gap. */
+    int q = 16 - (int)floor(log10(magnitude));
+    unsigned __int128 n4, low4, high4;
+    int shift;
+    for (int attempt = 0;; attempt++) {
+        if (q < 0 || q > 27 || attempt > 2)
+            return 0;
+        unsigned __int128 five = 1;
+        for (int i = 0; i < q; i++)
+            five *= 5;
+        shift = 2 - (e + q);
+        if (shift < 2 || shift > 64)
+            return 0;
+        n4 = (unsigned __int128)(4 * m) * five;
+        high4 = (unsigned __int128)(4 * m + 2) * five;
+        low4 = (unsigned __int128)(4 * m - (lower_is_closer ? 1 : 2)) * five;
+        uint64_t whole = (uint64_t)(n4 >> shift);
+        if (whole < pow10[16])
+            q++;
+        else if (whole >= pow10[17])
+            q--;
+        else
+            break;
+    }
+    unsigned __int128 mask = ((unsigned __int128)1 << shift) - 1;
+    uint64_t n = (uint64_t)(n4 >> shift), low = (uint64_t)(low4 >> shift), high = (uint64_t)(high4 >> shift);
+    /* The integers in the interval: [low, high] after rounding the ends inwards. */
+    if (!ends_included || (low4 & mask))
+        low++;
+    if (!ends_included && !(high4 & mask))
+        high--;
+
+    /* The largest 10**j with a multiple in [low, high]. */
+    int j = 17;
+    while (j > 0 && (high / pow10[j]) * pow10[j] < low)
+        j--;
+    uint64_t unit = pow10[j], c = n / unit, rest = n % unit;
+    /* Round x / 10**j to the nearest integer, ties to even; the fraction of x is n4 & mask. */
+    unsigned __int128 fraction = n4 & mask, half = (unsigned __int128)1 << (shift - 1);
+    int up;
+    if (j == 0)
+        up = fraction > half || (fraction == half && (c & 1));
+    else if (rest != unit / 2)
+        up = rest > unit / 2;
+    else
+        up = fraction != 0 || (c & 1);
+    c += up;
+    uint64_t c_low = (low + unit - 1) / unit, c_high = high / unit;
+    if (c < c_low)
+        c = c_low;
+    if (c > c_high)
+        c = c_high;
+
+    char digits[24];
+    int count = 0;
+    for (uint64_t rest_digits = c; rest_digits; rest_digits /= 10)
+        digits[sizeof digits - 1 - count++] = (char)('0' + rest_digits % 10);
+    const char *first = digits + sizeof digits - count;
+    while (count > 1 && first[count - 1] == '0')  /* c * 10**j may still end in zeros */
+        count--, j++;
+    int point = count + j - q;  /* digits before the decimal point (<= 0: leading zeros after it) */
+    char *o = out;
+    if (value < 0)
+        *o++ = '-';
+    if (point <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -point; i++)
+            *o++ = '0';
+        memcpy(o, first, (size_t)count);
+        o += count;
+    } else if (point >= count) {
+        memcpy(o, first, (size_t)count);
+        o += count;
+        for (int i = 0; i < point - count; i++)
+            *o++ = '0';
+        *o++ = '.';
+        *o++ = '0';
+    } else {
+        memcpy(o, first, (size_t)point);
+        o += point;
+        *o++ = '.';
+        memcpy(o, first + point, (size_t)(count - point));
+        o += count - point;
+    }
+    return (int)(o - out);
+}
+#endif
+
 /* Python's repr of a float ("72.5", "1e-07", "nan"): the tag text; also valid JSON when finite. */
 static int buf_put_double_repr(Buf *b, double value)
 {
+#ifdef __SIZEOF_INT128__
+    char fast[32];
+    int length = short_repr(value, fast);
+    if (length)
+        return buf_put(b, fast, length);
+#endif
     char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (!text)
         return -1;

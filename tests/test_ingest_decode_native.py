@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import random
+import struct
 
 import orjson
 import pytest
@@ -261,6 +262,35 @@ def test_every_double_keeps_its_python_repr_in_tags():
     span.attributes.extend(KeyValue(key="d", value=AnyValue(double_value=d)) for d in ODD_DOUBLES)
     [row], _ = decoded_rows(request.SerializeToString())
     assert row["tags"] == [f"d={d!r}" for d in ODD_DOUBLES]
+
+
+def doubles_request(values: list[float]) -> bytes:
+    """One span per value, each with the attribute d=value (encoded by hand: 10^5 spans in a second)."""
+    head = field(1, 2, b"\x01" * 16) + field(2, 2, b"\x02" * 8) + field(7, 1, struct.pack("<Q", 1)) + field(8, 1, struct.pack("<Q", 2))
+    spans = b"".join(
+        field(2, 2, head + field(9, 2, field(1, 2, b"d") + field(2, 2, field(4, 1, struct.pack("<d", v))))) for v in values
+    )
+    return field(1, 2, field(2, 2, spans))
+
+
+def awkward_doubles(rng: random.Random) -> list[float]:
+    """Uniform [0, 1), every magnitude, short decimals, integers, powers of two and their neighbours,
+    raw bit patterns: both the native shortest-digits path and CPython's fallback."""
+    values = [rng.random() for _ in range(40_000)]
+    values += [math.copysign(10 ** rng.uniform(-6, 17), rng.random() - 0.5) for _ in range(40_000)]
+    values += [round(rng.uniform(0, 10**rng.randrange(1, 8)), rng.randrange(8)) for _ in range(20_000)]
+    values += [float(rng.randrange(-(2**53), 2**53)) for _ in range(5_000)]
+    values += [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(10_000)]
+    edges = [2.0**k for k in range(-60, 64)] + [10.0**k for k in range(-8, 18)] + [1e-4, 2.0**52, 0.1, 0.3, 5e-324]
+    values += [v for edge in edges for v in (edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf), -edge)]
+    return values
+
+
+def test_doubles_keep_their_python_repr_in_tags_and_their_value_in_json():
+    values = awkward_doubles(random.Random(7))
+    batch = decode_otlp_protobuf(doubles_request(values))
+    assert batch.columns["tags"] == [[f"d={v!r}"] for v in values]
+    assert [orjson.loads(text)["d"] for text in batch.columns["attributes"]] == [json_value(v) for v in values]
 
 
 # --- hostile bytes -------------------------------------------------------------------------------
