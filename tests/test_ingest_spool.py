@@ -1,11 +1,23 @@
-"""The spool on its own: order, replay after a restart, checkpoints, torn tails, the byte limit."""
+"""The spool on its own: order, replay after a restart, checkpoints, torn tails, the byte limit,
+OTLP request bodies decoded again on reading, segments of the previous format."""
 
 from __future__ import annotations
 
+import marshal
+import struct
+import zlib
+
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from collector.spool import Spool, SpoolFull
-from spans.model import empty_columns
+from spans.model import empty_columns, row_count
+from spans.otlp_decode import decode_otlp_protobuf
 
 
 def batch(number: int, spans: int = 3):
@@ -52,8 +64,11 @@ def test_committing_everything_frees_the_disk(tmp_path):
         spool.append(batch(number))
     spool.commit(drain(spool)[-1].position)
     assert spool.record_bytes == 0 and spool.pending_segments() == 1  # the fresh, empty active segment
+    assert spool.next_record(timeout=0) is None  # the reader moves past the deleted segments
+    spool.append(batch(4))
+    assert [r.columns for r in drain(spool)] == [batch(4)]
     spool.close()
-    assert drain(Spool(tmp_path)) == []
+    assert [r.columns for r in drain(Spool(tmp_path))] == [batch(4)]
 
 
 def test_a_torn_record_at_the_end_of_a_segment_is_skipped(tmp_path):
@@ -78,3 +93,49 @@ def test_a_full_spool_refuses_appends_until_records_are_committed(tmp_path):
     spool.commit(drain(spool)[-1].position)
     assert not spool.is_full()
     spool.append(batch(1))
+
+
+def otlp_request(spans: int) -> bytes:
+    """An OTLP/protobuf request from the OTel SDK's encoder, its second span with a bad trace id."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "spooler"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests.spool")
+    for index in range(spans):
+        with tracer.start_as_current_span(f"op {index}", kind=SpanKind.SERVER, attributes={"index": index}):
+            pass
+    provider.shutdown()
+    request = encode_spans(exporter.get_finished_spans())
+    request.resource_spans[0].scope_spans[0].spans[1].trace_id = b"\x01" * 8
+    return request.SerializeToString()
+
+
+def test_otlp_request_bodies_are_spooled_as_they_came_and_read_back_as_their_accepted_spans(tmp_path):
+    bodies = [otlp_request(5) for _ in range(3)]
+    batches = [decode_otlp_protobuf(body) for body in bodies]
+    assert all(row_count(b.columns) == 4 and len(b.rejected) == 1 for b in batches)
+    spool = Spool(tmp_path, memory_bytes=0)  # every record is read back from disk
+    spool.append(batches[0].columns, bodies[0])
+    spool.append(batch(7))  # another format's batch, as columns, in between
+    spool.append(batches[1].columns, bodies[1])
+    assert spool.record_bytes == sum(9 + len(body) for body in bodies[:2]) + 9 + len(marshal.dumps(batch(7)))
+    assert [r.columns for r in drain(spool)] == [batches[0].columns, batch(7), batches[1].columns]
+    spool.append(batches[2].columns, bodies[2])
+    spool.close()
+    replayed = [r.columns for r in drain(Spool(tmp_path))]  # nothing was committed: all of it, after a restart
+    assert replayed == [batches[0].columns, batch(7), batches[1].columns, batches[2].columns]
+
+
+def test_segments_of_the_previous_format_are_replayed(tmp_path):
+    payloads = [marshal.dumps(batch(number)) for number in range(2)]
+    with open(tmp_path / f"{1:012d}.seg", "wb") as segment:  # format 1: no payload kind, crc of the payload
+        segment.write(b"TMSPOOL\x01")
+        for payload in payloads:
+            segment.write(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    spool = Spool(tmp_path)
+    spool.append(batch(2))
+    records = drain(spool)
+    assert [r.columns for r in records] == [batch(0), batch(1), batch(2)]
+    spool.commit(records[-1].position)
+    assert spool.record_bytes == 0
+    spool.close()

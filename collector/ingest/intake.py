@@ -2,7 +2,9 @@
 
 Keeping it in one place makes the acknowledgement rule the same for every protocol: spans are
 acknowledged only after ``Spool.append`` returned, and a full spool is refused *before* any
-decoding work, so back-pressure is cheap for the collector and clear for the client. Once spooled,
+decoding work, so back-pressure is cheap for the collector and clear for the client. An
+OTLP/protobuf body is spooled as it came (its decoded spans depend on it alone), any other format
+as its decoded columns; see ``collector.spool``. Once spooled,
 a batch is handed to every consumer (the service graph), which sees each span before any sampling
 of what is stored.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from collector.spool import Spool, SpoolFull
 from spans.model import SpanColumns
-from spans.otlp_decode import DecodedBatch
+from spans.otlp_decode import DecodedBatch, decode_otlp_protobuf
 
 RETRY_AFTER_S = 1  # what a client refused by back-pressure is told to wait
 
@@ -42,7 +44,7 @@ class Intake:
         batch = decode(body)
         if batch.accepted:
             try:
-                self.spool.append(batch.columns)
+                self.spool.append(batch.columns, body if decode is decode_otlp_protobuf else None)
             except SpoolFull:
                 self._refused()
                 raise
