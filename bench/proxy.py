@@ -1,25 +1,36 @@
 """Proxy benchmark: the same load direct, through one proxy, through one hop, and (HTTP) through nginx.
 
-    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000] [--skip http|grpc] [--otlp http|grpc]
+    python bench/proxy.py [--duration 10] [--connections 64] [--rate 1000] [--paced-rounds 3]
+                          [--skip http|grpc] [--otlp http|grpc]
 
 The upstream "app" is nginx answering a fixed 13-byte body (so the app costs as little as possible and
-the proxies are what is measured). Scenarios, each loaded by ``wrk`` (one thread) at saturation and at a
-paced ~--rate requests/s (a wrk Lua ``delay()`` per connection):
+the proxies are what is measured). Scenarios, each loaded by ``wrk`` (one thread) at saturation and
+paced at ~--rate requests/s:
 
   direct       wrk -> app
   proxy        wrk -> tracemesh inbound proxy -> app                 (tracing on: spans exported)
   hop          wrk -> tracemesh outbound proxy -> inbound proxy -> app (Host names the service)
   nginx        wrk -> nginx reverse proxy (keep-alive upstream) -> app
 
+Paced load is one request every 1000/--rate ms, sent by whichever of the --paced-connections is free
+(a wrk Lua ``delay()`` that keeps a schedule on wrk's own clock, see PACED_LUA). A fixed delay per
+connection does not pace: wrk's timers fire on whole-millisecond ticks, so every connection's timer
+ends on the same tick and the requests leave together (10 connections x 10 ms was 10 requests at once
+every ~10 ms: 90% of requests arrived within 200 µs of the previous one). That measured how long a
+single-threaded proxy takes to work through a burst of 10, not its latency at ~1k rps. The paced
+runs come first, before any saturated run can leave work behind (spans to export, garbage), and in
+--paced-rounds rounds that each run every scenario in turn, so a shared machine's load falls on all
+scenarios alike; added latency is each round's scenario p50/p99 minus direct's, median over rounds.
+
 Spans go to a discarding OTLP sink (``--sink`` mode of this script; OTLP/HTTP by default, the export
 that keeps a proxy within its RSS budget, or OTLP/gRPC with ``--otlp grpc``) so the proxies do all their
 tracing work while the collector's own cost stays out of the figures. CPU per request is the proxy
 processes' utime+stime (from /proc/PID/stat) over the saturated run divided by the requests wrk
-completed; RSS is VmRSS after the runs. Added latency is the scenario's p50/p99 minus direct's.
-The gRPC unary part runs the same three tracemesh scenarios against a grpcio echo app, loaded by
-``bench/grpc_unary.py`` (a grpc.aio client in its own process: --grpc-concurrency calls in flight, or
-paced to --rate). The proxy CPU is per call. Everything listens on 127.0.0.1 free ports; every process
-is stopped at the end.
+completed; RSS is VmRSS after the runs. Added latency at saturation is the scenario's p50/p99 minus
+direct's. The gRPC unary part runs the same three tracemesh scenarios against a grpcio echo app, loaded
+by ``bench/grpc_unary.py`` (a grpc.aio client in its own process: --grpc-concurrency calls in flight, or
+--paced-connections callers spread evenly over each interval of --rate). The proxy CPU is per call.
+Everything listens on 127.0.0.1 free ports; every process is stopped at the end.
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -61,8 +75,24 @@ http {{ access_log off;
 """
 
 PACED_LUA = """
-local per_connection_ms = {delay_ms}
-function delay() return per_connection_ms end
+-- One request every {interval_ms:g} ms, sent by whichever connection is free. The slots are kept on
+-- wrk's clock (gettimeofday, read through LuaJIT's ffi) and rounded to the whole milliseconds its
+-- timers run on; a slot missed while wrk was not running is skipped, not sent late in a burst.
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_usec; }} paced_timeval;
+int gettimeofday(paced_timeval *tv, void *tz);
+]]
+local now = ffi.new("paced_timeval")
+local interval_ms, first_ms, slot = {interval_ms!r}, nil, 0
+
+function delay()
+  ffi.C.gettimeofday(now, nil)
+  local now_ms = tonumber(now.tv_sec) * 1000 + tonumber(now.tv_usec) / 1000
+  first_ms = first_ms or now_ms
+  slot = math.max(slot + 1, math.ceil((now_ms - first_ms) / interval_ms))
+  return math.floor(first_ms + slot * interval_ms) - math.floor(now_ms)
+end
 """
 
 HOST_LUA = 'wrk.headers["Host"] = "app"\n'
@@ -195,24 +225,46 @@ def start_sink(procs: Processes, name: str) -> str:
     return f"http://127.0.0.1:{port}" if ARGS.otlp == "http" else f"127.0.0.1:{port}"
 
 
-def measure(name: str, pids: list[int], saturated_load, paced_load) -> dict:
-    """``saturated_load(duration)`` / ``paced_load(duration)`` run the load and return wrk-like results."""
-    saturated_load(1.0)  # warm-up: connections pooled, caches hot
-    before = sum(cpu_ticks(pid) for pid in pids)
-    saturated = saturated_load(ARGS.duration)
-    ticks = sum(cpu_ticks(pid) for pid in pids) - before
-    paced = paced_load(ARGS.duration)
-    return {
-        "name": name,
-        "saturated": saturated,
-        "paced": paced,
-        "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1),
-        "rss_mb": sum(rss_mb(pid) for pid in pids),
-    }
+class Scenario(NamedTuple):
+    name: str
+    pids: list[int]  # the processes whose CPU and RSS are the scenario's cost
+    saturated_load: Callable[[float], dict]  # (duration) -> wrk-like results: rps, requests, p50, p99, non2xx
+    paced_load: Callable[[float], dict]
 
 
-def wrk_scenario(name: str, url: str, pids: list[int], script: Path | None, paced_script: Path) -> dict:
-    return measure(
+def measure(scenarios: list[Scenario]) -> list[dict]:
+    """Paced rounds over all scenarios first, then one saturated run per scenario (CPU, RSS).
+
+    The first scenario is the baseline the others' added latency is measured against."""
+    for scenario in scenarios:
+        scenario.paced_load(1.0)  # warm-up: connections pooled, code paths hot
+    round_duration = ARGS.duration / ARGS.paced_rounds
+    rounds = [[scenario.paced_load(round_duration) for scenario in scenarios] for _ in range(ARGS.paced_rounds)]
+    rows = []
+    for index, scenario in enumerate(scenarios):
+        scenario.saturated_load(1.0)  # warm-up: as many connections pooled as the saturated load uses
+        before = sum(cpu_ticks(pid) for pid in scenario.pids)
+        saturated = scenario.saturated_load(ARGS.duration)
+        ticks = sum(cpu_ticks(pid) for pid in scenario.pids) - before
+        paced = [results[index] for results in rounds]
+        baseline = [results[0] for results in rounds]
+        rows.append({
+            "name": scenario.name,
+            "saturated": saturated,
+            "paced_rps": sum(result["requests"] for result in paced) / ARGS.duration,
+            "paced_added": {
+                pct: statistics.median(result[pct] - base[pct] for result, base in zip(paced, baseline))
+                for pct in ("p50", "p99")
+            },
+            "paced_non2xx": sum(result["non2xx"] for result in paced),
+            "cpu_us": ticks / CLOCK_TICKS * 1e6 / max(saturated["requests"], 1),
+            "rss_mb": sum(rss_mb(pid) for pid in scenario.pids),
+        })  # fmt: skip
+    return rows
+
+
+def wrk_scenario(name: str, url: str, pids: list[int], script: Path | None, paced_script: Path) -> Scenario:
+    return Scenario(
         name,
         pids,
         lambda duration: run_wrk(url, duration, ARGS.connections, script),
@@ -252,19 +304,19 @@ def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
     )  # fmt: skip
 
     paced_lua = workdir / "paced.lua"
-    paced_lua.write_text(PACED_LUA.format(delay_ms=1000 * args.paced_connections / args.rate))
+    paced_lua.write_text(PACED_LUA.format(interval_ms=1000 / args.rate))
     paced_host_lua = workdir / "paced_host.lua"
-    paced_host_lua.write_text(HOST_LUA + PACED_LUA.format(delay_ms=1000 * args.paced_connections / args.rate))
+    paced_host_lua.write_text(HOST_LUA + PACED_LUA.format(interval_ms=1000 / args.rate))
     host_lua = workdir / "host.lua"
     host_lua.write_text(HOST_LUA)
 
-    return [
+    return measure([
         wrk_scenario("direct", f"http://127.0.0.1:{app_port}/", [app.pid], None, paced_lua),
         wrk_scenario("proxy", f"http://127.0.0.1:{inbound_port}/", [inbound.pid], None, paced_lua),
         wrk_scenario("hop", f"http://127.0.0.1:{outbound_port}/", [hop_outbound.pid, hop_inbound.pid], host_lua,
                      paced_host_lua),
         wrk_scenario("nginx", f"http://127.0.0.1:{nginx_port}/", [nginx.pid], None, paced_lua),
-    ]
+    ])
 
 
 def grpc_load(target: str, authority: str | None = None):
@@ -308,11 +360,11 @@ def grpc_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
                    admin=f"127.0.0.1:{free_port()}"),
         outbound_port,
     )  # fmt: skip
-    return [
-        measure("direct", [app.pid], *grpc_load(f"127.0.0.1:{app_port}")),
-        measure("proxy", [inbound.pid], *grpc_load(f"127.0.0.1:{inbound_port}")),
-        measure("hop", [hop_outbound.pid, hop_inbound.pid], *grpc_load(f"127.0.0.1:{outbound_port}", "echo")),
-    ]
+    return measure([
+        Scenario("direct", [app.pid], *grpc_load(f"127.0.0.1:{app_port}")),
+        Scenario("proxy", [inbound.pid], *grpc_load(f"127.0.0.1:{inbound_port}")),
+        Scenario("hop", [hop_outbound.pid, hop_inbound.pid], *grpc_load(f"127.0.0.1:{outbound_port}", "echo")),
+    ])
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -321,22 +373,23 @@ def print_table(title: str, rows: list[dict]) -> None:
     direct = rows[0]
     nginx = next((row for row in rows if row["name"] == "nginx"), None)
     print(f"\n{title}")
+    print(f"{'':<10}{'saturated':^67}{f'paced, median of {ARGS.paced_rounds} rounds':^29}")
     print(
         f"{'scenario':<10}{'req/s':>10}{'x direct':>10}{'x nginx':>9}{'CPU us/req':>12}{'RSS MB':>8}"
         f"{'+p50 ms':>9}{'+p99 ms':>9}{'paced rps':>11}{'+p50 ms':>9}{'+p99 ms':>9}"
     )
     for row in rows:
-        sat, paced = row["saturated"], row["paced"]
+        sat, added = row["saturated"], row["paced_added"]
         cpu = f"{row['cpu_us']:.1f}"
         rss = f"{row['rss_mb']:.1f}"
         versus_nginx = f"{sat['rps'] / nginx['saturated']['rps']:.2f}" if nginx else "-"
         print(
             f"{row['name']:<10}{sat['rps']:>10.0f}{sat['rps'] / direct['saturated']['rps']:>10.2f}{versus_nginx:>9}"
             f"{cpu:>12}{rss:>8}{sat['p50'] - direct['saturated']['p50']:>9.3f}{sat['p99'] - direct['saturated']['p99']:>9.3f}"
-            f"{paced['rps']:>11.0f}{paced['p50'] - direct['paced']['p50']:>9.3f}{paced['p99'] - direct['paced']['p99']:>9.3f}"
+            f"{row['paced_rps']:>11.0f}{added['p50']:>9.3f}{added['p99']:>9.3f}"
         )
-        if sat["non2xx"] or paced["non2xx"]:
-            print(f"  !! {row['name']}: {sat['non2xx'] + paced['non2xx']} non-2xx responses")
+        if sat["non2xx"] or row["paced_non2xx"]:
+            print(f"  !! {row['name']}: {sat['non2xx'] + row['paced_non2xx']} non-2xx responses")
 
 
 def main() -> int:
@@ -345,6 +398,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections at saturation (default %(default)s)")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced load, requests/s (default %(default)s)")
     parser.add_argument("--paced-connections", type=int, default=10, help="connections of the paced load")
+    parser.add_argument("--paced-rounds", type=int, default=3,
+                        help="paced runs per scenario, interleaved, each --duration/rounds s (default %(default)s)")
     parser.add_argument("--grpc-concurrency", type=int, default=32, help="gRPC calls in flight at saturation")
     parser.add_argument("--skip", choices=("http", "grpc"), action="append", default=[], help="leave a part out")
     parser.add_argument("--otlp", choices=("http", "grpc"), default="http",
@@ -355,13 +410,16 @@ def main() -> int:
     if args.sink:
         serve_sink(args.sink, args.otlp)
         return 0
+    if args.paced_rounds < 1 or args.rate <= 0:
+        parser.error("--paced-rounds and --rate must be positive")
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             print(f"bench/proxy.py needs {tool} on PATH", file=sys.stderr)
             return 2
     print("command: python bench/proxy.py " + " ".join(sys.argv[1:]))
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk -t1, {args.connections} connections "
-          f"saturated, {args.paced_connections} paced at ~{args.rate:g} req/s, {args.duration:g}s each; "
+          f"saturated, {args.paced_connections} paced at ~{args.rate:g} req/s evenly spread ({args.paced_rounds} "
+          f"interleaved rounds), {args.duration:g}s each; "
           f"spans exported over OTLP/{args.otlp.upper()}")
     with tempfile.TemporaryDirectory(prefix="tracemesh-bench-") as tmp:
         workdir = Path(tmp)
