@@ -1,11 +1,18 @@
 """What span export and metrics cost the proxy: record() and observe_request() per request on the
-data path, OTLP encoding per span off it, memory per buffered span, and exporter throughput over
-OTLP/gRPC and OTLP/HTTP to local endpoints on 127.0.0.1.
+data path, OTLP encoding per span, memory per buffered span, exporter throughput over OTLP/gRPC and
+OTLP/HTTP to local endpoints on 127.0.0.1, and (--proxy) what export adds to a real proxy.
 
-    python bench/export.py [--spans 20000]
+    python bench/export.py [--spans 20000] [--proxy] [--duration 5] [--pairs 3] [--rate 1000] [--callgrind 2000]
 
 Per-call and per-span costs are thread CPU time (best of several runs), so other processes on the
 machine disturb them less than wall-clock time would.
+
+--proxy runs two inbound proxies in front of the same nginx app (the setup of bench/proxy.py): one
+exporting to a discarding OTLP/HTTP sink, one without a collector. ``wrk`` loads them in alternating
+pairs (so a busy machine disturbs both alike): CPU µs per request at saturation (utime+stime from
+/proc over the requests wrk completed), then p50/p99 latency paced at --rate req/s. --callgrind N
+also counts the instructions per request of each proxy under valgrind's callgrind (N sequential
+requests between zeroing and dumping the counters): a figure other load on the machine cannot move.
 """
 
 from __future__ import annotations
@@ -13,9 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import http.client
 import http.server
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -26,12 +38,15 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import proxy as proxy_bench  # noqa: E402  (bench/proxy.py: its nginx app, wrk runner, process handling, OTLP sink)
 
 from mesh.export import OtlpExporter, SpanRecorder, proxy_resource  # noqa: E402
 from mesh.metrics import ProxyMetrics  # noqa: E402
 from spans import conventions as conv  # noqa: E402
 from spans import model  # noqa: E402
-from spans.otlp_encode import SpanBatchEncoder  # noqa: E402
+from spans.otlp_encode import ExportRequestFramer, encode_spans  # noqa: E402
 
 
 def proxy_span(n: int) -> tuple:
@@ -133,7 +148,7 @@ def exporter_throughput(address: str, records: list) -> tuple[float, float, int]
     """Spans/s and CPU µs/span (whole process) to push ``records`` through a started exporter."""
     recorder = SpanRecorder(capacity=len(records))
     exporter = OtlpExporter(recorder, address, proxy_resource("checkout"), interval_s=0.05)
-    loop = asyncio.new_event_loop()  # where the exporter encodes: a proxy's data path
+    loop = asyncio.new_event_loop()  # where the exporter runs: a proxy's data path
     threading.Thread(target=loop.run_forever, daemon=True).start()
     exporter.start(loop)
     cpu_start, start = time.process_time(), time.perf_counter()
@@ -147,16 +162,127 @@ def exporter_throughput(address: str, records: list) -> tuple[float, float, int]
     return exporter.exported / elapsed, cpu / max(exporter.exported, 1) * 1e6, exporter.failed
 
 
+def start_app_and_sink(procs, workdir: Path) -> tuple[int, dict[str, dict[str, str]]]:
+    """The nginx app and a discarding OTLP/HTTP sink; the app's port and each proxy variant's flags."""
+    app_port = proxy_bench.free_port()
+    (workdir / "app.conf").write_text(proxy_bench.NGINX_APP.format(dir=workdir, port=app_port))
+    procs.start("app", ["nginx", "-p", str(workdir), "-c", str(workdir / "app.conf")], app_port)
+    sink_port = proxy_bench.free_port()
+    procs.start("sink", [sys.executable, str(Path(proxy_bench.__file__)), "--sink", str(sink_port), "--otlp", "http"], sink_port)
+    return app_port, {"export": {"collector": f"http://127.0.0.1:{sink_port}"}, "none": {}}
+
+
+def start_proxies(procs, workdir: Path) -> dict[str, tuple[int, object]]:
+    """Two inbound proxies in front of the app: {"export": (port, process), "none": ...}."""
+    app_port, variants = start_app_and_sink(procs, workdir)
+    proxies = {}
+    for name, flags in variants.items():
+        port = proxy_bench.free_port()
+        args = proxy_bench.proxy_args(
+            "app", inbound=f"127.0.0.1:{port}", app=f"127.0.0.1:{app_port}", admin=f"127.0.0.1:{proxy_bench.free_port()}", **flags
+        )
+        proxies[name] = port, procs.start(f"proxy-{name}", args, port)
+    return proxies
+
+
+def proxy_export_cost(args) -> None:
+    """CPU per request and paced latency through a proxy exporting spans vs one without a collector."""
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"--proxy needs {tool} on PATH")
+    with tempfile.TemporaryDirectory(prefix="tracemesh-export-bench-") as tmp:
+        workdir = Path(tmp)
+        paced_lua = workdir / "paced.lua"
+        paced_lua.write_text(proxy_bench.PACED_LUA.format(delay_ms=1000 * 10 / args.rate))
+        procs = proxy_bench.Processes(workdir)
+        try:
+            proxies = start_proxies(procs, workdir)
+            cpu = {name: [] for name in proxies}
+            paced = {name: [] for name in proxies}
+            for _ in range(args.pairs):
+                for name, (port, process) in proxies.items():
+                    url = f"http://127.0.0.1:{port}/"
+                    proxy_bench.run_wrk(url, 1.0, 64, None)  # warm-up
+                    before = proxy_bench.cpu_ticks(process.pid)
+                    result = proxy_bench.run_wrk(url, args.duration, 64, None)
+                    ticks = proxy_bench.cpu_ticks(process.pid) - before
+                    cpu[name].append(ticks / proxy_bench.CLOCK_TICKS * 1e6 / result["requests"])
+                    paced[name].append(proxy_bench.run_wrk(url, args.duration, 10, paced_lua))
+        finally:
+            procs.stop_all()
+    print(f"\nthrough one inbound proxy (wrk -t1; 64 connections saturated, 10 paced at ~{args.rate:g} req/s; "
+          f"{args.duration:g}s runs, {args.pairs} alternating pairs)")  # fmt: skip
+    for name, label in (("export", "spans exported over OTLP/HTTP"), ("none", "no collector")):
+        cpus = ", ".join(f"{value:.1f}" for value in cpu[name])
+        p50s = ", ".join(f"{run['p50']:.3f}" for run in paced[name])
+        p99s = ", ".join(f"{run['p99']:.3f}" for run in paced[name])
+        print(f"  {label:<30} CPU us/req {cpus}; paced p50 ms {p50s}; p99 ms {p99s}")
+
+
+def callgrind_instructions(args) -> None:
+    """Instructions per request of each proxy, counted by callgrind over sequential requests."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--callgrind needs valgrind on PATH")
+    with tempfile.TemporaryDirectory(prefix="tracemesh-export-callgrind-") as tmp:
+        workdir = Path(tmp)
+        procs = proxy_bench.Processes(workdir)
+        try:
+            app_port, variants = start_app_and_sink(procs, workdir)
+            print(f"\ncallgrind, {args.callgrind} sequential requests through one inbound proxy:")
+            for name, flags in variants.items():
+                print(f"  {name:<8} {instructions_per_request(procs, workdir, name, app_port, flags, args.callgrind):,.0f} "
+                      "instructions/request")  # fmt: skip
+        finally:
+            procs.stop_all()
+
+
+def instructions_per_request(procs, workdir: Path, name: str, app_port: int, flags: dict, requests: int) -> float:
+    port = proxy_bench.free_port()
+    out = workdir / f"callgrind-{name}.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + proxy_bench.proxy_args(
+        "app", inbound=f"127.0.0.1:{port}", app=f"127.0.0.1:{app_port}", admin=f"127.0.0.1:{proxy_bench.free_port()}", **flags
+    )
+    log = open(workdir / f"callgrind-{name}.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=proxy_bench.REPO_ROOT, start_new_session=True)
+    procs.running.append(process)  # stopped with the rest
+    proxy_bench.wait_for_port(port, process, timeout=300)  # starting under valgrind is slow
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def send(count: int) -> None:
+        for n in range(count):
+            connection.request("GET", f"/items/{n % 50}")
+            response = connection.getresponse()
+            response.read()
+
+    send(300)  # warm-up: imports done, connections pooled
+    time.sleep(1.5)
+    subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
+    send(requests)
+    time.sleep(1.5)  # the last partial batch goes out (interval 1 s)
+    subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+    connection.close()
+    time.sleep(0.5)
+    dumps = workdir.glob(f"callgrind-{name}.out.*")  # the dump callgrind_control asked for
+    total = sum(int(re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.M).group(1)) for path in dumps)
+    return total / requests
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=20_000, help="spans per measurement (default %(default)s)")
+    parser.add_argument("--proxy", action="store_true", help="also measure a proxy with export vs without a collector")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run with --proxy (default %(default)s)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating export/no-collector runs (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="paced load with --proxy, req/s (default %(default)s)")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="N",
+                        help="with --proxy: instructions per request over N requests under callgrind (slow; try 2000)")
     args = parser.parse_args()
-    print("command: python bench/export.py --spans", args.spans)
+    print("command: python bench/export.py " + " ".join(sys.argv[1:]))
     records = [proxy_span(n) for n in range(args.spans)]
 
     recorder = SpanRecorder(capacity=args.spans * 10)
     record_ns = per_call_ns(recorder.record, records[0], args.spans)
-    print(f"SpanRecorder.record: {record_ns:.0f} ns CPU/call")
+    print(f"SpanRecorder.record (encodes the span): {record_ns:.0f} ns CPU/call")
 
     metrics = ProxyMetrics()
     observe = metrics.observe_request
@@ -165,9 +291,13 @@ def main() -> None:
     )
     print(f"ProxyMetrics.observe_request: {observe_ns:.0f} ns CPU/call")
 
-    encoder = SpanBatchEncoder(proxy_resource("checkout"), "tracemesh-proxy")
+    framer = ExportRequestFramer(proxy_resource("checkout"), "tracemesh-proxy")
+
+    def native_encode(batch) -> bytes:
+        return framer.request(encode_spans(batch)[0])
+
     batches = [records[i : i + 512] for i in range(0, len(records), 512)]
-    for encode, label in ((encoder.encode, "spans.otlp_encode"), (library_encode, "opentelemetry-proto messages")):
+    for encode, label in ((native_encode, "spans.otlp_encode, native"), (library_encode, "opentelemetry-proto messages")):
         best = float("inf")
         for _ in range(3):
             start = time.thread_time_ns()
@@ -175,16 +305,18 @@ def main() -> None:
                 encode(batch)
             best = min(best, (time.thread_time_ns() - start) / len(records))
         print(f"encode ({label}): {best / 1000:.2f} us CPU/span")
-    payload = encoder.encode(batches[0])
+    payload = native_encode(batches[0])
     print(f"encoded size: {len(payload) / len(batches[0]):.0f} bytes/span")
 
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    buffered = [proxy_span(n) for n in range(10_000)]
-    per_span = (tracemalloc.get_traced_memory()[0] - before) / len(buffered)
+    buffer = SpanRecorder(capacity=len(records))
+    for record in records:
+        buffer.record(record)
+    per_span = (tracemalloc.get_traced_memory()[0] - before) / len(records)
     tracemalloc.stop()
-    del buffered
+    del buffer
     print(f"memory per buffered span: {per_span:.0f} bytes (8192-span buffer: {per_span * 8192 / 2**20:.1f} MiB)")
 
     for label, make_sink in (("OTLP/gRPC", grpc_sink), ("OTLP/HTTP", http_sink)):
@@ -192,6 +324,11 @@ def main() -> None:
         rate, cpu_us, failed = exporter_throughput(address, records)
         stop_sink()
         print(f"exporter over {label} to a local sink: {rate:,.0f} spans/s, {cpu_us:.1f} us CPU/span, {failed} failed")
+
+    if args.proxy:
+        proxy_export_cost(args)
+        if args.callgrind:
+            callgrind_instructions(args)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from spans import conventions, model
-from spans import _otlp_spans
-from spans.otlp_encode import SpanBatchEncoder, encode_export_request, parse_export_response
+from spans.otlp_encode import ExportRequestFramer, append_span, encode_export_request, encode_spans, parse_export_response
 
 RESOURCE = {"service.name": "payments", "service.instance.id": "host:42", "tracemesh.proxy": True}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -121,7 +120,7 @@ def test_empty_batch_is_a_valid_request_with_resource_and_scope():
 
 def test_randomised_batches_match_the_official_encoding():
     rng = random.Random(7)
-    encoder = SpanBatchEncoder(RESOURCE, "tracemesh-proxy")
+    framer = ExportRequestFramer(RESOURCE, "tracemesh-proxy")
     paths = [f"/items/{n}/ünïcode" for n in range(500)]
     for _ in range(6):
         records = []
@@ -148,9 +147,9 @@ def test_randomised_batches_match_the_official_encoding():
                     attributes,
                 )
             )
-        payload, count, malformed = encoder.encode(records)
-        assert (count, malformed) == (1000, [])
-        assert _decoded_spans(payload) == [_expected_span(record) for record in records]
+        span_fields, malformed = encode_spans(records)
+        assert malformed == []
+        assert _decoded_spans(framer.request(span_fields)) == [_expected_span(record) for record in records]
 
 
 def test_the_same_key_with_bool_int_and_float_values_keeps_each_type():
@@ -291,13 +290,14 @@ def test_hostile_records_are_left_out_each_with_a_clear_reason_and_the_rest_enco
     good = [_with(1, "%016x" % (n + 1)) for n in range(len(HOSTILE_RECORDS) + 1)]
     records = [record for pair in zip(good, (hostile for hostile, _ in HOSTILE_RECORDS)) for record in pair] + good[-1:]
 
-    payload, count, malformed = SpanBatchEncoder(RESOURCE, "s").encode(records)
+    span_fields, malformed = encode_spans(records)
 
-    assert count == len(good)
     assert [index for index, _ in malformed] == list(range(1, 2 * len(HOSTILE_RECORDS), 2))
     for (_, reason), (_, expected) in zip(malformed, HOSTILE_RECORDS):
         assert expected in reason
-    assert _decoded_spans(payload) == [_expected_span(record) for record in good]
+    assert _decoded_spans(ExportRequestFramer(RESOURCE, "s").request(span_fields)) == [
+        _expected_span(record) for record in good
+    ]
     with pytest.raises(ValueError, match=r"^span record 1: a span record must be a tuple of 10 fields"):
         encode_export_request(RESOURCE, "s", records)
 
@@ -327,39 +327,42 @@ def test_upper_case_hex_ids_read_back_the_same():
     assert _decoded_spans(encode_export_request(RESOURCE, "s", [upper])) == [_expected_span(CLIENT_SPAN)]
 
 
-def test_a_value_whose_str_empties_the_batch_list_cannot_pull_records_from_under_the_encoder():
-    records = []
+def test_a_value_whose_str_records_a_span_itself_gets_both_spans_written_whole():
+    buffer = bytearray()
 
-    class Emptier:
+    class Recording:
         def __str__(self):
-            records.clear()
-            return "emptied"
+            assert append_span(buffer, CLIENT_SPAN) is None  # a nested call, mid-way through the outer one
+            return "recorded"
 
-    records += [_with(9, (("k", Emptier()),)), CLIENT_SPAN]
-    fields, malformed = _otlp_spans.encode_spans(records)
-    assert malformed == [] and records == []
-    emptier_span = _expected_span(_with(9, (("k", "emptied"),)))
-    assert list(ScopeSpans.FromString(fields).spans) == [emptier_span, _expected_span(CLIENT_SPAN)]
+    assert append_span(buffer, _with(9, (("k", Recording()),))) is None
+    outer = _expected_span(_with(9, (("k", "recorded"),)))
+    assert list(ScopeSpans.FromString(bytes(buffer)).spans) == [_expected_span(CLIENT_SPAN), outer]
 
 
-def test_interrupts_and_wrong_batch_types_are_not_a_records_fault():
+def test_interrupts_and_wrong_buffers_are_not_a_records_fault():
     with pytest.raises(KeyboardInterrupt):
-        _otlp_spans.encode_spans([_with(9, (("k", _Interrupting()),))])
-    with pytest.raises(TypeError, match="records must be a list or tuple, got generator"):
-        _otlp_spans.encode_spans(record for record in [CLIENT_SPAN])
+        append_span(bytearray(), _with(9, (("k", _Interrupting()),)))
+    with pytest.raises(TypeError, match="buffer must be a bytearray, got bytes"):
+        append_span(b"", CLIENT_SPAN)
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        append_span(bytearray())
     with pytest.raises(ValueError, match="attribute 0 key must be a str"):
-        SpanBatchEncoder({1: "one"}, "s")
+        ExportRequestFramer({1: "one"}, "s")
 
 
 def test_encoding_hostile_batches_again_and_again_does_not_grow_memory():
     records = [CLIENT_SPAN, *(hostile for hostile, _ in HOSTILE_RECORDS[:-1])]  # (the 5000-digit str() is slow)
-    encode = _otlp_spans.encode_spans
+    def encode(records):
+        buffer = bytearray()
+        return [append_span(buffer, record) for record in records]
+
     for _ in range(50):  # warm: interned reasons, allocator pools
         encode(records)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(2000):
+        for _ in range(1000):
             encode(records)
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:

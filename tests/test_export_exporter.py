@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from mesh.export import (
     SCOPE_NAME,
@@ -74,16 +75,34 @@ def accounted(recorder: SpanRecorder, exporter: OtlpExporter) -> int:
     return exporter.exported + exporter.failed + recorder.dropped + len(recorder)
 
 
-def test_recorder_keeps_order_and_counts_what_does_not_fit():
-    recorder = SpanRecorder(capacity=3)
-    for n in range(5):
+def taken_span_ids(recorder: SpanRecorder) -> tuple[list[int], int]:
+    """The n of each span(n) in the recorder's next batch, and the count it reports."""
+    span_fields, count = recorder.take()
+    return [int(s.span_id.hex(), 16) - 1 for s in ScopeSpans.FromString(bytes(span_fields)).spans], count
+
+
+def test_recorder_keeps_order_in_batches_and_counts_what_does_not_fit():
+    recorder = SpanRecorder(capacity=5, batch_size=2)
+    for n in range(7):
         recorder.record(span(n))
-    assert recorder.dropped == 2
-    assert recorder.take(2) == [span(0), span(1)]
-    assert recorder.take(10) == [span(2)]
-    assert recorder.take(10) == []
-    with pytest.raises(ValueError):
-        SpanRecorder(capacity=-1)
+    assert (len(recorder), recorder.dropped, recorder.full_batch_waiting) == (5, 2, True)
+    assert taken_span_ids(recorder) == ([0, 1], 2)
+    assert taken_span_ids(recorder) == ([2, 3], 2)
+    assert not recorder.full_batch_waiting
+    assert taken_span_ids(recorder) == ([4], 1)
+    assert taken_span_ids(recorder) == ([], 0)
+    assert len(recorder) == 0
+    for bad in ({"capacity": -1}, {"batch_size": 0}):
+        with pytest.raises(ValueError):
+            SpanRecorder(**bad)
+
+
+def test_a_malformed_record_is_not_kept_and_is_counted():
+    recorder = SpanRecorder()
+    recorder.record(("not-hex", *span(1)[1:]))
+    recorder.record(span(2))
+    assert (len(recorder), recorder.malformed, recorder.dropped) == (1, 1, 0)
+    assert taken_span_ids(recorder) == ([2], 1)
 
 
 def test_a_recorder_without_capacity_keeps_nothing_and_counts_everything():
