@@ -747,13 +747,14 @@ static int attribute_decode(Out *out, Buf *json, const uint8_t *data, Py_ssize_t
         if (buf_puts(json, value.integer ? "true" : "false") < 0 || buf_puts(tag, value.integer ? "true" : "false") < 0)
             goto done;
         break;
-    case VALUE_INT:
-        if (buf_put_i64(json, value.integer) < 0 || buf_put_i64(tag, value.integer) < 0)
+    case VALUE_INT: {
+        Py_ssize_t start = tag->len;  /* the digits once, for the tag and the JSON */
+        if (buf_put_i64(tag, value.integer) < 0 || buf_put(json, tag->data + start, tag->len - start) < 0)
             goto done;
         break;
+    }
     case VALUE_DOUBLE: {
-        /* repr is the costliest step of a span: computed once, for the tag and the JSON */
-        Py_ssize_t start = tag->len;
+        Py_ssize_t start = tag->len;  /* repr once, for the tag and the JSON */
         if (buf_put_double_repr(tag, value.number) < 0)
             goto done;
         if (!isfinite(value.number) ? buf_puts(json, "null") < 0 : buf_put(json, tag->data + start, tag->len - start) < 0)
