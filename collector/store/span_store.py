@@ -1,7 +1,7 @@
 """The one store interface the collector codes against, on top of either backend.
 
 Trace search works like Jaeger's: a trace matches when one of its spans matches every filter; the
-matching trace ids come from ``span_search`` (ordered by service, operation, time), newest match
+matching trace ids come from ``span_search_hashed`` (ordered by service, operation, time), newest match
 first, and the traces are then read whole from ``spans`` (ordered by trace id), including spans that
 lie outside the search window.
 """

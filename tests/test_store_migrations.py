@@ -1,0 +1,77 @@
+"""Upgrading a store written by an older release: its spans stay readable and searchable, on both backends."""
+
+from __future__ import annotations
+
+import time
+
+from collector.store import SpanStore, TraceQuery, open_backend, schema, sql
+from spans.model import COLUMN_NAMES, COLUMNS, STATUS_UNSET, empty_columns
+from tests.support.clickhouse_server import (  # noqa: F401  (pytest fixtures)
+    clickhouse_server_url,
+    private_clickhouse_server,
+    store_url,
+)
+
+NOW_NS = time.time_ns()
+
+
+def spans(*rows: tuple[int, str, list[str]]) -> dict[str, list]:
+    """Root spans (trace number, service, tags) with every other column set to something plain."""
+    block = empty_columns()
+    for trace, service, tags in rows:
+        row = {
+            "trace_id": f"{trace:032x}",
+            "span_id": f"{trace:016x}",
+            "parent_span_id": "",
+            "trace_state": "",
+            "name": "GET /",
+            "kind": 2,
+            "service": service,
+            "start_ns": NOW_NS - 60_000_000_000 + trace,
+            "duration_ns": 1000,
+            "status_code": STATUS_UNSET,
+            "status_message": "",
+            "attributes": "{}",
+            "resource_attributes": "{}",
+            "scope_name": "",
+            "scope_version": "",
+            "scope_attributes": "{}",
+            "events": "[]",
+            "links": "[]",
+            "tags": tags,
+        }
+        for name in COLUMN_NAMES:
+            block[name].append(row[name])
+    return block
+
+
+def migrate_to(backend, last_version: int) -> None:
+    """Apply the migrations up to ``last_version`` only, as an older release did."""
+    features = schema.server_features(backend)
+    backend.execute([sql.load("schema_migrations.sql")])
+    for version, file_name in schema.migrations():
+        if version <= last_version:
+            backend.execute(sql.script(sql.load(f"migrations/{file_name}"), features.has))
+            backend.execute([sql.render(sql.load("record_migration.sql"), {"version": version, "name": file_name})])
+
+
+def searched(store: SpanStore, **filters) -> list[int]:
+    return sorted(int(trace["trace_id"][0], 16) for trace in store.search(TraceQuery(**filters)))
+
+
+def test_spans_written_before_tag_hashes_are_found_after_the_upgrade(store_url):
+    backend = open_backend(store_url)
+    migrate_to(backend, 2)
+    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    store = SpanStore(backend)  # applies migration 3 and the rest
+    try:
+        store.insert(spans((3, "cart", ["user.id=42"]), (4, "shop", ["user.id=42", "region=eu"])))
+        assert searched(store, tags=(("user.id", "42"),)) == [1, 3, 4]
+        assert searched(store, service="cart", tags=(("user.id", "42"),)) == [1, 3]
+        assert searched(store, tags=(("user.id", "42"), ("region", "eu"))) == [4]
+        assert searched(store, tags=(("user.id", "4"),)) == []
+        assert searched(store, error=True) == [1]
+        assert searched(store, service="cart") == [1, 2, 3]
+        assert store.trace(f"{1:032x}")["tags"] == [["user.id=42", "error=true"]]
+    finally:
+        store.close()
