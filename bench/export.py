@@ -9,8 +9,9 @@ machine disturb them less than wall-clock time would.
 
 --proxy runs two inbound proxies in front of the same nginx app (the setup of bench/proxy.py): one
 exporting to a discarding OTLP/HTTP sink, one without a collector. ``wrk`` loads them in alternating
-pairs (so a busy machine disturbs both alike): CPU µs per request at saturation (utime+stime from
-/proc over the requests wrk completed), then p50/p99 latency paced at --rate req/s. --callgrind N
+pairs (so a busy machine disturbs both alike): p50/p99 latency paced at --rate req/s (bench/proxy.py's
+pacing script), then CPU µs per request at saturation (utime+stime from /proc over the requests wrk
+completed). --callgrind N
 also counts the instructions per request of each proxy under valgrind's callgrind (N sequential
 requests between zeroing and dumping the counters): a figure other load on the machine cannot move.
 """
@@ -193,21 +194,23 @@ def proxy_export_cost(args) -> None:
     with tempfile.TemporaryDirectory(prefix="tracemesh-export-bench-") as tmp:
         workdir = Path(tmp)
         paced_lua = workdir / "paced.lua"
-        paced_lua.write_text(proxy_bench.PACED_LUA.format(delay_ms=1000 * 10 / args.rate))
+        paced_lua.write_text(proxy_bench.PACED_LUA.format(interval_ms=1000 / args.rate))
         procs = proxy_bench.Processes(workdir)
         try:
             proxies = start_proxies(procs, workdir)
             cpu = {name: [] for name in proxies}
             paced = {name: [] for name in proxies}
+            for name, (port, _) in proxies.items():
+                proxy_bench.run_wrk(f"http://127.0.0.1:{port}/", 1.0, 10, paced_lua)  # warm-up: connections pooled
+            for _ in range(args.pairs):  # paced first: a saturated run leaves work behind (spans, garbage)
+                for name, (port, _) in proxies.items():
+                    paced[name].append(proxy_bench.run_wrk(f"http://127.0.0.1:{port}/", args.duration, 10, paced_lua))
             for _ in range(args.pairs):
                 for name, (port, process) in proxies.items():
-                    url = f"http://127.0.0.1:{port}/"
-                    proxy_bench.run_wrk(url, 1.0, 64, None)  # warm-up
                     before = proxy_bench.cpu_ticks(process.pid)
-                    result = proxy_bench.run_wrk(url, args.duration, 64, None)
+                    result = proxy_bench.run_wrk(f"http://127.0.0.1:{port}/", args.duration, 64, None)
                     ticks = proxy_bench.cpu_ticks(process.pid) - before
                     cpu[name].append(ticks / proxy_bench.CLOCK_TICKS * 1e6 / result["requests"])
-                    paced[name].append(proxy_bench.run_wrk(url, args.duration, 10, paced_lua))
         finally:
             procs.stop_all()
     print(f"\nthrough one inbound proxy (wrk -t1; 64 connections saturated, 10 paced at ~{args.rate:g} req/s; "

@@ -20,7 +20,6 @@
 #include <Python.h>
 #include <stdarg.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Protobuf refuses messages of 2 GiB or more; a span that large is a bug, not data. Holding every
@@ -74,7 +73,6 @@ typedef struct {
     Py_ssize_t temps_len, temps_cap;
 } Scratch;
 
-
 static void scratch_release_temps(Scratch *scratch) {
     for (Py_ssize_t i = 0; i < scratch->temps_len; i++) {
         Py_DECREF(scratch->temps[i]);
@@ -107,6 +105,10 @@ static int scratch_keep(Scratch *scratch, PyObject *object) {
 
 static Attribute *scratch_attributes(Scratch *scratch, Py_ssize_t count) {
     if (count > scratch->attributes_cap) {
+        if ((size_t)count > PY_SSIZE_T_MAX / sizeof(Attribute)) {
+            PyErr_NoMemory();
+            return NULL;
+        }
         Attribute *attributes = PyMem_Realloc(scratch->attributes, (size_t)count * sizeof(Attribute));
         if (attributes == NULL) {
             PyErr_NoMemory();
