@@ -77,7 +77,6 @@ INBOUND = "inbound"
 CLAIMS_PER_PENDING = 3
 
 _CALLER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
-_HOP_KINDS = frozenset((KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, KIND_CONSUMER))
 # The columns a span is read from: first what pairing needs, then what a ``Side`` is built from.
 _SPAN_FIELDS = (
     "kind",
@@ -100,8 +99,14 @@ def _quoted(*keys: str) -> tuple[str, ...]:
     return tuple(f'"{key}"' for key in keys)
 
 
-# The attribute keys that change how a span is paired, and those that name a caller's peer.
-_PAIRING_KEYS = _quoted(DIRECTION, ZIPKIN_SHARED, DB_SYSTEM)
+# Per kind of span that describes a hop, the attribute keys that change how it is paired (a
+# proxy's direction; a database call; a Zipkin shared span); and the keys that name a caller's peer.
+_PAIRING_KEYS = {
+    KIND_CLIENT: _quoted(DIRECTION, DB_SYSTEM),
+    KIND_PRODUCER: _quoted(DB_SYSTEM),
+    KIND_SERVER: _quoted(DIRECTION, ZIPKIN_SHARED),
+    KIND_CONSUMER: _quoted(ZIPKIN_SHARED),
+}
 _PEER_KEYS = _quoted(PEER_SERVICE, SERVER_ADDRESS, LEGACY_SERVER_ADDRESS)
 
 
@@ -232,9 +237,10 @@ class HopTracker:
         """Append the requests ``columns`` complete to ``out``; a span that cannot be read is
         counted as malformed and skipped, never raised."""
         for span in zip(*(columns[name] for name in _SPAN_FIELDS)):
-            if span[0] in _HOP_KINDS:
+            pairing_keys = _PAIRING_KEYS.get(span[0])
+            if pairing_keys is not None:
                 try:
-                    self._process_span(span, now_ns, out)
+                    self._process_span(span, pairing_keys, now_ns, out)
                 except Exception:  # noqa: BLE001 - odd spans must never break ingest
                     self._malformed += 1
         self.expire(now_ns, out)
@@ -269,9 +275,9 @@ class HopTracker:
 
     # ---- one span ----------------------------------------------------------------------------
 
-    def _process_span(self, span: tuple, now_ns: int, out: list[Observation]) -> None:
+    def _process_span(self, span: tuple, pairing_keys: tuple[str, ...], now_ns: int, out: list[Observation]) -> None:
         kind, trace_id, span_id, parent_id, text = span[:5]
-        attributes = _attributes(text) if _mentions(text, _PAIRING_KEYS) else None
+        attributes = _attributes(text) if _mentions(text, pairing_keys) else None
         direction = attributes.get(DIRECTION) if attributes else None
         if kind in _CALLER_KINDS:
             if kind == KIND_CLIENT and direction == OUTBOUND:
