@@ -75,13 +75,43 @@ static int same_name(const char *a, size_t a_len, const char *b, size_t b_len) {
     return 1;
 }
 
-static enum field_kind field_kind(const char *name, size_t len) {
+/* KNOWN_FIELDS indexes by name length (-1 ends a list), filled at import: a name is compared with
+ * the few known names of its length only. */
+enum { MAX_KNOWN_NAME = 17, MAX_SAME_LENGTH = 4 };
+static signed char known_by_length[MAX_KNOWN_NAME + 1][MAX_SAME_LENGTH + 1];
+
+static void index_known_fields(void) {
+    memset(known_by_length, -1, sizeof(known_by_length));
     for (size_t i = 0; i < KNOWN_COUNT; i++) {
-        if (same_name(name, len, KNOWN_FIELDS[i].name, KNOWN_FIELDS[i].len)) {
-            return KNOWN_FIELDS[i].kind;
+        signed char *slot = known_by_length[KNOWN_FIELDS[i].len];
+        while (*slot >= 0) {
+            slot++;
+        }
+        *slot = (signed char)i;
+    }
+}
+
+static enum field_kind field_kind(const char *name, size_t len) {
+    if (len > MAX_KNOWN_NAME) {
+        return FORWARD;
+    }
+    for (const signed char *index = known_by_length[len]; *index >= 0; index++) {
+        if (same_name(name, len, KNOWN_FIELDS[*index].name, len)) {
+            return KNOWN_FIELDS[*index].kind;
         }
     }
     return FORWARD;
+}
+
+/* (first, second) as a new tuple, taking both references (also on failure). */
+static PyObject *pair(PyObject *first, PyObject *second) {
+    PyObject *result = NULL;
+    if (first != NULL && second != NULL) {
+        result = PyTuple_Pack(2, first, second);
+    }
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    return result;
 }
 
 static int is_space(char c) { return c == ' ' || c == '\t'; }
@@ -337,7 +367,8 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
         line = next;
     }
     if (!drops && connection.count == 0) {
-        return Py_BuildValue("(Oi)", head, framing);
+        Py_INCREF(head);
+        return pair(head, PyLong_FromLong(framing));
     }
     PyObject *kept = PyBytes_FromStringAndSize(NULL, end - text);
     if (kept == NULL) {
@@ -364,7 +395,7 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
     if (_PyBytes_Resize(&kept, out - PyBytes_AS_STRING(kept)) < 0) {
         return NULL;
     }
-    return Py_BuildValue("(Ni)", kept, framing);
+    return pair(kept, PyLong_FromLong(framing));
 }
 
 static PyMethodDef methods[] = {
@@ -383,6 +414,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__http1_heads(void) {
+    index_known_fields();
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;

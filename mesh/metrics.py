@@ -58,12 +58,15 @@ def grpc_status_name(code: int | None) -> str:
 class _Target:
     """Latency histogram and outcome counts of one (direction, destination, endpoint)."""
 
-    __slots__ = ("buckets", "seconds_sum", "outcomes")
+    __slots__ = ("buckets", "seconds_sum", "http_statuses", "grpc_outcomes")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; last is +Inf
         self.seconds_sum = 0.0
-        self.outcomes: dict[tuple[int, int | None], int] = {}  # (HTTP status, grpc status) -> count
+        # Outcome counts: plain HTTP requests by status (an int key: a tuple key measured twice the
+        # instructions per request), gRPC calls by (HTTP status, grpc status).
+        self.http_statuses: dict[int, int] = {}
+        self.grpc_outcomes: dict[tuple[int, int], int] = {}
 
 
 class ProxyMetrics:
@@ -100,8 +103,13 @@ class ProxyMetrics:
         )
         target.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         target.seconds_sum += seconds
-        outcome = (status, grpc_status)
-        target.outcomes[outcome] = target.outcomes.get(outcome, 0) + 1
+        if grpc_status is None:
+            statuses = target.http_statuses
+            statuses[status] = statuses.get(status, 0) + 1
+        else:
+            outcomes = target.grpc_outcomes
+            outcome = (status, grpc_status)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if error_kind:
             _increment(self._proxy_errors, (direction, destination, error_kind))
         if retries:
@@ -138,7 +146,9 @@ class ProxyMetrics:
         # Snapshot containers first: scrapes may run on another thread than the data path.
         for labels, target in list(self._targets.items()):
             per_class: dict[tuple[str, str], int] = {}
-            for (status, grpc_status), count in list(target.outcomes.items()):
+            outcomes = [(status, None, count) for status, count in list(target.http_statuses.items())]
+            outcomes += [(*key, count) for key, count in list(target.grpc_outcomes.items())]
+            for status, grpc_status, count in outcomes:
                 outcome = (http_status_class(status), grpc_status_name(grpc_status))
                 per_class[outcome] = per_class.get(outcome, 0) + count
             for outcome, count in per_class.items():
