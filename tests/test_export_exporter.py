@@ -4,6 +4,7 @@ recording, never grows memory past the buffer, and every lost span is counted.""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -298,3 +299,17 @@ def test_malformed_records_cost_only_themselves_and_are_counted_and_logged(sink,
     received = {int(s.span_id.hex(), 16) - 1 for s in sink.spans()}  # span(n) has span id n + 1
     assert received == set(range(100)) - set(HOSTILE)
     assert "1 malformed span records so far, the latest: trace_id must be 32 hex digits, got 'not-hex'" in caplog.text
+
+
+def test_stop_on_the_event_loop_itself_is_refused_rather_than_deadlocking(sink):
+    exporter = OtlpExporter(SpanRecorder(), sink.address, proxy_resource("checkout"))
+
+    async def stop_from_the_loop():
+        with pytest.raises(RuntimeError, match="call it off the event loop"):
+            exporter.stop(flush_timeout=1.0)
+
+    with loop_in_thread() as loop:
+        exporter.start(loop)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)  # the exporter's task has begun
+        asyncio.run_coroutine_threadsafe(stop_from_the_loop(), loop).result(5)
+        exporter.stop(flush_timeout=1.0)
