@@ -1,4 +1,5 @@
-/* Random trace and span ids as lowercase hex text, for the proxy's per-request trace context.
+/* Random trace and span ids as lowercase hex text, and the traceparent line naming them: the proxy's
+ * per-request trace context.
  *
  * Why native: every request through a proxy gets a span id, and one that starts a trace also a trace
  * id. In Python, `"%048x" % random.getrandbits(192)` and two slices measured ~5,600 instructions, about
@@ -96,10 +97,47 @@ static PyObject *new_ids(PyObject *module, PyObject *unused) {
     return pair;
 }
 
+/* traceparent_line(trace_id, span_id, sampled) -> b"traceparent: 00-{trace_id}-{span_id}-0{1|0}\r\n"
+ * The W3C header line a proxy hop writes for the next hop (an f-string and an encode measured ~2,600
+ * instructions). The ids must be 32 and 16 ASCII characters; they are written as they are. */
+static PyObject *traceparent_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    static const char prefix[] = "traceparent: 00-";
+    enum { PREFIX = sizeof(prefix) - 1, LINE = PREFIX + 2 * TRACE_ID_BYTES + 1 + 2 * SPAN_ID_BYTES + 5 };
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "traceparent_line(trace_id: str, span_id: str, sampled: bool)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(args[0]) || PyUnicode_GET_LENGTH(args[0]) != 2 * TRACE_ID_BYTES ||
+        !PyUnicode_IS_ASCII(args[1]) || PyUnicode_GET_LENGTH(args[1]) != 2 * SPAN_ID_BYTES) {
+        PyErr_SetString(PyExc_ValueError, "trace id must be 32 and span id 16 ASCII characters");
+        return NULL;
+    }
+    int sampled = PyObject_IsTrue(args[2]);
+    if (sampled < 0) {
+        return NULL;
+    }
+    PyObject *line = PyBytes_FromStringAndSize(NULL, LINE);
+    if (line == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(line);
+    memcpy(out, prefix, PREFIX);
+    out += PREFIX;
+    memcpy(out, PyUnicode_1BYTE_DATA(args[0]), 2 * TRACE_ID_BYTES);
+    out += 2 * TRACE_ID_BYTES;
+    *out++ = '-';
+    memcpy(out, PyUnicode_1BYTE_DATA(args[1]), 2 * SPAN_ID_BYTES);
+    out += 2 * SPAN_ID_BYTES;
+    memcpy(out, sampled ? "-01\r\n" : "-00\r\n", 5);
+    return line;
+}
+
 static PyMethodDef methods[] = {
     {"new_trace_id", new_trace_id, METH_NOARGS, "A random trace id: 32 lowercase hex digits, not all zero."},
     {"new_span_id", new_span_id, METH_NOARGS, "A random span id: 16 lowercase hex digits, not all zero."},
     {"new_ids", new_ids, METH_NOARGS, "(new_trace_id(), new_span_id()) in one call."},
+    {"traceparent_line", (PyCFunction)(void (*)(void))traceparent_line, METH_FASTCALL,
+     "traceparent_line(trace_id, span_id, sampled) -> the W3C traceparent header line (bytes)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Sequence
 
-from mesh._trace_ids import new_ids, new_span_id, new_trace_id
+from mesh._trace_ids import new_ids, new_span_id, new_trace_id, traceparent_line
 
 # Which propagation formats a request carried (bit flags), so inject() answers in the same dialects.
 W3C = 1
@@ -35,7 +35,8 @@ class TraceContext(NamedTuple):
     formats: int = 0  # W3C | B3_SINGLE | B3_MULTI the request arrived with
 
 
-# new_trace_id() / new_span_id(): random, not-all-zero hex ids (mesh/_trace_ids.c: ~5% of a request in Python).
+# new_trace_id() / new_span_id(): random, not-all-zero hex ids; traceparent_line(): the common case of
+# trace_header_lines (mesh/_trace_ids.c: together ~7% of a proxied request when written in Python).
 
 
 def new_root() -> tuple[TraceContext, str]:
@@ -180,7 +181,7 @@ def trace_headers(ctx: TraceContext, span_id: str) -> list[tuple[bytes, bytes]]:
 def trace_header_lines(ctx: TraceContext, span_id: str) -> bytes:
     """``trace_headers`` as HTTP/1.1 header lines (``name: value\\r\\n`` each)."""
     if ctx.formats == W3C and not ctx.trace_state:  # the common case: one line, built in one step
-        return f"traceparent: 00-{ctx.trace_id}-{span_id}-0{'1' if ctx.sampled else '0'}\r\n".encode()
+        return traceparent_line(ctx.trace_id, span_id, ctx.sampled)
     return b"".join([name + b": " + value + b"\r\n" for name, value in trace_headers(ctx, span_id)])
 
 

@@ -219,3 +219,11 @@ def test_new_root_is_a_sampled_w3c_trace_with_its_own_span_id():
 def test_trace_header_lines_are_the_trace_headers_as_http1_lines(ctx):
     expected = b"".join(name + b": " + value + b"\r\n" for name, value in trace_headers(ctx, HOP))
     assert trace_header_lines(ctx, HOP) == expected
+
+
+@pytest.mark.parametrize("trace_id, span_id", [("a" * 31, "b" * 16), ("a" * 32, "b" * 17), ("é" * 32, "b" * 16)])
+def test_traceparent_line_refuses_ids_of_the_wrong_shape(trace_id, span_id):
+    from mesh._trace_ids import traceparent_line
+
+    with pytest.raises(ValueError):
+        traceparent_line(trace_id, span_id, True)
