@@ -238,7 +238,7 @@ def measure(scenarios: list[Scenario]) -> list[dict]:
     The first scenario is the baseline the others' added latency is measured against."""
     for scenario in scenarios:
         scenario.paced_load(1.0)  # warm-up: connections pooled, code paths hot
-    round_duration = ARGS.duration / ARGS.paced_rounds
+    round_duration = max(1, round(ARGS.duration / ARGS.paced_rounds))  # wrk takes whole seconds
     rounds = [[scenario.paced_load(round_duration) for scenario in scenarios] for _ in range(ARGS.paced_rounds)]
     rows = []
     for index, scenario in enumerate(scenarios):
@@ -251,7 +251,7 @@ def measure(scenarios: list[Scenario]) -> list[dict]:
         rows.append({
             "name": scenario.name,
             "saturated": saturated,
-            "paced_rps": sum(result["requests"] for result in paced) / ARGS.duration,
+            "paced_rps": statistics.mean(result["rps"] for result in paced),
             "paced_added": {
                 pct: statistics.median(result[pct] - base[pct] for result, base in zip(paced, baseline))
                 for pct in ("p50", "p99")
@@ -399,7 +399,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="paced load, requests/s (default %(default)s)")
     parser.add_argument("--paced-connections", type=int, default=10, help="connections of the paced load")
     parser.add_argument("--paced-rounds", type=int, default=3,
-                        help="paced runs per scenario, interleaved, each --duration/rounds s (default %(default)s)")
+                        help="paced runs per scenario, interleaved, of about --duration/rounds whole seconds each "
+                             "(default %(default)s)")
     parser.add_argument("--grpc-concurrency", type=int, default=32, help="gRPC calls in flight at saturation")
     parser.add_argument("--skip", choices=("http", "grpc"), action="append", default=[], help="leave a part out")
     parser.add_argument("--otlp", choices=("http", "grpc"), default="http",
