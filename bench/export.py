@@ -153,8 +153,14 @@ def exporter_throughput(address: str, records: list) -> tuple[float, float, int]
     threading.Thread(target=loop.run_forever, daemon=True).start()
     exporter.start(loop)
     cpu_start, start = time.process_time(), time.perf_counter()
-    for record in records:
-        recorder.record(record)
+
+    async def record_all():  # on the loop, as the data path records (a recorder is not shared between threads)
+        for record in records:
+            recorder.record(record)
+            if recorder.full_batch_waiting:
+                await asyncio.sleep(0)  # lets the exporter take it, as requests interleave with it in a proxy
+
+    asyncio.run_coroutine_threadsafe(record_all(), loop).result()
     while exporter.exported + exporter.failed < len(records) and time.perf_counter() - start < 60:
         time.sleep(0.005)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start

@@ -246,6 +246,9 @@ class SpanRecorder:
     batch is closed at ``batch_size`` spans (the exporter sets its own). Capacity 0 is for a proxy
     without a collector: nothing is kept or encoded, every span is counted as dropped.
 
+    Not shared between threads: ``record()`` and ``take()`` both run on the loop (a span recorded
+    from another thread could land in a batch after its count was read).
+
     A malformed record (a bug in whoever recorded it) is not kept; it is counted as ``malformed``
     and logged without flooding. ``taps`` are the live taps open on the proxy (``mesh.tap``); while
     there are none, they cost the data path one attribute test.

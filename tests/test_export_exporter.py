@@ -5,6 +5,7 @@ recording, never grows memory past the buffer, and every lost span is counted.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 
@@ -54,22 +55,43 @@ def sink(sink_class):
     server.stop()
 
 
+def record_on(loop, recorder: SpanRecorder, spans) -> None:
+    """Records ``spans`` on the exporter's event loop, as a proxy's data path does (a recorder is not
+    shared between threads)."""
+
+    async def record_all():
+        for record in spans:
+            recorder.record(record)
+
+    asyncio.run_coroutine_threadsafe(record_all(), loop).result(30)
+
+
 @pytest.fixture
-def exporters():
+def loop():
+    with loop_in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def record(loop):
+    return functools.partial(record_on, loop)
+
+
+@pytest.fixture
+def exporters(loop):
     """Builds exporters with test-friendly timings and always stops them."""
     started = []
-    with loop_in_thread() as loop:
 
-        def build(recorder, address, **options):
-            settings = dict(interval_s=0.1, timeout_s=0.5, retry_backoff_s=0.02, max_pause_s=0.3)
-            exporter = OtlpExporter(recorder, address, proxy_resource("checkout", "checkout-1"), **{**settings, **options})
-            exporter.start(loop)
-            started.append(exporter)
-            return exporter
+    def build(recorder, address, **options):
+        settings = dict(interval_s=0.1, timeout_s=0.5, retry_backoff_s=0.02, max_pause_s=0.3)
+        exporter = OtlpExporter(recorder, address, proxy_resource("checkout", "checkout-1"), **{**settings, **options})
+        exporter.start(loop)
+        started.append(exporter)
+        return exporter
 
-        yield build
-        for exporter in started:
-            exporter.stop(flush_timeout=1.0)
+    yield build
+    for exporter in started:
+        exporter.stop(flush_timeout=1.0)
 
 
 def accounted(recorder: SpanRecorder, exporter: OtlpExporter) -> int:
@@ -113,11 +135,10 @@ def test_a_recorder_without_capacity_keeps_nothing_and_counts_everything():
     assert (len(recorder), recorder.dropped) == (0, 100)
 
 
-def test_spans_arrive_in_batches_with_the_proxy_resource_and_scope(sink, exporters):
+def test_spans_arrive_in_batches_with_the_proxy_resource_and_scope(sink, exporters, record):
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=100)
-    for n in range(250):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(250)))
 
     assert wait_until(lambda: exporter.exported == 250)
     received = sink.spans()
@@ -132,22 +153,21 @@ def test_spans_arrive_in_batches_with_the_proxy_resource_and_scope(sink, exporte
     assert exporter.failed == 0 and recorder.dropped == 0
 
 
-def test_a_partial_batch_goes_out_after_the_interval(sink, exporters):
+def test_a_partial_batch_goes_out_after_the_interval(sink, exporters, record):
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=512, interval_s=0.2)
-    recorder.record(span(1))
+    record(recorder, [span(1)])
     assert wait_until(lambda: exporter.exported == 1, timeout=5)
 
 
-def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(sink_class, exporters):
+def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(sink_class, exporters, record):
     port = free_port()
     recorder = SpanRecorder(capacity=200)
     address = f"http://127.0.0.1:{port}" if sink_class is HttpTraceSink else f"127.0.0.1:{port}"
     exporter = exporters(recorder, address, batch_size=50)
 
-    for n in range(5000):  # far more than the buffer holds, with no collector listening
-        recorder.record(span(n))
-        assert len(recorder) <= recorder.capacity
+    record(recorder, (span(n) for n in range(5000)))  # far more than the buffer holds, with no collector listening
+    assert len(recorder) <= recorder.capacity
     assert recorder.dropped > 0
     assert wait_until(lambda: exporter.failed > 0, timeout=5)
     assert exporter.exported == 0
@@ -155,8 +175,7 @@ def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(sink_
 
     sink = sink_class(port)  # the collector comes (back) up on the same address
     try:
-        for n in range(5000, 5100):
-            recorder.record(span(n))
+        record(recorder, (span(n) for n in range(5000, 5100)))
         assert wait_until(lambda: len(sink.spans()) >= 100, timeout=15)
         assert wait_until(lambda: len(recorder) == 0, timeout=5)
         assert exporter.exported == len(sink.spans())
@@ -165,28 +184,25 @@ def test_collector_down_then_up_recording_stays_bounded_and_export_resumes(sink_
         sink.stop()
 
 
-def test_collector_killed_mid_stream_loses_only_counted_spans(sink, exporters):
+def test_collector_killed_mid_stream_loses_only_counted_spans(sink, exporters, record):
     recorder = SpanRecorder(capacity=500)
     exporter = exporters(recorder, sink.address, batch_size=50)
-    for n in range(100):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(100)))
     assert wait_until(lambda: exporter.exported == 100)
 
     sink.stop()
-    for n in range(100, 3100):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(100, 3100)))
     assert wait_until(lambda: exporter.failed > 0, timeout=10)
     assert len(recorder) <= recorder.capacity
     assert exporter.exported == 100
     assert wait_until(lambda: accounted(recorder, exporter) == 3100)
 
 
-def test_push_back_is_retried_a_bounded_number_of_times_then_counted(sink, exporters):
+def test_push_back_is_retried_a_bounded_number_of_times_then_counted(sink, exporters, record):
     sink.refuse = RETRYABLE  # RESOURCE_EXHAUSTED / HTTP 503
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=10, max_attempts=3, max_pause_s=30.0)
-    for n in range(10):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(10)))
 
     assert wait_until(lambda: exporter.failed == 10)
     assert exporter.batches_failed == 1
@@ -194,33 +210,30 @@ def test_push_back_is_retried_a_bounded_number_of_times_then_counted(sink, expor
     assert exporter.exported == 0
 
 
-def test_a_non_retryable_status_drops_the_batch_at_once(sink, exporters):
+def test_a_non_retryable_status_drops_the_batch_at_once(sink, exporters, record):
     sink.refuse = PERMANENT  # INVALID_ARGUMENT / HTTP 400
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=5, max_attempts=3)
-    for n in range(5):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(5)))
     assert wait_until(lambda: exporter.failed == 5)
     assert sink.calls == 1
 
 
-def test_a_stalled_collector_times_out_while_recording_goes_on(sink, exporters):
+def test_a_stalled_collector_times_out_while_recording_goes_on(sink, exporters, record):
     sink.delay_s = 1.0
     recorder = SpanRecorder(capacity=100)
     exporter = exporters(recorder, sink.address, batch_size=10, timeout_s=0.2, max_attempts=1)
-    for n in range(1000):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(1000)))
     assert recorder.dropped >= 1000 - 100 - 10
     assert wait_until(lambda: exporter.failed >= 10, timeout=5)
     assert exporter.exported == 0
 
 
-def test_spans_the_collector_rejects_count_as_failed(sink, exporters):
+def test_spans_the_collector_rejects_count_as_failed(sink, exporters, record):
     sink.reject_spans = 2
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=10)
-    for n in range(10):
-        recorder.record(span(n))
+    record(recorder, (span(n) for n in range(10)))
     assert wait_until(lambda: exporter.exported + exporter.failed == 10)
     assert (exporter.exported, exporter.failed) == (8, 2)
 
@@ -248,7 +261,7 @@ threading.Thread(target=loop.run_forever, daemon=True).start()
 recorder = SpanRecorder()
 exporter = OtlpExporter(recorder, "{sink.address}", proxy_resource("checkout"))
 exporter.start(loop)
-recorder.record(("%032x" % 1, "%016x" % 1, "", "GET", 2, 1, 1, 0, "", ()))
+loop.call_soon_threadsafe(recorder.record, ("%032x" % 1, "%016x" % 1, "", "GET", 2, 1, 1, 0, "", ()))
 exporter.stop(flush_timeout=5)
 assert exporter.exported == 1, (exporter.exported, exporter.failed)
 assert "grpc" not in sys.modules, "grpcio was imported"
@@ -267,8 +280,7 @@ def test_stop_flushes_what_is_buffered(sink):
     exporter = OtlpExporter(recorder, sink.address, proxy_resource("checkout"), interval_s=60.0)
     with loop_in_thread() as loop:
         exporter.start(loop)
-        for n in range(700):
-            recorder.record(span(n))
+        record_on(loop, recorder, (span(n) for n in range(700)))
         exporter.stop(flush_timeout=5.0)
     assert exporter.exported == 700
     assert len(sink.spans()) == 700
@@ -289,11 +301,10 @@ HOSTILE = {
 }
 
 
-def test_malformed_records_cost_only_themselves_and_are_counted_and_logged(sink, exporters, caplog):
+def test_malformed_records_cost_only_themselves_and_are_counted_and_logged(sink, exporters, record, caplog):
     recorder = SpanRecorder()
     exporter = exporters(recorder, sink.address, batch_size=100)
-    for n in range(100):
-        recorder.record(HOSTILE[n](span(n)) if n in HOSTILE else span(n))
+    record(recorder, (HOSTILE[n](span(n)) if n in HOSTILE else span(n) for n in range(100)))
     assert wait_until(lambda: exporter.exported == 100 - len(HOSTILE))
     assert (exporter.failed, exporter.malformed) == (len(HOSTILE), len(HOSTILE))
     received = {int(s.span_id.hex(), 16) - 1 for s in sink.spans()}  # span(n) has span id n + 1
