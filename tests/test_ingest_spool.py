@@ -37,7 +37,7 @@ def drain(spool: Spool) -> list:
 
 
 def test_records_come_back_in_order_from_memory_and_from_disk(tmp_path):
-    spool = Spool(tmp_path, segment_bytes=300, memory_bytes=600)  # small: several segments, some records disk-only
+    spool = Spool(tmp_path, segment_bytes=300, memory_spans=9)  # small: several segments, some records disk-only
     for number in range(10):
         spool.append(batch(number))
     assert spool.pending_segments() > 2
@@ -114,7 +114,7 @@ def test_otlp_request_bodies_are_spooled_as_they_came_and_read_back_as_their_acc
     bodies = [otlp_request(5) for _ in range(3)]
     batches = [decode_otlp_protobuf(body) for body in bodies]
     assert all(row_count(b.columns) == 4 and len(b.rejected) == 1 for b in batches)
-    spool = Spool(tmp_path, memory_bytes=0)  # every record is read back from disk
+    spool = Spool(tmp_path, memory_spans=0)  # every record is read back from disk
     spool.append(batches[0].columns, bodies[0])
     spool.append(batch(7))  # another format's batch, as columns, in between
     spool.append(batches[1].columns, bodies[1])
