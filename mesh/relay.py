@@ -39,19 +39,27 @@ _extract = trace_context.extract
 _trace_header_lines = trace_context.trace_header_lines
 _new_root = trace_context.new_root
 _new_span_id = trace_context.new_span_id
-_METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
 _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 # Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
-_METHOD_ATTRIBUTES = {name: (conv.HTTP_METHOD, name) for name in _METHOD_NAMES.values()}
-_STATUS_ATTRIBUTES = {status: (conv.HTTP_STATUS, status) for status in range(100, 600)}
+_METHODS = {  # request method -> (span name, its attribute)
+    m.encode(): (m, (conv.HTTP_METHOD, m)) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
+}
+# status -> its attributes (none for 0: no response); unpacked into the span's attributes
+_STATUS_ATTRIBUTES = {0: (), **{status: ((conv.HTTP_STATUS, status),) for status in range(100, 600)}}
 _NO_QUEUE = (conv.QUEUE_NS, 0)
 _NO_CONNECT = (conv.CONNECT_NS, 0)
 _REUSED = (conv.CONNECTION_REUSED, True)
 _NOT_REUSED = (conv.CONNECTION_REUSED, False)
 _NO_RETRIES = (conv.RETRIES, 0)
 _NO_RETRY_DELAY = (conv.RETRY_DELAY_NS, 0)
+
+
+def _method(method: bytes) -> tuple[str, tuple[str, str]]:
+    """A method not in _METHODS: its span name and attribute."""
+    name = method.decode("latin-1")
+    return name, (conv.HTTP_METHOD, name)
 
 
 class Deadlines:
@@ -496,12 +504,12 @@ class Exchange:
         duration = end - self.t_start
         ctx = self.ctx
         if ctx.sampled:
-            method = _METHOD_NAMES.get(self.method) or self.method.decode("latin-1")
+            method, method_attribute = _METHODS.get(self.method) or _method(self.method)
             sent = self.sent_ns
             queue_ns, connect_ns, retries, retry_delay_ns = self.queue_ns, self.connect_ns, self.retries, self.retry_delay_ns
             attributes = (
                 *stack.span_attributes(destination, address),
-                _METHOD_ATTRIBUTES.get(method) or (conv.HTTP_METHOD, method),
+                method_attribute,
                 (conv.URL_PATH, self.target.partition(b"?")[0].decode("latin-1")),
                 (conv.QUEUE_NS, queue_ns) if queue_ns else _NO_QUEUE,
                 (conv.CONNECT_NS, connect_ns) if connect_ns else _NO_CONNECT,
@@ -511,9 +519,8 @@ class Exchange:
                 (conv.RETRIES, retries) if retries else _NO_RETRIES,
                 (conv.RETRY_DELAY_NS, retry_delay_ns) if retry_delay_ns else _NO_RETRY_DELAY,
                 (conv.ENDPOINT_LOAD, self.endpoint_load),
+                *(_STATUS_ATTRIBUTES.get(status) or ((conv.HTTP_STATUS, status),)),
             )
-            if status:
-                attributes += (_STATUS_ATTRIBUTES.get(status) or (conv.HTTP_STATUS, status),)
             if error:
                 attributes += ((conv.PROXY_ERROR, error), (conv.ERROR_TYPE, error))
             elif status >= 500:
