@@ -75,3 +75,16 @@ def test_spans_written_before_tag_hashes_are_found_after_the_upgrade(store_url):
         assert store.trace(f"{1:032x}")["tags"] == [["user.id=42", "error=true"]]
     finally:
         store.close()
+
+
+def test_an_upgrade_interrupted_after_dropping_the_old_search_table_completes_on_the_next_start(store_url):
+    backend = open_backend(store_url)
+    migrate_to(backend, 2)
+    backend.insert("spans", spans((1, "cart", ["user.id=42"]), (2, "cart", ["error=true"])), COLUMNS)
+    backend.execute(["DROP TABLE IF EXISTS span_search_mv", "DROP TABLE IF EXISTS span_search"])  # then a crash
+    store = SpanStore(backend)
+    try:
+        assert searched(store, tags=(("user.id", "42"),)) == [1]
+        assert searched(store, error=True) == [2]
+    finally:
+        store.close()

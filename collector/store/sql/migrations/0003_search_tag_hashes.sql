@@ -34,8 +34,11 @@ FROM spans;
 
 DROP TABLE IF EXISTS span_search_mv;
 
+-- Filled from spans, not from the old span_search: a migration interrupted after the DROP below runs
+-- again from the top, and the copy must still work (rows copied twice are grouped away too).
 INSERT INTO span_search_hashed
-SELECT trace_id, service, name, kind, start_ns, duration_ns, is_error, arrayMap(tag -> cityHash64(tag), tags)
-FROM span_search;
+SELECT trace_id, service, name, kind, start_ns, duration_ns, status_code = 2 OR has(tags, 'error=true'),
+       arrayMap(tag -> cityHash64(tag), tags)
+FROM spans;
 
 DROP TABLE IF EXISTS span_search
