@@ -2,8 +2,8 @@
 
 Most calls take a full hop, client -> outbound proxy -> inbound proxy -> app, so both sides of the
 relay (and both span kinds) are exercised by every behaviour a proxy must pass through unchanged. The
-proxies run in a thread of the test process (tests/support/grpc_proxy.py) so spans are read straight
-from their recorders; test_proxy_grpc_chain.py runs real `tracemesh proxy` processes and a collector.
+proxies run in a thread of the test process (tests/support/grpc_proxy.py) so the span tuples they record
+are read back directly; test_proxy_grpc_chain.py runs real `tracemesh proxy` processes and a collector.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from mesh.destination import DestinationPolicy
 from spans import conventions as attr
 from spans.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR
+from spans.otlp_encode import append_span
 from tests.support.grpc_apps import CHANNEL_OPTIONS, EchoApp, method
 from tests.support.grpc_proxy import ProxyLoop, write_endpoints
 from tests.support.processes import ManagedProcess, free_port, wait_for_port
@@ -54,8 +55,8 @@ def hop(app, proxies, tmp_path_factory):
 @pytest.fixture()
 def channel(hop):
     """A client channel to the outbound proxy naming the "echo" service in :authority."""
-    hop["outbound_spans"].take(1 << 20)
-    hop["inbound_spans"].take(1 << 20)
+    hop["outbound_spans"].take(len(hop["outbound_spans"]))
+    hop["inbound_spans"].take(len(hop["inbound_spans"]))
     ch = grpc.insecure_channel(hop["outbound"], options=CHANNEL_OPTIONS + [("grpc.default_authority", "echo")])
     yield ch
     ch.close()
@@ -65,12 +66,16 @@ def trailers(error_or_call) -> dict[str, str | bytes]:
     return dict(error_or_call.trailing_metadata() or ())
 
 
-def wait_for_spans(recorder, count: int, timeout: float = 5.0) -> list[tuple]:
+def wait_for_spans(capture, count: int, timeout: float = 5.0) -> list[tuple]:
+    """The spans a proxy recorded (at least ``count`` unless time ran out), each checked to be a record
+    the real recorder can encode."""
     spans: list[tuple] = []
     deadline = time.monotonic() + timeout
     while len(spans) < count and time.monotonic() < deadline:
-        spans += recorder.take(1000)
+        spans += capture.take(1000)
         time.sleep(0.01)
+    for span in spans:
+        assert append_span(bytearray(), span) is None, span
     return spans
 
 

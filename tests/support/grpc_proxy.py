@@ -1,6 +1,7 @@
 """Proxies for the gRPC tests: the real listeners and stacks (``mesh.listener``), run on a uvloop event
-loop in a thread of the test process so each test can read the spans a proxy recorded straight from
-its ``SpanRecorder``. Sockets, grpcio clients and servers are all real, on 127.0.0.1.
+loop in a thread of the test process so each test can read back the span tuples a proxy recorded
+(a ``SpanCapture`` stands in for the ``SpanRecorder``, which keeps only their OTLP encoding). Sockets,
+grpcio clients and servers are all real, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import uvloop
 
 from mesh.destination import Destinations, DestinationPolicy
 from mesh.discovery import EndpointsFile
-from mesh.export import SpanRecorder
 from mesh.inbound import InboundStack
 from mesh.listener import Listener
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools
 from mesh.relay import Deadlines
 from tests.support.processes import free_port
+from tests.support.span_capture import SpanCapture
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -38,9 +39,9 @@ class ProxyLoop:
     def run(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def inbound(self, service: str, app_address: str, policy: DestinationPolicy = DestinationPolicy()) -> tuple[str, SpanRecorder]:
-        """A listener forwarding to the app at ``app_address``: (its address, its span recorder)."""
-        recorder = SpanRecorder()
+    def inbound(self, service: str, app_address: str, policy: DestinationPolicy = DestinationPolicy()) -> tuple[str, SpanCapture]:
+        """A listener forwarding to the app at ``app_address``: (its address, the spans it records)."""
+        recorder = SpanCapture()
 
         async def build():
             return InboundStack(app_address, policy, service, recorder, None, Pools(), self.deadlines, MAX_BODY_BYTES)
@@ -48,9 +49,9 @@ class ProxyLoop:
         return self._listen(self.run(build())), recorder
 
     def outbound(self, service: str, endpoints_file: Path, route_to: str | None = None,
-                 policy: DestinationPolicy = DestinationPolicy()) -> tuple[str, SpanRecorder]:
+                 policy: DestinationPolicy = DestinationPolicy()) -> tuple[str, SpanCapture]:
         """A listener sending to the services in ``endpoints_file`` (or always to ``route_to``)."""
-        recorder = SpanRecorder()
+        recorder = SpanCapture()
 
         async def build():
             discovery = EndpointsFile(endpoints_file)
