@@ -1,8 +1,9 @@
 """The sidecar proxy process: build every part from the configuration, serve, stop gracefully.
 
-One event loop (uvloop) runs the data path of every listener and encodes spans in short slices; only
-sending them runs in the exporter's thread, so a slow or dead collector never touches a request. On SIGTERM the proxy stops being ready, stops
-accepting, lets requests in progress finish (``grace_s``), flushes spans and exits.
+One event loop (uvloop) runs the data path of every listener and the span exporter (spans are encoded
+as they are recorded, into a bounded buffer, and sent in batches), so a slow or dead collector never
+touches a request. On SIGTERM the proxy stops being ready, stops accepting, lets requests in progress
+finish (``grace_s``), flushes spans and exits.
 """
 
 from __future__ import annotations
