@@ -48,12 +48,10 @@ _METHODS = {  # request method -> (span name, its attribute)
 }
 # status -> its attributes (none for 0: no response); unpacked into the span's attributes
 _STATUS_ATTRIBUTES = {0: (), **{status: ((conv.HTTP_STATUS, status),) for status in range(100, 600)}}
-_NO_QUEUE = (conv.QUEUE_NS, 0)
-_NO_CONNECT = (conv.CONNECT_NS, 0)
-_REUSED = (conv.CONNECTION_REUSED, True)
-_NOT_REUSED = (conv.CONNECTION_REUSED, False)
-_NO_RETRIES = (conv.RETRIES, 0)
-_NO_RETRY_DELAY = (conv.RETRY_DELAY_NS, 0)
+# the timing attributes of a request that was not queued and not retried, on a pooled connection
+_PLAIN_REUSED = (
+    (conv.QUEUE_NS, 0), (conv.CONNECT_NS, 0), (conv.CONNECTION_REUSED, True), (conv.RETRIES, 0), (conv.RETRY_DELAY_NS, 0),
+)  # fmt: skip
 
 
 def _method(method: bytes) -> tuple[str, tuple[str, str]]:
@@ -506,18 +504,21 @@ class Exchange:
         if ctx.sampled:
             method, method_attribute = _METHODS.get(self.method) or _method(self.method)
             sent = self.sent_ns
-            queue_ns, connect_ns, retries, retry_delay_ns = self.queue_ns, self.connect_ns, self.retries, self.retry_delay_ns
+            reused = self.reused
+            if reused and not self.queue_ns and not self.retries:
+                timing = _PLAIN_REUSED
+            else:
+                timing = (
+                    (conv.QUEUE_NS, self.queue_ns), (conv.CONNECT_NS, self.connect_ns), (conv.CONNECTION_REUSED, reused),
+                    (conv.RETRIES, self.retries), (conv.RETRY_DELAY_NS, self.retry_delay_ns),
+                )  # fmt: skip
             attributes = (
-                *stack.span_attributes(destination, address),
+                *(stack.span_attributes_cache.get((destination, address)) or stack.span_attributes(destination, address)),
                 method_attribute,
                 (conv.URL_PATH, self.target.partition(b"?")[0].decode("latin-1")),
-                (conv.QUEUE_NS, queue_ns) if queue_ns else _NO_QUEUE,
-                (conv.CONNECT_NS, connect_ns) if connect_ns else _NO_CONNECT,
-                _REUSED if self.reused else _NOT_REUSED,
+                *timing,
                 (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
                 (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
-                (conv.RETRIES, retries) if retries else _NO_RETRIES,
-                (conv.RETRY_DELAY_NS, retry_delay_ns) if retry_delay_ns else _NO_RETRY_DELAY,
                 (conv.ENDPOINT_LOAD, self.endpoint_load),
                 *(_STATUS_ATTRIBUTES.get(status) or ((conv.HTTP_STATUS, status),)),
             )

@@ -38,20 +38,21 @@ class Stack:
         self.deadlines = deadlines  # mesh.relay.Deadlines
         self.max_body_bytes = max_body_bytes
         self.loop = asyncio.get_running_loop()
-        self._span_attributes: dict[tuple[str, str], tuple] = {}
+        # span_attributes() by (destination, endpoint); the relay reads it directly (a call costs more)
+        self.span_attributes_cache: dict[tuple[str, str], tuple] = {}
 
     def span_attributes(self, destination: str, endpoint: str) -> tuple:
         """The attributes every span of this stack's requests to ``destination`` via ``endpoint`` carries,
         built once per pair rather than per request."""
         key = (destination, endpoint)
-        attributes = self._span_attributes.get(key)
+        attributes = self.span_attributes_cache.get(key)
         if attributes is None:
             attributes = ((conv.SERVER_ADDRESS, destination), (conv.DIRECTION, self.direction), (conv.ENDPOINT, endpoint))
             if self.peer_service:
                 attributes += ((conv.PEER_SERVICE, destination),)
-            if len(self._span_attributes) >= MAX_CACHED_SPAN_ATTRIBUTES:
-                self._span_attributes.clear()
-            self._span_attributes[key] = attributes
+            if len(self.span_attributes_cache) >= MAX_CACHED_SPAN_ATTRIBUTES:
+                self.span_attributes_cache.clear()
+            self.span_attributes_cache[key] = attributes
         return attributes
 
     def resolve_authority(self, authority: bytes):
