@@ -76,23 +76,35 @@ static PyObject *new_trace_id(PyObject *module, PyObject *unused) { return new_h
 
 static PyObject *new_span_id(PyObject *module, PyObject *unused) { return new_hex_id(SPAN_ID_BYTES); }
 
-static PyObject *new_ids(PyObject *module, PyObject *unused) {
-    PyObject *trace_id = new_hex_id(TRACE_ID_BYTES);
-    if (trace_id == NULL) {
+/* new_root(context_type, formats) -> (context_type(trace_id, "", True, "", formats), span_id)
+ * The trace context of a request that starts a trace, and this hop's span id, in one call: building
+ * the NamedTuple in Python around a draw of the two ids measured ~4,000 instructions per request.
+ * `context_type` must be a tuple subclass without fields of its own (a NamedTuple of five fields);
+ * it is filled the way tuple.__new__ fills a subclass, without calling the Python-level __new__. */
+static PyObject *new_root(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type) ||
+        ((PyTypeObject *)args[0])->tp_basicsize != PyTuple_Type.tp_basicsize || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "new_root(context_type: a tuple subclass without fields, formats: int)");
         return NULL;
     }
-    PyObject *span_id = new_hex_id(SPAN_ID_BYTES);
-    if (span_id == NULL) {
-        Py_DECREF(trace_id);
+    PyTypeObject *type = (PyTypeObject *)args[0];
+    PyObject *trace_id = NULL, *span_id = NULL, *no_text = NULL, *context = NULL, *pair = NULL;
+    if ((trace_id = new_hex_id(TRACE_ID_BYTES)) == NULL || (span_id = new_hex_id(SPAN_ID_BYTES)) == NULL ||
+        (no_text = PyUnicode_New(0, 0)) == NULL || (context = type->tp_alloc(type, 5)) == NULL ||
+        (pair = PyTuple_New(2)) == NULL) {
+        Py_XDECREF(trace_id);
+        Py_XDECREF(span_id);
+        Py_XDECREF(no_text);
+        Py_XDECREF(context);
         return NULL;
     }
-    PyObject *pair = PyTuple_New(2);
-    if (pair == NULL) {
-        Py_DECREF(trace_id);
-        Py_DECREF(span_id);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(pair, 0, trace_id);
+    /* trace_id, parent_id, sampled, trace_state, formats; the pair takes the references made above */
+    PyTuple_SET_ITEM(context, 0, trace_id);
+    PyTuple_SET_ITEM(context, 1, Py_NewRef(no_text));
+    PyTuple_SET_ITEM(context, 2, Py_NewRef(Py_True));
+    PyTuple_SET_ITEM(context, 3, no_text);
+    PyTuple_SET_ITEM(context, 4, Py_NewRef(args[1]));
+    PyTuple_SET_ITEM(pair, 0, context);
     PyTuple_SET_ITEM(pair, 1, span_id);
     return pair;
 }
@@ -135,7 +147,8 @@ static PyObject *traceparent_line(PyObject *module, PyObject *const *args, Py_ss
 static PyMethodDef methods[] = {
     {"new_trace_id", new_trace_id, METH_NOARGS, "A random trace id: 32 lowercase hex digits, not all zero."},
     {"new_span_id", new_span_id, METH_NOARGS, "A random span id: 16 lowercase hex digits, not all zero."},
-    {"new_ids", new_ids, METH_NOARGS, "(new_trace_id(), new_span_id()) in one call."},
+    {"new_root", (PyCFunction)(void (*)(void))new_root, METH_FASTCALL,
+     "new_root(context_type, formats) -> (a sampled root context of that type, this hop's span id)."},
     {"traceparent_line", (PyCFunction)(void (*)(void))traceparent_line, METH_FASTCALL,
      "traceparent_line(trace_id, span_id, sampled) -> the W3C traceparent header line (bytes)."},
     {NULL, NULL, 0, NULL},
