@@ -28,7 +28,7 @@ from mesh.http2 import (
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
-from mesh.trace_context import W3C, TraceContext, extract, inject, new_span_id, new_trace_id
+from mesh.trace_context import extract, inject, new_root, new_span_id
 from spans import conventions as attr
 from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 
@@ -254,9 +254,10 @@ class GrpcCall:
                 break
         ctx = extract(headers)
         if ctx is None:
-            ctx = TraceContext(new_trace_id(), "", True, "", W3C)
+            ctx, self.span_id = new_root()
+        else:
+            self.span_id = new_span_id()
         self.ctx = ctx
-        self.span_id = new_span_id()
         self.upstream_headers = inject(headers, ctx, self.span_id)
         self.request_ended = end_stream
         self.backlog: list = []  # request frames that arrived before an upstream stream existed
