@@ -42,6 +42,7 @@ _new_span_id = trace_context.new_span_id
 _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
+_PAUSED_BY_EXCHANGE = PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL  # reasons to stop reading only an exchange lifts
 # Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
 _METHODS = {  # request method -> (span name, its attribute)
     m.encode(): (m, (conv.HTTP_METHOD, m)) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
@@ -166,7 +167,7 @@ class Exchange:
             return
         target = self.target
         authority = host
-        if target[:7].lower() == _HTTP_SCHEME:  # absolute-form, as sent to an http_proxy
+        if target[:1] != b"/" and target[:7].lower() == _HTTP_SCHEME:  # absolute-form, as sent to an http_proxy
             slash = target.find(b"/", 7)
             authority = target[7:slash] if slash > 0 else target[7:]
             target = target[slash:] if slash > 0 else b"/"
@@ -231,7 +232,10 @@ class Exchange:
         ewma = endpoint.ewma
         self.endpoint_load = ewma.load(now)
         self.ewma_t0 = ewma.start(now)
-        pool = self.stack.pools.get(endpoint.address, self.destination.policy.connect_timeout_s)
+        pools = self.stack.pools
+        pool = pools.by_address.get(endpoint.address) or pools.get(
+            endpoint.address, self.destination.policy.connect_timeout_s
+        )
         conn = pool.take_idle()
         if conn is not None:
             self.reused = True
@@ -487,8 +491,8 @@ class Exchange:
         if self.admitted:
             self.destination.admission.release()
         downstream = self.downstream
-        if downstream.paused & (PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL):
-            downstream.resume(PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL)
+        if downstream.paused & _PAUSED_BY_EXCHANGE:
+            downstream.resume(_PAUSED_BY_EXCHANGE)
         self.record(end, first_byte_ns)
         downstream.exchange_finished(self, self.keep_alive and not self.close_after)
 
