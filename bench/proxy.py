@@ -29,7 +29,7 @@ processes' utime+stime (from /proc/PID/stat) over the saturated run divided by t
 completed; RSS is VmRSS after the runs. Added latency at saturation is the scenario's p50/p99 minus
 direct's. The gRPC unary part runs the same three tracemesh scenarios against a grpcio echo app, loaded
 by ``bench/grpc_unary.py`` (a grpc.aio client in its own process: --grpc-concurrency calls in flight, or
---paced-connections callers spread evenly over each interval of --rate). The proxy CPU is per call.
+one call every 1/--rate s, at most --paced-connections in flight, missed slots skipped). The proxy CPU is per call.
 Everything listens on 127.0.0.1 free ports; every process is stopped at the end.
 """
 
