@@ -1,0 +1,69 @@
+"""collector/store/_arrow_text.c: text columns to Arrow buffers, checked against pyarrow's own converter."""
+
+from __future__ import annotations
+
+import functools
+
+import pyarrow
+import pytest
+
+from collector.store import _arrow_text
+from collector.store.chdb_backend import _string_lists, _strings
+
+allocate = functools.partial(pyarrow.allocate_buffer, memory_pool=pyarrow.system_memory_pool())
+TEXTS = ["", "a", "ключ=значение", "emoji 🚀", "x" * 10_000, '{"k":[1,2.5,true]}']
+
+
+def test_strings_equal_pyarrows_conversion():
+    for values in ([], [""], TEXTS, TEXTS * 100):
+        array = _strings(list(values))
+        array.validate(full=True)
+        assert array.equals(pyarrow.array(values, type=pyarrow.large_string()))
+
+
+def test_string_lists_equal_pyarrows_conversion():
+    for rows in ([], [[]], [[], [""], []], [TEXTS, [], TEXTS[:2]] * 50):
+        array = _string_lists([list(row) for row in rows])
+        array.validate(full=True)
+        assert array.equals(pyarrow.array(rows, type=pyarrow.large_list(pyarrow.large_string())))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: _arrow_text.string_array(["a", 1], allocate), "item 1 is int"),
+        (lambda: _arrow_text.string_array(("a",), allocate), "string_array"),
+        (lambda: _arrow_text.string_list_array([["a"], "ab"], allocate), "row 1 is str"),
+        (lambda: _arrow_text.string_list_array([["a", None]], allocate), "item 1 is NoneType"),
+        (lambda: _arrow_text.string_array(["\ud800"], allocate), "surrogate"),
+    ],
+)
+def test_values_that_are_not_text_raise(call, message):
+    with pytest.raises((TypeError, UnicodeEncodeError), match=message):
+        call()
+
+
+def test_allocate_must_give_the_bytes_asked_for():
+    with pytest.raises(ValueError, match="smaller"):
+        _arrow_text.string_array(["abc"], lambda size: bytearray(size - 1))
+    with pytest.raises(BufferError):
+        _arrow_text.string_array(["abc"], lambda size: bytes(size))  # not writable
+
+
+def test_a_column_changed_by_allocate_raises_instead_of_overflowing():
+    values = ["ab", "cd"]
+    rows = [["ab"], ["cd"]]
+
+    def growing(target, item):
+        def allocate_and_grow(size):
+            target.append(item)
+            return bytearray(size)
+        return allocate_and_grow
+
+    with pytest.raises(RuntimeError, match="changed"):
+        _arrow_text.string_array(values, growing(values, "efgh"))
+    with pytest.raises(RuntimeError, match="changed"):
+        _arrow_text.string_list_array(rows, growing(rows[0], "efgh"))
+    outer = [["a"]]
+    with pytest.raises(RuntimeError, match="changed"):
+        _arrow_text.string_list_array(outer, growing(outer, ["x"]))
