@@ -330,29 +330,24 @@ static span line_value(const char *line, size_t name_len, const char *end) {
     return (span){start, (size_t)(stop - start)};
 }
 
-/* response_head(head) -> (end_to_end_head, framing)
- *
- * `head` is a raw message head as received (start line, fields, empty line). Returns it without its
- * hop-by-hop lines (the very object when there are none) and the framing flags HAS_CONTENT_LENGTH /
- * HAS_TRANSFER_ENCODING it declared. A continuation line (obs-fold) goes with the field before it. */
-static PyObject *response_head(PyObject *module, PyObject *head) {
-    if (!PyBytes_Check(head)) {
-        PyErr_SetString(PyExc_TypeError, "response_head(head: bytes)");
-        return NULL;
-    }
-    const char *text = PyBytes_AS_STRING(head), *end = text + PyBytes_GET_SIZE(head);
+/* The head text..end (start line, fields, empty line) without its hop-by-hop lines, a new reference;
+ * `source` itself when it is exactly that text and nothing is dropped. Sets *framing to the
+ * HAS_CONTENT_LENGTH / HAS_TRANSFER_ENCODING flags the head declared. A continuation line (obs-fold)
+ * goes with the field before it. */
+static PyObject *end_to_end_head(PyObject *source, const char *text, const char *end, int *framing) {
     const char *fields = line_end(text, end); /* after the start line */
     token_list connection = {.count = 0};
-    int framing = 0, drops = 0;
+    int drops = 0;
+    *framing = 0;
     for (const char *line = fields; line < end;) {
         const char *next = line_end(line, end);
         size_t name_len = line_name(line, next);
         if (name_len) {
             enum field_kind kind = field_kind(line, name_len);
             if (kind == CONTENT_LENGTH) {
-                framing |= HAS_CONTENT_LENGTH;
+                *framing |= HAS_CONTENT_LENGTH;
             } else if (kind == TRANSFER_ENCODING) {
-                framing |= HAS_TRANSFER_ENCODING;
+                *framing |= HAS_TRANSFER_ENCODING;
                 drops = 1;
             } else if (kind == CONNECTION) {
                 span value = line_value(line, name_len, next);
@@ -367,8 +362,11 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
         line = next;
     }
     if (!drops && connection.count == 0) {
-        Py_INCREF(head);
-        return pair(head, PyLong_FromLong(framing));
+        if (PyBytes_AS_STRING(source) == text && PyBytes_GET_SIZE(source) == end - text) {
+            Py_INCREF(source);
+            return source;
+        }
+        return PyBytes_FromStringAndSize(text, end - text);
     }
     PyObject *kept = PyBytes_FromStringAndSize(NULL, end - text);
     if (kept == NULL) {
@@ -395,13 +393,188 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
     if (_PyBytes_Resize(&kept, out - PyBytes_AS_STRING(kept)) < 0) {
         return NULL;
     }
-    return pair(kept, PyLong_FromLong(framing));
+    return kept;
+}
+
+/* response_head(head) -> (end_to_end_head, framing)
+ *
+ * `head` is a raw message head as received (start line, fields, empty line). Returns it without its
+ * hop-by-hop lines (the very object when there are none) and the framing flags HAS_CONTENT_LENGTH /
+ * HAS_TRANSFER_ENCODING it declared. */
+static PyObject *response_head(PyObject *module, PyObject *head) {
+    if (!PyBytes_Check(head)) {
+        PyErr_SetString(PyExc_TypeError, "response_head(head: bytes)");
+        return NULL;
+    }
+    int framing;
+    const char *text = PyBytes_AS_STRING(head);
+    PyObject *kept = end_to_end_head(head, text, text + PyBytes_GET_SIZE(head), &framing);
+    return kept == NULL ? NULL : pair(kept, PyLong_FromLong(framing));
+}
+
+/* whole_response: the common upstream answer taken in one step instead of llhttp's five callbacks.
+ *
+ * Most responses arrive in one read: a status line, a few fields, Content-Length and the body whole.
+ * For exactly that shape, checked more strictly than llhttp checks it, the relay needs no parser
+ * callbacks at all. Anything else (1xx, chunked or close-delimited bodies, several reads, extra bytes,
+ * obs-fold, an odd character anywhere, Connection other than one close/keep-alive token,
+ * Proxy-Connection, a repeated Content-Length) is left to llhttp, which then sees the same bytes as
+ * it would have: the fast path never consumes anything it refuses. */
+
+enum { MAX_FAST_HEAD = 64 * 1024, MAX_FAST_FIELDS = 128, MAX_LENGTH_DIGITS = 15 };
+
+/* RFC 9110 tchar: the characters of a field name. */
+static int is_tchar(unsigned char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+        return 1;
+    }
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* A field value or reason phrase character (VCHAR, SP, HTAB, obs-text). */
+static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+/* whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) | None */
+static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "whole_response(data: bytes, head_only: bool)");
+        return NULL;
+    }
+    int head_only = PyObject_IsTrue(args[1]);
+    if (head_only < 0) {
+        return NULL;
+    }
+    const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    const unsigned char *const end = text + (size < MAX_FAST_HEAD ? size : MAX_FAST_HEAD);
+    /* Status line: "HTTP/1.x NNN reason\r\n", a final status (>= 200). */
+    if (end - text < 14 || memcmp(text, "HTTP/1.", 7) != 0 || (text[7] != '1' && text[7] != '0') || text[8] != ' ' ||
+        text[9] < '2' || text[9] > '5' || text[10] < '0' || text[10] > '9' || text[11] < '0' || text[11] > '9' ||
+        text[12] != ' ') {
+        Py_RETURN_NONE;
+    }
+    int http11 = text[7] == '1';
+    int status = (text[9] - '0') * 100 + (text[10] - '0') * 10 + (text[11] - '0');
+    const unsigned char *at = text + 13;
+    while (at < end && is_text(*at)) {
+        at++;
+    }
+    if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
+        Py_RETURN_NONE;
+    }
+    at += 2;
+    long long content_length = -1;
+    int close = 0, keep_alive_token = 0, fields = 0;
+    for (;;) {
+        if (end - at < 2) {
+            Py_RETURN_NONE; /* the head is not complete in this read */
+        }
+        if (at[0] == '\r' && at[1] == '\n') {
+            at += 2;
+            break;
+        }
+        if (++fields > MAX_FAST_FIELDS) {
+            Py_RETURN_NONE;
+        }
+        const unsigned char *name = at;
+        while (at < end && is_tchar(*at)) {
+            at++;
+        }
+        size_t name_len = (size_t)(at - name);
+        if (name_len == 0 || at == end || *at != ':') {
+            Py_RETURN_NONE;
+        }
+        at++;
+        while (at < end && is_space((char)*at)) {
+            at++;
+        }
+        const unsigned char *value = at;
+        while (at < end && is_text(*at)) {
+            at++;
+        }
+        if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
+            Py_RETURN_NONE;
+        }
+        const unsigned char *value_end = at;
+        while (value_end > value && is_space((char)value_end[-1])) {
+            value_end--;
+        }
+        at += 2;
+        size_t value_len = (size_t)(value_end - value);
+        enum field_kind kind = field_kind((const char *)name, name_len);
+        if (kind == CONTENT_LENGTH) {
+            if (content_length >= 0 || value_len == 0 || value_len > MAX_LENGTH_DIGITS) {
+                Py_RETURN_NONE;
+            }
+            content_length = 0;
+            for (size_t i = 0; i < value_len; i++) {
+                if (value[i] < '0' || value[i] > '9') {
+                    Py_RETURN_NONE;
+                }
+                content_length = content_length * 10 + (value[i] - '0');
+            }
+        } else if (kind == TRANSFER_ENCODING) {
+            Py_RETURN_NONE;
+        } else if (kind == CONNECTION) {
+            if (same_name((const char *)value, value_len, "close", 5)) {
+                close = 1;
+            } else if (same_name((const char *)value, value_len, "keep-alive", 10)) {
+                keep_alive_token = 1;
+            } else {
+                Py_RETURN_NONE;
+            }
+        } else if (same_name((const char *)name, name_len, "proxy-connection", 16)) {
+            Py_RETURN_NONE; /* llhttp reads it as Connection */
+        }
+    }
+    const unsigned char *head_end = at;
+    Py_ssize_t body_len = 0;
+    if (!head_only) {
+        if (content_length < 0 || status == 204 || status == 304) {
+            Py_RETURN_NONE;
+        }
+        body_len = (Py_ssize_t)content_length;
+    }
+    if (size - (head_end - text) != body_len) {
+        Py_RETURN_NONE; /* the body is not all here, or more follows */
+    }
+    int framing;
+    PyObject *head = end_to_end_head(args[0], (const char *)text, (const char *)head_end, &framing);
+    if (head == NULL) {
+        return NULL;
+    }
+    PyObject *body = PyBytes_FromStringAndSize((const char *)head_end, body_len);
+    PyObject *result = body == NULL ? NULL : PyTuple_New(5);
+    if (result == NULL) {
+        Py_DECREF(head);
+        Py_XDECREF(body);
+        return NULL;
+    }
+    PyObject *status_object = PyLong_FromLong(status), *framing_object = PyLong_FromLong(framing);
+    if (status_object == NULL || framing_object == NULL) {
+        Py_XDECREF(status_object);
+        Py_XDECREF(framing_object);
+        Py_DECREF(head);
+        Py_DECREF(body);
+        Py_DECREF(result);
+        return NULL;
+    }
+    PyObject *keep_alive = (http11 ? !close : keep_alive_token) ? Py_True : Py_False;
+    Py_INCREF(keep_alive);
+    PyTuple_SET_ITEM(result, 0, status_object);
+    PyTuple_SET_ITEM(result, 1, head);
+    PyTuple_SET_ITEM(result, 2, framing_object);
+    PyTuple_SET_ITEM(result, 3, keep_alive);
+    PyTuple_SET_ITEM(result, 4, body);
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"request_fields", (PyCFunction)(void (*)(void))request_fields, METH_FASTCALL,
      "request_fields(headers, drop_host) -> (lines, host, content_length, chunked, traced)"},
     {"response_head", response_head, METH_O, "response_head(head) -> (end_to_end_head, framing flags)"},
+    {"whole_response", (PyCFunction)(void (*)(void))whole_response, METH_FASTCALL,
+     "whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,7 +22,7 @@ from time import perf_counter_ns
 
 import httptools
 
-from mesh._http1_heads import response_head
+from mesh._http1_heads import response_head, whole_response
 from spans.conventions import PROXY_ERROR_HEADER
 
 MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
@@ -294,7 +294,7 @@ class Http1Client(asyncio.Protocol):
 
     __slots__ = (
         "pool", "transport", "parser", "exchange", "closed", "idle_since", "reusable", "first_byte_ns", "head_bytes",
-        "head_buffer", "data", "data_offset", "response_head", "_in_body", "_expect_head_only", "_parser_spent",
+        "head_buffer", "data", "data_offset", "response_framing", "_in_body", "_expect_head_only", "_parser_spent",
     )  # fmt: skip
 
     def __init__(self, pool):
@@ -310,7 +310,7 @@ class Http1Client(asyncio.Protocol):
         self.head_buffer = b""  # the response head being read, from its first byte
         self.data = b""  # the read being parsed
         self.data_offset = 0  # where in it the next message starts (after an interim response)
-        self.response_head = b""
+        self.response_framing = 0  # HAS_CONTENT_LENGTH / HAS_TRANSFER_ENCODING of the response being read
         self._in_body = False
         self._expect_head_only = False
         self._parser_spent = False
@@ -326,7 +326,15 @@ class Http1Client(asyncio.Protocol):
             self.reusable = False
             self.close()
             return
-        if self.head_bytes >= 0:
+        downstream = exchange.downstream
+        if self.head_bytes < 0:
+            if not self._in_body:
+                # Between messages: a whole response in this read is taken without the parser.
+                whole = whole_response(data, self._expect_head_only)
+                if whole is not None:
+                    self._whole_response(exchange, downstream, *whole)
+                    return
+        else:
             self.head_buffer += data
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
@@ -334,7 +342,6 @@ class Http1Client(asyncio.Protocol):
                 return
         self.data = data
         self.data_offset = 0
-        downstream = exchange.downstream
         if downstream.write_buffer is None:
             downstream.write_buffer = []
         try:
@@ -361,7 +368,7 @@ class Http1Client(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            if self._in_body and not response_head(self.response_head)[1]:  # no Content-Length, not chunked
+            if self._in_body and not self.response_framing:  # no Content-Length, not chunked
                 exchange.response_complete()  # the body was delimited by the connection's close
             else:
                 exchange.upstream_failed("connection_reset" if exchange.response_started else "upstream_closed")
@@ -438,8 +445,8 @@ class Http1Client(asyncio.Protocol):
             return
         if not parser.should_keep_alive():
             self.reusable = False
-        self.response_head = head
-        exchange.response_head(status, head)
+        head, self.response_framing = response_head(head)
+        exchange.response_head(status, head, self.response_framing)
         if self.exchange is not exchange:
             return  # the exchange dropped this connection (a retry, an abort)
         if self._expect_head_only:
@@ -459,6 +466,23 @@ class Http1Client(asyncio.Protocol):
             self._in_body = False
             if self.exchange is not None:
                 self.exchange.response_complete()
+
+    def _whole_response(self, exchange, downstream, status, head, framing, keep_alive, body) -> None:
+        """A response that came whole in one read (``whole_response``): relayed as llhttp's callbacks would."""
+        if not self.first_byte_ns:
+            self.first_byte_ns = perf_counter_ns()
+        if not keep_alive:
+            self.reusable = False
+        if downstream.write_buffer is None:
+            downstream.write_buffer = []
+        try:
+            exchange.response_head(status, head, framing)
+            if self.exchange is exchange:  # else the exchange dropped this connection (a retry, an abort)
+                if body:
+                    exchange.response_body(body)
+                exchange.response_complete()
+        finally:
+            downstream.flush()
 
     def _fail(self, error: str) -> None:
         exchange = self.exchange

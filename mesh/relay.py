@@ -318,8 +318,9 @@ class Exchange:
         if self.version == "1.1":
             self.downstream.write(_response_head(head)[0])
 
-    def response_head(self, status: int, head: bytes) -> None:
-        """Relay the response head: the upstream's bytes minus hop-by-hop lines, plus our framing."""
+    def response_head(self, status: int, head: bytes, framing: int) -> None:
+        """Relay the response head: the upstream's bytes minus hop-by-hop lines (``head``, whose
+        ``framing`` flags say how its body is delimited), plus our framing."""
         if status >= 502 and status <= 504 and self.retry(status, ""):
             return
         self.status = status
@@ -331,7 +332,6 @@ class Exchange:
             self.breaker_failure(_monotonic())
         else:
             self.endpoint.breaker.success()
-        head, framing = _response_head(head)
         has_length = framing & HAS_CONTENT_LENGTH
         if head[5:8] != b"1.1":
             head = b"HTTP/1.1" + head[8:]
@@ -506,42 +506,28 @@ class Exchange:
         duration = end - self.t_start
         ctx = self.ctx
         if ctx.sampled:
-            method, method_attribute = _METHODS.get(self.method) or _method(self.method)
             sent = self.sent_ns
-            reused = self.reused
-            if reused and not self.queue_ns and not self.retries:
-                timing = _PLAIN_REUSED
-            else:
-                timing = (
-                    (conv.QUEUE_NS, self.queue_ns), (conv.CONNECT_NS, self.connect_ns), (conv.CONNECTION_REUSED, reused),
-                    (conv.RETRIES, self.retries), (conv.RETRY_DELAY_NS, self.retry_delay_ns),
-                )  # fmt: skip
-            attributes = (
-                *(stack.span_attributes_cache.get((destination, address)) or stack.span_attributes(destination, address)),
-                method_attribute,
-                (conv.URL_PATH, self.target.partition(b"?")[0].decode("latin-1")),
-                *timing,
-                (conv.FIRST_BYTE_NS, first_byte_ns - sent if first_byte_ns and sent else 0),
-                (conv.BODY_NS, end - first_byte_ns if first_byte_ns else 0),
-                (conv.ENDPOINT_LOAD, self.endpoint_load),
-                *(_STATUS_ATTRIBUTES.get(status) or ((conv.HTTP_STATUS, status),)),
-            )
-            if error:
-                attributes += ((conv.PROXY_ERROR, error), (conv.ERROR_TYPE, error))
-            elif status >= 500:
-                attributes += ((conv.ERROR_TYPE, str(status)),)
-            stack.recorder.record(
-                (
-                    ctx.trace_id,
-                    self.span_id,
-                    ctx.parent_id,
-                    method,
-                    stack.span_kind,
-                    self.start_ns,
-                    duration,
-                    STATUS_ERROR if status >= 500 or error else STATUS_UNSET,
-                    error,
-                    attributes,
-                )
+            stack.recorder.record_http(  # fields of the span, encoded natively without a record tuple
+                ctx.trace_id,
+                self.span_id,
+                ctx.parent_id,
+                stack.span_kind,
+                self.start_ns,
+                duration,
+                STATUS_ERROR if status >= 500 or error else STATUS_UNSET,
+                stack.span_attributes_cache.get((destination, address)) or stack.span_attributes(destination, address),
+                self.method,
+                self.target,
+                self.queue_ns,
+                self.connect_ns,
+                self.reused,
+                self.retries,
+                self.retry_delay_ns,
+                first_byte_ns - sent if first_byte_ns and sent else 0,
+                end - first_byte_ns if first_byte_ns else 0,
+                self.endpoint_load,
+                status,
+                error,
+                error or (str(status) if status >= 500 else ""),  # error.type
             )
         stack.metrics.observe_request(stack.direction, destination, address, status, error, duration / 1e9, self.retries)

@@ -2,9 +2,10 @@
 
 import random
 
+import httptools
 import pytest
 
-from mesh._http1_heads import HAS_CONTENT_LENGTH, HAS_TRANSFER_ENCODING, request_fields, response_head
+from mesh._http1_heads import HAS_CONTENT_LENGTH, HAS_TRANSFER_ENCODING, request_fields, response_head, whole_response
 
 
 def test_request_fields_forwards_end_to_end_fields_in_order_with_their_case():
@@ -92,3 +93,110 @@ def test_response_head_survives_arbitrary_bytes():
         assert len(kept) <= len(head) and framing in (0, 1, 2, 3)
     with pytest.raises(TypeError):
         response_head("HTTP/1.1 200 OK\r\n\r\n")
+
+
+class _ParsedByLlhttp:
+    """What llhttp makes of one read of a response: the pieces the relay would get from its callbacks."""
+
+    def __init__(self, data: bytes, head_only: bool):
+        self.heads, self.body, self.complete, self.error = [], b"", 0, None
+        self.keep_alive = self.status = None
+        self._head_only = head_only
+        self._parser = httptools.HttpResponseParser(self)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = exc
+
+    def on_headers_complete(self):
+        self.heads.append(1)
+        self.status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+        if self._head_only:
+            self.complete += 1
+            raise RuntimeError("a response to HEAD ends with its head")  # stops the parser, as the relay does
+
+    def on_body(self, body):
+        self.body += body
+
+    def on_message_complete(self):
+        self.complete += 1
+
+
+def _assert_as_llhttp(data: bytes, head_only: bool) -> bool:
+    """whole_response agrees with llhttp whenever it takes a read; True when it took it."""
+    whole = whole_response(data, head_only)
+    if whole is None:
+        return False
+    status, head, framing, keep_alive, body = whole
+    parsed = _ParsedByLlhttp(data, head_only)
+    assert parsed.complete == 1 and len(parsed.heads) == 1, data
+    assert (status, keep_alive, body) == (parsed.status, parsed.keep_alive, parsed.body), data
+    assert parsed.error is None or head_only, data
+    raw_head = data[: len(data) - len(body)]
+    assert raw_head.endswith(b"\r\n\r\n")
+    assert (head, framing) == response_head(raw_head), data
+    return True
+
+
+_WHOLE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+    b"Connection: keep-alive\r\n\r\nhello world\n"
+)
+
+
+def test_whole_response_takes_a_complete_response_with_its_body():
+    status, head, framing, keep_alive, body = whole_response(_WHOLE, False)
+    assert (status, framing, keep_alive, body) == (200, HAS_CONTENT_LENGTH, True, b"hello world\n")
+    assert head == b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+    assert _assert_as_llhttp(_WHOLE, False)
+    empty = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    assert whole_response(empty, False) == (404, empty, HAS_CONTENT_LENGTH, False, b"")
+    assert _assert_as_llhttp(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _WHOLE[:-1],  # body not all here
+        _WHOLE + b"H",  # the next message began
+        b"HTTP/1.1 100 Continue\r\n\r\n" + _WHOLE,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nBad Name: a\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
+        b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+    ],
+)
+def test_whole_response_leaves_anything_unusual_to_llhttp(data):
+    assert whole_response(data, False) is None
+
+
+def test_whole_response_agrees_with_llhttp_on_mutated_responses():
+    rng = random.Random(11)
+    alphabet = b"\r\n:, \t0123456789HTTP/1.0 \x00\x7f\xffabcConnection:close keep-alive Content-Length"
+    taken = 0
+    for _ in range(4000):
+        data = bytearray(_WHOLE if rng.random() < 0.5 else b"HTTP/1.0 503 Unavailable\r\nContent-Length: 3\r\n\r\nabc")
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(data))
+            action = rng.randrange(3)
+            if action == 0:
+                data[at] = rng.choice(alphabet)
+            elif action == 1:
+                data.insert(at, rng.choice(alphabet))
+            else:
+                del data[at]
+        head_only = rng.random() < 0.2
+        taken += _assert_as_llhttp(bytes(data), head_only)
+    assert taken > 100  # the mutations left many responses the fast path takes
+    with pytest.raises(TypeError):
+        whole_response("HTTP/1.1 200 OK\r\n\r\n", False)
