@@ -27,7 +27,16 @@ from collections.abc import Callable, Mapping
 import httptools
 
 from spans import conventions
-from spans.otlp_encode import AttributeValue, ExportRequestFramer, SpanRecord, append_span, parse_export_response
+from spans.otlp_encode import (
+    HTTP_SPAN_KEYS,
+    AttributeValue,
+    ExportRequestFramer,
+    SpanRecord,
+    append_http_span,
+    append_span,
+    http_span_record,
+    parse_export_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,22 +279,37 @@ class SpanRecorder:
 
     def record(self, span: SpanRecord) -> None:
         if self._spans < self.capacity:
-            reason = append_span(self._open, span)
-            if reason is None:
-                self._spans += 1
-                self._open_spans += 1
-                if self._open_spans >= self.batch_size:
-                    self._closed.append((self._open, self._open_spans))
-                    self._open, self._open_spans = bytearray(), 0
-                    if self.on_full_batch is not None:
-                        self.on_full_batch()
-            else:
-                self._count_malformed(reason)
+            self._appended(append_span(self._open, span))
         else:
             self.dropped += 1
         if self.taps:
             for tap in self.taps:
                 tap.offer(span)
+
+    def record_http(self, *fields) -> None:
+        """Records the span of one HTTP exchange from its fields (``append_http_span``'s after ``keys``):
+        no SpanRecord is built unless a tap is open."""
+        if self._spans < self.capacity:
+            self._appended(append_http_span(self._open, HTTP_SPAN_KEYS, *fields))
+        else:
+            self.dropped += 1
+        if self.taps:
+            span = http_span_record(*fields)
+            for tap in self.taps:
+                tap.offer(span)
+
+    def _appended(self, malformed: str | None) -> None:
+        """Counts a span just appended to the open batch (``malformed`` None), closing the batch when full."""
+        if malformed is not None:
+            self._count_malformed(malformed)
+            return
+        self._spans += 1
+        self._open_spans += 1
+        if self._open_spans >= self.batch_size:
+            self._closed.append((self._open, self._open_spans))
+            self._open, self._open_spans = bytearray(), 0
+            if self.on_full_batch is not None:
+                self.on_full_batch()
 
     def __len__(self) -> int:
         return self._spans

@@ -336,19 +336,9 @@ static enum outcome parse_uint(PyObject *number, const char *what, const char *e
     return bad_value(reason, -1, what, expected, number);
 }
 
-/* Checks and measures one (key, value) pair into `attribute`. */
-static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
-                                      PyObject **reason) {
-    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-        return bad_value(reason, index, "", "a (key, value) tuple", pair);
-    }
-    PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
-    if (!PyUnicode_Check(key)) {
-        return bad_value(reason, index, "key", "a str", key);
-    }
-    if (utf8_of(key, &attribute->key, &attribute->key_len, scratch) < 0) {
-        return FAILED;
-    }
+/* Measures `value` as the value of `attribute` (whose key is set): typed as in the OTLP AnyValue. */
+static enum outcome measure_value(PyObject *value, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
+                                  PyObject **reason) {
     int overflow = 0;
     long long number = PyLong_CheckExact(value) ? PyLong_AsLongLongAndOverflow(value, &overflow) : 0;
     if (PyBool_Check(value)) {
@@ -380,25 +370,50 @@ static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribut
             return FAILED;
         }
         attribute->type = VALUE_STRING;
-    }
-    if (attribute->type == VALUE_STRING) {
         if ((size_t)attribute->text_len > MAX_MESSAGE) {
             return malformed(reason, "attribute %zd value too large", index);
         }
         attribute->value_len = field_size((size_t)attribute->text_len);
     }
-    if ((size_t)attribute->key_len > MAX_MESSAGE) {
-        return malformed(reason, "attribute %zd key too large", index);
-    }
-    size_t pair_len = field_size((size_t)attribute->key_len) + field_size(attribute->value_len);
-    attribute->pair_len = pair_len;
     return ENCODED;
 }
 
+/* Sets the size of the KeyValue message of `attribute`, whose key and value are measured. */
+static enum outcome measure_pair(Py_ssize_t index, Attribute *attribute, PyObject **reason) {
+    if ((size_t)attribute->key_len > MAX_MESSAGE) {
+        return malformed(reason, "attribute %zd key too large", index);
+    }
+    attribute->pair_len = field_size((size_t)attribute->key_len) + field_size(attribute->value_len);
+    return ENCODED;
+}
+
+/* Checks and measures one (key, value) pair into `attribute`. */
+static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
+                                      PyObject **reason) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        return bad_value(reason, index, "", "a (key, value) tuple", pair);
+    }
+    PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+    if (!PyUnicode_Check(key)) {
+        return bad_value(reason, index, "key", "a str", key);
+    }
+    if (utf8_of(key, &attribute->key, &attribute->key_len, scratch) < 0) {
+        return FAILED;
+    }
+    enum outcome outcome = measure_value(value, index, attribute, scratch, reason);
+    return outcome != ENCODED ? outcome : measure_pair(index, attribute, reason);
+}
+
+/* Adds one measured attribute's field to the running size of a span's attributes. */
+static enum outcome add_attribute_size(size_t *size, const Attribute *attribute, PyObject **reason) {
+    *size += field_size(attribute->pair_len);
+    return *size > MAX_MESSAGE ? malformed(reason, "attributes too large") : ENCODED;
+}
+
 /* Checks and measures a tuple or list of pairs; `*count` and `*size` (all attribute fields) out.
- * The pairs land in scratch->attributes. */
-static enum outcome measure_attributes(PyObject *attributes, Scratch *scratch, Py_ssize_t *count, size_t *size,
-                                       PyObject **reason) {
+ * The pairs land in scratch->attributes, which has room for `extra` more after them. */
+static enum outcome measure_attributes(PyObject *attributes, Scratch *scratch, Py_ssize_t extra, Py_ssize_t *count,
+                                       size_t *size, PyObject **reason) {
     if (PyList_Check(attributes)) {
         /* a private copy: a str() of an odd value could run code that changes the list */
         attributes = PyList_AsTuple(attributes);
@@ -409,19 +424,15 @@ static enum outcome measure_attributes(PyObject *attributes, Scratch *scratch, P
         return bad_value(reason, -1, "attributes", "a tuple of (key, value) pairs", attributes);
     }
     Py_ssize_t n = PyTuple_GET_SIZE(attributes);
-    Attribute *measured = scratch_attributes(scratch, n);
-    if (measured == NULL && n > 0) {
+    Attribute *measured = scratch_attributes(scratch, n + extra);
+    if (measured == NULL && n + extra > 0) {
         return FAILED;
     }
     *size = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         enum outcome outcome = measure_attribute(PyTuple_GET_ITEM(attributes, i), i, &measured[i], scratch, reason);
-        if (outcome != ENCODED) {
+        if (outcome != ENCODED || (outcome = add_attribute_size(size, &measured[i], reason)) != ENCODED) {
             return outcome;
-        }
-        *size += field_size(measured[i].pair_len);
-        if (*size > MAX_MESSAGE) {
-            return malformed(reason, "attributes too large");
         }
     }
     *count = n;
@@ -457,56 +468,58 @@ static char *put_attributes(char *out, char tag, const Attribute *attributes, Py
     return out;
 }
 
-/* Appends one `ScopeSpans.spans` field for `record` to the bytearray `buffer`, or reports why it cannot
- * (and appends nothing). */
-static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *buffer, PyObject **reason) {
-    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != RECORD_FIELDS) {
-        return bad_value(reason, -1, "a span record", "a tuple of 10 fields", record);
-    }
+/* A span's fields other than its attributes, checked, in wire form (ids as bytes, text as UTF-8). */
+typedef struct {
     unsigned char trace_id[TRACE_ID_BYTES], span_id[SPAN_ID_BYTES], parent_id[SPAN_ID_BYTES];
     size_t trace_len, span_len, parent_len;
     uint64_t kind, start, duration, status_code;
+    const char *name, *message;
+    Py_ssize_t name_len, message_len;
+} SpanHead;
+
+/* Checks a span's ids and numbers into `head`; its name and status message are set by the caller. */
+static enum outcome parse_head(PyObject *trace_id, PyObject *span_id, PyObject *parent_id, PyObject *kind, PyObject *start,
+                               PyObject *duration, PyObject *status_code, SpanHead *head, PyObject **reason) {
     enum outcome outcome;
-    if ((outcome = parse_id(PyTuple_GET_ITEM(record, 0), "trace_id", TRACE_ID_BYTES, 0, trace_id, &trace_len, reason)) ||
-        (outcome = parse_id(PyTuple_GET_ITEM(record, 1), "span_id", SPAN_ID_BYTES, 0, span_id, &span_len, reason)) ||
-        (outcome = parse_id(PyTuple_GET_ITEM(record, 2), "parent_span_id", SPAN_ID_BYTES, 1, parent_id, &parent_len, reason)) ||
-        (outcome = parse_uint(PyTuple_GET_ITEM(record, 4), "kind", "an int from 0 to 2**31-1", INT32_MAX, &kind, reason)) ||
-        (outcome = parse_uint(PyTuple_GET_ITEM(record, 5), "start_ns", "an int from 0 to 2**64-1", UINT64_MAX, &start, reason)) ||
-        (outcome = parse_uint(PyTuple_GET_ITEM(record, 6), "duration_ns", "an int from 0 to 2**64-1-start_ns", UINT64_MAX - start,
-                              &duration, reason)) ||
-        (outcome = parse_uint(PyTuple_GET_ITEM(record, 7), "status_code", "an int from 0 to 2**31-1", INT32_MAX, &status_code,
+    if ((outcome = parse_id(trace_id, "trace_id", TRACE_ID_BYTES, 0, head->trace_id, &head->trace_len, reason)) ||
+        (outcome = parse_id(span_id, "span_id", SPAN_ID_BYTES, 0, head->span_id, &head->span_len, reason)) ||
+        (outcome = parse_id(parent_id, "parent_span_id", SPAN_ID_BYTES, 1, head->parent_id, &head->parent_len, reason)) ||
+        (outcome = parse_uint(kind, "kind", "an int from 0 to 2**31-1", INT32_MAX, &head->kind, reason)) ||
+        (outcome = parse_uint(start, "start_ns", "an int from 0 to 2**64-1", UINT64_MAX, &head->start, reason)) ||
+        (outcome = parse_uint(duration, "duration_ns", "an int from 0 to 2**64-1-start_ns", UINT64_MAX - head->start,
+                              &head->duration, reason)) ||
+        (outcome = parse_uint(status_code, "status_code", "an int from 0 to 2**31-1", INT32_MAX, &head->status_code,
                               reason))) {
         return outcome;
     }
-    PyObject *name = PyTuple_GET_ITEM(record, 3), *message = PyTuple_GET_ITEM(record, 8);
-    if (!PyUnicode_Check(name)) {
-        return bad_value(reason, -1, "name", "a str", name);
-    }
+    return ENCODED;
+}
+
+/* The status message of a span (a str) into `head`. */
+static enum outcome parse_message(PyObject *message, SpanHead *head, Scratch *scratch, PyObject **reason) {
     if (!PyUnicode_Check(message)) {
         return bad_value(reason, -1, "status_message", "a str", message);
     }
-    const char *name_utf8, *message_utf8;
-    Py_ssize_t name_len, message_len;
-    if (utf8_of(name, &name_utf8, &name_len, scratch) < 0 || utf8_of(message, &message_utf8, &message_len, scratch) < 0) {
-        return FAILED;
-    }
-    Py_ssize_t attribute_count;
-    size_t attributes_size;
-    if ((outcome = measure_attributes(PyTuple_GET_ITEM(record, 9), scratch, &attribute_count, &attributes_size, reason))) {
-        return outcome;
-    }
+    return utf8_of(message, &head->message, &head->message_len, scratch) < 0 ? FAILED : ENCODED;
+}
+
+/* Appends one `ScopeSpans.spans` field of `head` and the measured `attributes` (whose fields come to
+ * `attributes_size` bytes) to the bytearray `buffer`. */
+static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Attribute *attributes, Py_ssize_t count,
+                               size_t attributes_size, PyObject **reason) {
     size_t status_size = 0;
-    if (message_len) {
-        status_size += field_size((size_t)message_len);
+    if (head->message_len) {
+        status_size += field_size((size_t)head->message_len);
     }
-    if (status_code) {
-        status_size += 1 + varint_size(status_code);
+    if (head->status_code) {
+        status_size += 1 + varint_size(head->status_code);
     }
-    if ((size_t)name_len > MAX_MESSAGE || (size_t)message_len > MAX_MESSAGE) {
+    if ((size_t)head->name_len > MAX_MESSAGE || (size_t)head->message_len > MAX_MESSAGE) {
         return malformed(reason, "span too large to encode");
     }
-    size_t body = field_size(trace_len) + field_size(span_len) + (parent_len ? field_size(parent_len) : 0) + 18 /* times */ +
-                  (kind ? 1 + varint_size(kind) : 0) + field_size((size_t)name_len) + attributes_size +
+    size_t body = field_size(head->trace_len) + field_size(head->span_len) +
+                  (head->parent_len ? field_size(head->parent_len) : 0) + 18 /* times */ +
+                  (head->kind ? 1 + varint_size(head->kind) : 0) + field_size((size_t)head->name_len) + attributes_size +
                   (status_size ? field_size(status_size) : 0);
     if (body > MAX_MESSAGE) {
         return malformed(reason, "span too large to encode");
@@ -533,30 +546,30 @@ static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *bu
     char *start_of_field = PyByteArray_AS_STRING(buffer) + used, *out = start_of_field;
     *out++ = TAG_SPANS;
     out = put_varint(out, body);
-    out = put_bytes_field(out, TAG_TRACE_ID, (const char *)trace_id, trace_len);
-    out = put_bytes_field(out, TAG_SPAN_ID, (const char *)span_id, span_len);
-    if (parent_len) {
-        out = put_bytes_field(out, TAG_PARENT_ID, (const char *)parent_id, parent_len);
+    out = put_bytes_field(out, TAG_TRACE_ID, (const char *)head->trace_id, head->trace_len);
+    out = put_bytes_field(out, TAG_SPAN_ID, (const char *)head->span_id, head->span_len);
+    if (head->parent_len) {
+        out = put_bytes_field(out, TAG_PARENT_ID, (const char *)head->parent_id, head->parent_len);
     }
-    out = put_bytes_field(out, TAG_NAME, name_utf8, (size_t)name_len);
-    if (kind) {
+    out = put_bytes_field(out, TAG_NAME, head->name, (size_t)head->name_len);
+    if (head->kind) {
         *out++ = TAG_KIND;
-        out = put_varint(out, kind);
+        out = put_varint(out, head->kind);
     }
     *out++ = TAG_START;
-    out = put_fixed64(out, start);
+    out = put_fixed64(out, head->start);
     *out++ = TAG_END;
-    out = put_fixed64(out, start + duration);
-    out = put_attributes(out, TAG_SPAN_ATTRIBUTE, scratch->attributes, attribute_count);
+    out = put_fixed64(out, head->start + head->duration);
+    out = put_attributes(out, TAG_SPAN_ATTRIBUTE, attributes, count);
     if (status_size) {
         *out++ = TAG_STATUS;
         out = put_varint(out, status_size);
-        if (message_len) {
-            out = put_bytes_field(out, TAG_STATUS_MESSAGE, message_utf8, (size_t)message_len);
+        if (head->message_len) {
+            out = put_bytes_field(out, TAG_STATUS_MESSAGE, head->message, (size_t)head->message_len);
         }
-        if (status_code) {
+        if (head->status_code) {
             *out++ = TAG_STATUS_CODE;
-            out = put_varint(out, status_code);
+            out = put_varint(out, head->status_code);
         }
     }
     if ((size_t)(out - start_of_field) != total) { /* measuring and writing disagree: a bug here, never data */
@@ -566,6 +579,146 @@ static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *bu
     return ENCODED;
 }
 
+/* Appends one `ScopeSpans.spans` field for `record` to the bytearray `buffer`, or reports why it cannot
+ * (and appends nothing). */
+static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *buffer, PyObject **reason) {
+    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != RECORD_FIELDS) {
+        return bad_value(reason, -1, "a span record", "a tuple of 10 fields", record);
+    }
+    PyObject *const *fields = &PyTuple_GET_ITEM(record, 0);
+    SpanHead head;
+    enum outcome outcome;
+    if ((outcome = parse_head(fields[0], fields[1], fields[2], fields[4], fields[5], fields[6], fields[7], &head, reason))) {
+        return outcome;
+    }
+    if (!PyUnicode_Check(fields[3])) {
+        return bad_value(reason, -1, "name", "a str", fields[3]);
+    }
+    if ((outcome = parse_message(fields[8], &head, scratch, reason))) {
+        return outcome;
+    }
+    if (utf8_of(fields[3], &head.name, &head.name_len, scratch) < 0) {
+        return FAILED;
+    }
+    Py_ssize_t count;
+    size_t attributes_size;
+    if ((outcome = measure_attributes(fields[9], scratch, 0, &count, &attributes_size, reason))) {
+        return outcome;
+    }
+    return write_span(buffer, &head, scratch->attributes, count, attributes_size, reason);
+}
+
+/* The HTTP exchange span (append_http_span): its arguments after the buffer, the keyed values last. */
+enum {
+    HTTP_KEYS, HTTP_TRACE_ID, HTTP_SPAN_ID, HTTP_PARENT_ID, HTTP_KIND, HTTP_START, HTTP_DURATION, HTTP_STATUS_CODE,
+    HTTP_CONSTANT_ATTRIBUTES, HTTP_METHOD, HTTP_TARGET, /* ... keyed values ..., */ HTTP_ARGS = HTTP_METHOD + 13,
+    HTTP_PROXY_ERROR = HTTP_ARGS - 2, /* also the status message */
+    HTTP_KEYED = HTTP_ARGS - HTTP_METHOD, /* keys[i] names args[HTTP_METHOD + i] */
+    HTTP_OPTIONAL = HTTP_ARGS - 3, /* from here on (status, proxy error, error type), 0 or '' means no attribute */
+};
+
+/* Text from latin-1 bytes (HTTP's method and target) as UTF-8: the bytes themselves when ASCII (as in
+ * any well-formed request), else through a decoded str kept in scratch. */
+static int latin1_text(const char *data, Py_ssize_t len, const char **out, Py_ssize_t *out_len, Scratch *scratch) {
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if ((unsigned char)data[i] >= 0x80) {
+            PyObject *text = PyUnicode_DecodeLatin1(data, len, NULL);
+            if (text == NULL || scratch_keep(scratch, text) < 0) {
+                return -1;
+            }
+            return utf8_of(text, out, out_len, scratch);
+        }
+    }
+    *out = data;
+    *out_len = len;
+    return 0;
+}
+
+/* A string value from latin-1 `bytes`, up to the first `stop` character (-1: all of it). */
+static enum outcome measure_latin1_value(PyObject *bytes, int stop, Py_ssize_t index, Attribute *attribute,
+                                         Scratch *scratch, PyObject **reason) {
+    if (!PyBytes_Check(bytes)) {
+        return bad_value(reason, index, "value", "bytes", bytes);
+    }
+    const char *data = PyBytes_AS_STRING(bytes);
+    Py_ssize_t len = PyBytes_GET_SIZE(bytes);
+    const char *end = stop < 0 ? NULL : memchr(data, stop, (size_t)len);
+    if (latin1_text(data, end ? end - data : len, &attribute->text, &attribute->text_len, scratch) < 0) {
+        return FAILED;
+    }
+    if ((size_t)attribute->text_len > MAX_MESSAGE) {
+        return malformed(reason, "attribute %zd value too large", index);
+    }
+    attribute->type = VALUE_STRING;
+    attribute->value_len = field_size((size_t)attribute->text_len);
+    return ENCODED;
+}
+
+/* Whether an optional value stands for "no attribute": the int 0 or ''. */
+static int absent(PyObject *value) {
+    if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        return PyLong_AsLongLongAndOverflow(value, &overflow) == 0 && !overflow;
+    }
+    return PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) == 0;
+}
+
+/* append_http_span's work: the span of one HTTP exchange from its fields, without a record tuple. */
+static enum outcome encode_http_span(PyObject *const *args, Scratch *scratch, PyObject *buffer, PyObject **reason) {
+    PyObject *keys = args[HTTP_KEYS];
+    if (!PyTuple_CheckExact(keys) || PyTuple_GET_SIZE(keys) != HTTP_KEYED) {
+        return bad_value(reason, -1, "keys", "a tuple of 13 str", keys);
+    }
+    SpanHead head;
+    enum outcome outcome;
+    if ((outcome = parse_head(args[HTTP_TRACE_ID], args[HTTP_SPAN_ID], args[HTTP_PARENT_ID], args[HTTP_KIND],
+                              args[HTTP_START], args[HTTP_DURATION], args[HTTP_STATUS_CODE], &head, reason)) ||
+        (outcome = parse_message(args[HTTP_PROXY_ERROR], &head, scratch, reason))) {
+        return outcome;
+    }
+    if (!PyBytes_Check(args[HTTP_METHOD])) {
+        return bad_value(reason, -1, "method", "bytes", args[HTTP_METHOD]);
+    }
+    if (latin1_text(PyBytes_AS_STRING(args[HTTP_METHOD]), PyBytes_GET_SIZE(args[HTTP_METHOD]), &head.name,
+                    &head.name_len, scratch) < 0) {
+        return FAILED;
+    }
+    Py_ssize_t count;
+    size_t size;
+    if ((outcome = measure_attributes(args[HTTP_CONSTANT_ATTRIBUTES], scratch, HTTP_KEYED, &count, &size, reason))) {
+        return outcome;
+    }
+    Attribute *measured = scratch->attributes;
+    for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
+        Py_ssize_t arg = HTTP_METHOD + i;
+        PyObject *key = PyTuple_GET_ITEM(keys, i), *value = args[arg];
+        if (arg >= HTTP_OPTIONAL && absent(value)) {
+            continue;
+        }
+        Attribute *attribute = &measured[count];
+        if (!PyUnicode_Check(key)) {
+            return bad_value(reason, count, "key", "a str", key);
+        }
+        if (utf8_of(key, &attribute->key, &attribute->key_len, scratch) < 0) {
+            return FAILED;
+        }
+        if (arg == HTTP_METHOD) { /* the span's name again */
+            attribute->type = VALUE_STRING;
+            attribute->text = head.name;
+            attribute->text_len = head.name_len;
+            attribute->value_len = field_size((size_t)head.name_len);
+        } else if ((outcome = arg == HTTP_TARGET ? measure_latin1_value(value, '?', count, attribute, scratch, reason)
+                                                 : measure_value(value, count, attribute, scratch, reason))) {
+            return outcome;
+        }
+        if ((outcome = measure_pair(count, attribute, reason)) || (outcome = add_attribute_size(&size, attribute, reason))) {
+            return outcome;
+        }
+        count++;
+    }
+    return write_span(buffer, &head, measured, count, size, reason);
+}
+
 /* Working memory kept from one call to the next (a call per span: allocating it each time would cost
  * as much as the encoding). A str() of an odd value may run Python code that records a span itself;
  * such a nested call gets working memory of its own. */
@@ -573,24 +726,16 @@ static Scratch shared_scratch;
 static int shared_scratch_busy;
 enum { KEPT_ATTRIBUTES = 64 }; /* a hostile record's huge attribute array is not kept */
 
-PyDoc_STRVAR(append_span_doc,
-             "append_span(buffer, record, /) -> None | str\n\n"
-             "Appends the ScopeSpans `spans` field (tag, length, Span message) of a SpanRecord to the\n"
-             "bytearray `buffer`. Returns None, or why the record is malformed (nothing is appended then).");
-
-static PyObject *append_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        return PyErr_Format(PyExc_TypeError, "append_span() takes 2 arguments (%zd given)", nargs);
-    }
-    if (!PyByteArray_Check(args[0])) {
-        return PyErr_Format(PyExc_TypeError, "append_span() buffer must be a bytearray, got %.80s", Py_TYPE(args[0])->tp_name);
-    }
+/* Runs one span's encoder with working memory: the shared one, or (nested) its own. Returns what
+ * append_span and append_http_span return: None, the reason a span is malformed, or NULL. */
+static PyObject *append_with(enum outcome (*encode)(PyObject *const *, Scratch *, PyObject *, PyObject **),
+                             PyObject *const *fields, PyObject *buffer) {
     Scratch nested = {0};
     Scratch *scratch = shared_scratch_busy ? &nested : &shared_scratch;
     int owns_shared = scratch == &shared_scratch;
     shared_scratch_busy = 1;
     PyObject *reason = NULL;
-    enum outcome outcome = encode_span(args[1], scratch, args[0], &reason);
+    enum outcome outcome = encode(fields, scratch, buffer, &reason);
     if (owns_shared) {
         scratch_release_temps(scratch);
         if (scratch->attributes_cap > KEPT_ATTRIBUTES) {
@@ -608,6 +753,51 @@ static PyObject *append_span(PyObject *module, PyObject *const *args, Py_ssize_t
     return outcome == MALFORMED ? reason : Py_NewRef(Py_None);
 }
 
+static enum outcome encode_record(PyObject *const *fields, Scratch *scratch, PyObject *buffer, PyObject **reason) {
+    return encode_span(fields[0], scratch, buffer, reason);
+}
+
+/* The bytearray a span is appended to, or NULL with TypeError. */
+static PyObject *buffer_arg(const char *function, PyObject *buffer) {
+    if (!PyByteArray_Check(buffer)) {
+        PyErr_Format(PyExc_TypeError, "%s() buffer must be a bytearray, got %.80s", function, Py_TYPE(buffer)->tp_name);
+        return NULL;
+    }
+    return buffer;
+}
+
+PyDoc_STRVAR(append_span_doc,
+             "append_span(buffer, record, /) -> None | str\n\n"
+             "Appends the ScopeSpans `spans` field (tag, length, Span message) of a SpanRecord to the\n"
+             "bytearray `buffer`. Returns None, or why the record is malformed (nothing is appended then).");
+
+static PyObject *append_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        return PyErr_Format(PyExc_TypeError, "append_span() takes 2 arguments (%zd given)", nargs);
+    }
+    PyObject *buffer = buffer_arg("append_span", args[0]);
+    return buffer == NULL ? NULL : append_with(encode_record, args + 1, buffer);
+}
+
+PyDoc_STRVAR(append_http_span_doc,
+             "append_http_span(buffer, keys, trace_id, span_id, parent_span_id, kind, start_ns, duration_ns,\n"
+             "                 status_code, constant_attributes, method, target, queue_ns, connect_ns,\n"
+             "                 connection_reused, retries, retry_delay_ns, first_byte_ns, body_ns, endpoint_load,\n"
+             "                 http_status, proxy_error, error_type, /) -> None | str\n\n"
+             "append_span for the span of one HTTP exchange, from its fields rather than a record tuple.\n"
+             "Its name is `method` (latin-1 bytes); `proxy_error` is also its status message. Its attributes:\n"
+             "the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th argument from\n"
+             "`method` on: the method, the path of `target` (latin-1 bytes, up to '?'), the values as typed\n"
+             "as a record's; `http_status`, `proxy_error` and `error_type` only when not 0 or ''.");
+
+static PyObject *append_http_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1 + HTTP_ARGS) {
+        return PyErr_Format(PyExc_TypeError, "append_http_span() takes %d arguments (%zd given)", 1 + HTTP_ARGS, nargs);
+    }
+    PyObject *buffer = buffer_arg("append_http_span", args[0]);
+    return buffer == NULL ? NULL : append_with(encode_http_span, args + 1, buffer);
+}
+
 PyDoc_STRVAR(encode_resource_doc,
              "encode_resource(attributes, /) -> bytes\n\n"
              "A Resource message: its `attributes` from (key, value) pairs, typed as span attributes are.\n"
@@ -618,7 +808,7 @@ static PyObject *encode_resource(PyObject *module, PyObject *attributes) {
     PyObject *reason = NULL, *result = NULL;
     Py_ssize_t count;
     size_t size;
-    enum outcome outcome = measure_attributes(attributes, &scratch, &count, &size, &reason);
+    enum outcome outcome = measure_attributes(attributes, &scratch, 0, &count, &size, &reason);
     if (outcome == MALFORMED) {
         PyErr_SetObject(PyExc_ValueError, reason);
         Py_DECREF(reason);
@@ -634,6 +824,7 @@ static PyObject *encode_resource(PyObject *module, PyObject *attributes) {
 
 static PyMethodDef methods[] = {
     {"append_span", (PyCFunction)(void (*)(void))append_span, METH_FASTCALL, append_span_doc},
+    {"append_http_span", (PyCFunction)(void (*)(void))append_http_span, METH_FASTCALL, append_http_span_doc},
     {"encode_resource", encode_resource, METH_O, encode_resource_doc},
     {NULL, NULL, 0, NULL},
 };

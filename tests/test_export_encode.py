@@ -17,7 +17,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from spans import conventions, model
-from spans.otlp_encode import ExportRequestFramer, append_span, encode_export_request, encode_spans, parse_export_response
+from spans.otlp_encode import (
+    HTTP_SPAN_KEYS,
+    ExportRequestFramer,
+    append_http_span,
+    append_span,
+    encode_export_request,
+    encode_spans,
+    http_span_record,
+    parse_export_response,
+)
 
 RESOURCE = {"service.name": "payments", "service.instance.id": "host:42", "tracemesh.proxy": True}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -150,6 +159,78 @@ def test_randomised_batches_match_the_official_encoding():
         span_fields, malformed = encode_spans(records)
         assert malformed == []
         assert _decoded_spans(framer.request(span_fields)) == [_expected_span(record) for record in records]
+
+
+HTTP_CONSTANT = ((conventions.SERVER_ADDRESS, "payments"), (conventions.DIRECTION, "outbound"),
+                 (conventions.ENDPOINT, "10.0.0.7:8080"), (conventions.PEER_SERVICE, "payments"))  # fmt: skip
+
+
+def _http_fields(rng: random.Random) -> tuple:
+    """append_http_span's fields after ``keys``, as an exchange's end gives them."""
+    status = rng.choice([200, 204, 404, 503, 504, 0])
+    error = rng.choice(["", "", "timeout", "connect_refused"])
+    return (
+        "%032x" % rng.getrandbits(128), "%016x" % rng.getrandbits(64), rng.choice(["", "%016x" % rng.getrandbits(64)]),
+        rng.choice([model.KIND_SERVER, model.KIND_CLIENT]), START + rng.randrange(10**12), rng.randrange(2**40),
+        model.STATUS_ERROR if status >= 500 or error else model.STATUS_UNSET, rng.choice([HTTP_CONSTANT, HTTP_CONSTANT[:3], ()]),
+        rng.choice([b"GET", b"POST", b"DELETE", b"PURGE", b"M\xe9THOD"]),
+        rng.choice([b"/", b"/pay?card=1", b"", b"/caf\xe9/x?y?z", b"*", b"/" + b"a" * 300]),
+        rng.randrange(0, 2**rng.randrange(1, 63)), rng.choice([0, 1_234_567]), rng.random() < 0.5, rng.randrange(4),
+        rng.choice([0, 25_000_000]), rng.randrange(10**7), rng.randrange(10**9), rng.random() * 10, status, error,
+        error or (str(status) if status >= 500 else ""),
+    )  # fmt: skip
+
+
+def test_http_spans_written_from_fields_equal_their_records_written_by_the_official_classes():
+    rng = random.Random(11)
+    for _ in range(2000):
+        fields = _http_fields(rng)
+        buffer = bytearray()
+        assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) is None
+        record = http_span_record(*fields)
+        assert ScopeSpans.FromString(bytes(buffer)).spans == [_expected_span(record)]
+        from_record = bytearray()
+        assert append_span(from_record, record) is None
+        assert buffer == from_record
+
+
+def test_an_http_span_names_its_method_and_path_and_leaves_out_what_did_not_happen():
+    fields = (TRACE_ID, "00f067aa0ba902b7", "", model.KIND_SERVER, START, 5_000, model.STATUS_ERROR, HTTP_CONSTANT[:3],
+              b"GET", b"/caf\xe9?q=1", 0, 0, True, 0, 0, 0, 0, 0.0, 0, "timeout", "timeout")  # fmt: skip
+    buffer = bytearray()
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) is None
+    (span,) = ScopeSpans.FromString(bytes(buffer)).spans
+    attributes = {kv.key: kv.value for kv in span.attributes}
+    assert span.name == "GET" and span.status.message == "timeout" and span.status.code == model.STATUS_ERROR
+    assert attributes[conventions.URL_PATH].string_value == "/café"
+    assert conventions.HTTP_STATUS not in attributes  # no response
+    assert attributes[conventions.PROXY_ERROR].string_value == attributes[conventions.ERROR_TYPE].string_value == "timeout"
+    assert attributes[conventions.CONNECTION_REUSED].bool_value is True
+    assert attributes[conventions.ENDPOINT_LOAD].WhichOneof("value") == "double_value"
+    assert [kv.key for kv in span.attributes][:3] == [key for key, _ in HTTP_CONSTANT[:3]]
+
+
+@pytest.mark.parametrize(
+    "position, value, reason",
+    [
+        (0, "4bf9", "trace_id must be 32 hex digits, got '4bf9'"),
+        (6, -1, "status_code must be an int from 0 to 2**31-1, got -1"),
+        (7, (("k",),), "attribute 0 must be a (key, value) tuple, got a tuple"),
+        (8, "GET", "method must be bytes, got 'GET'"),
+        (9, None, "attribute 1 value must be bytes, got a NoneType"),
+        (19, 5, "status_message must be a str, got 5"),
+    ],
+)
+def test_malformed_http_span_fields_append_nothing_and_say_why(position, value, reason):
+    fields = list(_http_fields(random.Random(3)))
+    fields[7] = ()
+    fields[position] = value
+    buffer = bytearray(b"kept")
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) == reason
+    assert buffer == b"kept"
+    assert append_http_span(buffer, HTTP_SPAN_KEYS[:-1], *fields) is not None
+    with pytest.raises(TypeError):
+        append_http_span(buffer, HTTP_SPAN_KEYS, *fields[:-1])
 
 
 def test_the_same_key_with_bool_int_and_float_values_keeps_each_type():
