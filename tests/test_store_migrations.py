@@ -72,7 +72,7 @@ def test_spans_written_before_tag_hashes_are_found_after_the_upgrade(store_url):
         assert searched(store, tags=(("user.id", "4"),)) == []
         assert searched(store, error=True) == [1]
         assert searched(store, service="cart") == [1, 2, 3]
-        assert store.trace(f"{1:032x}")["tags"] == [["user.id=42", "error=true"]]
+        assert store.trace(f"{1:032x}")["span_id"] == [f"{1:016x}"]
     finally:
         store.close()
 
@@ -86,5 +86,45 @@ def test_an_upgrade_interrupted_after_dropping_the_old_search_table_completes_on
     try:
         assert searched(store, tags=(("user.id", "42"),)) == [1]
         assert searched(store, error=True) == [2]
+    finally:
+        store.close()
+
+
+def assert_old_and_new_spans_answer(store: SpanStore) -> None:
+    """Traces 1-2 were written before migration 4 (tags stored in spans), 3-4 after it (through span_input)."""
+    store.insert(spans((3, "cart", ["user.id=42"]), (4, "shop", ["user.id=42", "region=eu"])))
+    assert searched(store, tags=(("user.id", "42"),)) == [1, 3, 4]
+    assert searched(store, tags=(("user.id", "42"), ("region", "eu"))) == [4]
+    assert searched(store, error=True) == [1]
+    assert searched(store, service="cart") == [1, 2, 3]
+    assert store.services() == ["cart", "shop"]
+    assert store.operations("shop") == [("GET /", 2)]
+    for trace in (1, 2, 3, 4):
+        read = store.trace(f"{trace:032x}")
+        assert (read["span_id"], read["tags"]) == ([f"{trace:016x}"], [[]])
+
+
+def test_spans_stored_with_tags_answer_the_same_after_the_input_table_upgrade(store_url):
+    backend = open_backend(store_url)
+    migrate_to(backend, 3)
+    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    store = SpanStore(backend)  # applies migration 4 and the rest
+    try:
+        assert_old_and_new_spans_answer(store)
+    finally:
+        store.close()
+
+
+def test_an_upgrade_interrupted_after_dropping_the_old_views_completes_on_the_next_start(store_url):
+    backend = open_backend(store_url)
+    migrate_to(backend, 3)
+    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    features = schema.server_features(backend)
+    statements = sql.script(sql.load("migrations/0004_span_input.sql"), features.has)
+    first_view = next(i for i, statement in enumerate(statements) if "MATERIALIZED VIEW" in statement)
+    backend.execute(statements[:first_view])  # then a crash, before any view fills the tables again
+    store = SpanStore(backend)
+    try:
+        assert_old_and_new_spans_answer(store)
     finally:
         store.close()

@@ -1,5 +1,9 @@
 """The one store interface the collector codes against, on top of either backend.
 
+Spans are inserted into ``span_input`` (Null engine); its materialized views fill ``spans``,
+``span_search_hashed``, ``trace_times`` and ``operations`` (migration 4). Tags are search input only:
+``spans`` no longer stores them, so spans read back carry empty tags (the query API never shows tags).
+
 Trace search works like Jaeger's: a trace matches when one of its spans matches every filter; the
 matching trace ids come from ``span_search_hashed`` (ordered by service, operation, time), newest match
 first, and the traces are then read whole from ``spans`` (ordered by trace id), including spans that
@@ -81,7 +85,7 @@ class SpanStore:
         if row_count(columns) == 0:
             return
         with self._guard():
-            self._backend.insert("spans", columns, COLUMNS)
+            self._backend.insert("span_input", columns, COLUMNS)
 
     def insert_edge_windows(self, columns: dict[str, list]) -> None:
         """Add service-graph window rows (``EDGE_WINDOW_COLUMNS``); rows of the same window add up."""
