@@ -412,14 +412,15 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
     return kept == NULL ? NULL : pair(kept, PyLong_FromLong(framing));
 }
 
-/* whole_response: the common upstream answer taken in one step instead of llhttp's five callbacks.
+/* whole_request / whole_response: the common message taken in one step instead of llhttp's callbacks.
  *
- * Most responses arrive in one read: a status line, a few fields, Content-Length and the body whole.
- * For exactly that shape, checked more strictly than llhttp checks it, the relay needs no parser
- * callbacks at all. Anything else (1xx, chunked or close-delimited bodies, several reads, extra bytes,
- * obs-fold, an odd character anywhere, Connection other than one close/keep-alive token,
- * Proxy-Connection, a repeated Content-Length) is left to llhttp, which then sees the same bytes as
- * it would have: the fast path never consumes anything it refuses. */
+ * Most messages arrive in one read: a start line, a few fields and a Content-Length body, whole. For
+ * exactly that shape, checked more strictly than llhttp checks it, the proxy needs no parser callbacks
+ * at all (each costs a Python call). Anything else (1xx, chunked or close-delimited bodies, several
+ * reads, extra bytes, obs-fold, an odd character anywhere, Connection other than one close/keep-alive
+ * token, Upgrade, Proxy-Connection, a repeated Content-Length, an unusual method or request target)
+ * is left to llhttp, which then sees the same bytes it would have: the fast path never consumes
+ * anything it refuses, and what it takes it reports as llhttp would (tested against httptools). */
 
 enum { MAX_FAST_HEAD = 64 * 1024, MAX_FAST_FIELDS = 128, MAX_LENGTH_DIGITS = 15 };
 
@@ -434,7 +435,118 @@ static int is_tchar(unsigned char c) {
 /* A field value or reason phrase character (VCHAR, SP, HTAB, obs-text). */
 static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
-/* whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) | None */
+/* What the fields of a message said about its framing and connection. */
+typedef struct {
+    long long content_length; /* -1 when absent */
+    int close, keep_alive;    /* the Connection token seen, if any */
+} field_facts;
+
+enum { REFUSED = 0, TAKEN = 1, FAILED = -1 };
+
+/* Scans the fields from *at to the empty line (which *at is moved past). With `list`, appends each
+ * field to it as (name, value) bytes, the value without leading whitespace (as llhttp reports it).
+ * REFUSED for anything the fast path leaves to llhttp, FAILED with a Python error set. */
+static int scan_fields(const unsigned char **at_io, const unsigned char *end, int request, field_facts *facts,
+                       PyObject *list) {
+    const unsigned char *at = *at_io;
+    int fields = 0;
+    facts->content_length = -1;
+    facts->close = facts->keep_alive = 0;
+    for (;;) {
+        if (end - at < 2) {
+            return REFUSED; /* the head is not complete in this read */
+        }
+        if (at[0] == '\r' && at[1] == '\n') {
+            *at_io = at + 2;
+            return TAKEN;
+        }
+        if (++fields > MAX_FAST_FIELDS) {
+            return REFUSED;
+        }
+        const unsigned char *name = at;
+        while (at < end && is_tchar(*at)) {
+            at++;
+        }
+        size_t name_len = (size_t)(at - name);
+        if (name_len == 0 || at == end || *at != ':') {
+            return REFUSED;
+        }
+        at++;
+        while (at < end && is_space((char)*at)) {
+            at++;
+        }
+        const unsigned char *value = at;
+        while (at < end && is_text(*at)) {
+            at++;
+        }
+        if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
+            return REFUSED;
+        }
+        size_t value_len = (size_t)(at - value);
+        at += 2;
+        enum field_kind kind = field_kind((const char *)name, name_len);
+        if (kind == CONTENT_LENGTH) {
+            if (facts->content_length >= 0 || value_len == 0 || value_len > MAX_LENGTH_DIGITS) {
+                return REFUSED;
+            }
+            long long length = 0;
+            for (size_t i = 0; i < value_len; i++) {
+                if (value[i] < '0' || value[i] > '9') {
+                    return REFUSED;
+                }
+                length = length * 10 + (value[i] - '0');
+            }
+            facts->content_length = length;
+        } else if (kind == TRANSFER_ENCODING) {
+            return REFUSED;
+        } else if (kind == CONNECTION) {
+            if (same_name((const char *)value, value_len, "close", 5)) {
+                facts->close = 1;
+            } else if (same_name((const char *)value, value_len, "keep-alive", 10)) {
+                facts->keep_alive = 1;
+            } else {
+                return REFUSED;
+            }
+        } else if (kind == HOP_BY_HOP && (same_name((const char *)name, name_len, "proxy-connection", 16) ||
+                                          (request && same_name((const char *)name, name_len, "upgrade", 7)))) {
+            return REFUSED; /* llhttp reads Proxy-Connection as Connection; a request Upgrade is refused upstream */
+        }
+        if (list != NULL) {
+            PyObject *field = pair(PyBytes_FromStringAndSize((const char *)name, (Py_ssize_t)name_len),
+                                   PyBytes_FromStringAndSize((const char *)value, (Py_ssize_t)value_len));
+            if (field == NULL || PyList_Append(list, field) < 0) {
+                Py_XDECREF(field);
+                return FAILED;
+            }
+            Py_DECREF(field);
+        }
+    }
+}
+
+/* A tuple of `count` new references (all consumed, also on failure); NULL with an error set. */
+static PyObject *tuple_of(Py_ssize_t count, PyObject **items) {
+    PyObject *result = PyTuple_New(count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (items[i] == NULL || result == NULL) {
+            Py_CLEAR(result);
+            for (Py_ssize_t j = i; j < count; j++) {
+                Py_XDECREF(items[j]);
+            }
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, i, items[i]);
+    }
+    return result;
+}
+
+static PyObject *new_bool(int value) {
+    PyObject *result = value ? Py_True : Py_False;
+    Py_INCREF(result);
+    return result;
+}
+
+/* whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) | None
+ * `data` is one read starting at a response; `head_only` when the request was HEAD (no body). */
 static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "whole_response(data: bytes, head_only: bool)");
@@ -463,77 +575,17 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
         Py_RETURN_NONE;
     }
     at += 2;
-    long long content_length = -1;
-    int close = 0, keep_alive_token = 0, fields = 0;
-    for (;;) {
-        if (end - at < 2) {
-            Py_RETURN_NONE; /* the head is not complete in this read */
-        }
-        if (at[0] == '\r' && at[1] == '\n') {
-            at += 2;
-            break;
-        }
-        if (++fields > MAX_FAST_FIELDS) {
-            Py_RETURN_NONE;
-        }
-        const unsigned char *name = at;
-        while (at < end && is_tchar(*at)) {
-            at++;
-        }
-        size_t name_len = (size_t)(at - name);
-        if (name_len == 0 || at == end || *at != ':') {
-            Py_RETURN_NONE;
-        }
-        at++;
-        while (at < end && is_space((char)*at)) {
-            at++;
-        }
-        const unsigned char *value = at;
-        while (at < end && is_text(*at)) {
-            at++;
-        }
-        if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
-            Py_RETURN_NONE;
-        }
-        const unsigned char *value_end = at;
-        while (value_end > value && is_space((char)value_end[-1])) {
-            value_end--;
-        }
-        at += 2;
-        size_t value_len = (size_t)(value_end - value);
-        enum field_kind kind = field_kind((const char *)name, name_len);
-        if (kind == CONTENT_LENGTH) {
-            if (content_length >= 0 || value_len == 0 || value_len > MAX_LENGTH_DIGITS) {
-                Py_RETURN_NONE;
-            }
-            content_length = 0;
-            for (size_t i = 0; i < value_len; i++) {
-                if (value[i] < '0' || value[i] > '9') {
-                    Py_RETURN_NONE;
-                }
-                content_length = content_length * 10 + (value[i] - '0');
-            }
-        } else if (kind == TRANSFER_ENCODING) {
-            Py_RETURN_NONE;
-        } else if (kind == CONNECTION) {
-            if (same_name((const char *)value, value_len, "close", 5)) {
-                close = 1;
-            } else if (same_name((const char *)value, value_len, "keep-alive", 10)) {
-                keep_alive_token = 1;
-            } else {
-                Py_RETURN_NONE;
-            }
-        } else if (same_name((const char *)name, name_len, "proxy-connection", 16)) {
-            Py_RETURN_NONE; /* llhttp reads it as Connection */
-        }
+    field_facts facts;
+    if (scan_fields(&at, end, 0, &facts, NULL) != TAKEN) {
+        Py_RETURN_NONE;
     }
     const unsigned char *head_end = at;
     Py_ssize_t body_len = 0;
     if (!head_only) {
-        if (content_length < 0 || status == 204 || status == 304) {
+        if (facts.content_length < 0 || status == 204 || status == 304) {
             Py_RETURN_NONE;
         }
-        body_len = (Py_ssize_t)content_length;
+        body_len = (Py_ssize_t)facts.content_length;
     }
     if (size - (head_end - text) != body_len) {
         Py_RETURN_NONE; /* the body is not all here, or more follows */
@@ -543,36 +595,95 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
     if (head == NULL) {
         return NULL;
     }
-    PyObject *body = PyBytes_FromStringAndSize((const char *)head_end, body_len);
-    PyObject *result = body == NULL ? NULL : PyTuple_New(5);
-    if (result == NULL) {
-        Py_DECREF(head);
-        Py_XDECREF(body);
+    PyObject *items[5] = {
+        PyLong_FromLong(status), head, PyLong_FromLong(framing),
+        new_bool(http11 ? !facts.close : facts.keep_alive),
+        PyBytes_FromStringAndSize((const char *)head_end, body_len),
+    };
+    return tuple_of(5, items);
+}
+
+/* The methods the fast path takes (llhttp knows more; CONNECT is an upgrade), as shared objects. */
+static const char *const FAST_METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"};
+#define FAST_METHOD_COUNT (sizeof(FAST_METHODS) / sizeof(FAST_METHODS[0]))
+static PyObject *method_objects[FAST_METHOD_COUNT];
+static PyObject *version_objects[2]; /* "1.0", "1.1", as httptools' get_http_version() says them */
+
+/* whole_request(data) -> (method, target, version, headers, body) | None
+ * `data` is one read starting at a keep-alive request with an origin-form target ("/..."); `headers`
+ * the [(name, value)] list llhttp's on_header calls would have given. */
+static PyObject *whole_request(PyObject *module, PyObject *data) {
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "whole_request(data: bytes)");
         return NULL;
     }
-    PyObject *status_object = PyLong_FromLong(status), *framing_object = PyLong_FromLong(framing);
-    if (status_object == NULL || framing_object == NULL) {
-        Py_XDECREF(status_object);
-        Py_XDECREF(framing_object);
-        Py_DECREF(head);
-        Py_DECREF(body);
-        Py_DECREF(result);
+    const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(data);
+    const Py_ssize_t size = PyBytes_GET_SIZE(data);
+    const unsigned char *const end = text + (size < MAX_FAST_HEAD ? size : MAX_FAST_HEAD);
+    const unsigned char *space = memchr(text, ' ', (size_t)(end - text) < 8 ? (size_t)(end - text) : 8);
+    if (space == NULL) {
+        Py_RETURN_NONE;
+    }
+    size_t method_len = (size_t)(space - text);
+    Py_ssize_t method = -1;
+    for (size_t i = 0; i < FAST_METHOD_COUNT; i++) {
+        if (strlen(FAST_METHODS[i]) == method_len && memcmp(FAST_METHODS[i], text, method_len) == 0) {
+            method = (Py_ssize_t)i;
+            break;
+        }
+    }
+    const unsigned char *target = space + 1, *at = target;
+    if (method < 0 || at == end || *at != '/') {
+        Py_RETURN_NONE;
+    }
+    while (at < end && *at > 0x20 && *at < 0x7f) {
+        at++;
+    }
+    const unsigned char *target_end = at;
+    if (end - at < 11 || memcmp(at, " HTTP/1.", 8) != 0 || (at[8] != '1' && at[8] != '0') || at[9] != '\r' ||
+        at[10] != '\n') {
+        Py_RETURN_NONE;
+    }
+    int http11 = at[8] == '1';
+    at += 11;
+    PyObject *headers = PyList_New(0);
+    if (headers == NULL) {
         return NULL;
     }
-    PyObject *keep_alive = (http11 ? !close : keep_alive_token) ? Py_True : Py_False;
-    Py_INCREF(keep_alive);
-    PyTuple_SET_ITEM(result, 0, status_object);
-    PyTuple_SET_ITEM(result, 1, head);
-    PyTuple_SET_ITEM(result, 2, framing_object);
-    PyTuple_SET_ITEM(result, 3, keep_alive);
-    PyTuple_SET_ITEM(result, 4, body);
-    return result;
+    field_facts facts;
+    int scanned = scan_fields(&at, end, 1, &facts, headers);
+    if (scanned != TAKEN) {
+        Py_DECREF(headers);
+        if (scanned == FAILED) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t body_len = facts.content_length > 0 ? (Py_ssize_t)facts.content_length : 0;
+    /* Not when the body is not all here or more follows, nor for a last request (keep-alive off):
+     * llhttp must know the connection is done, it refuses whatever the client sends after that. */
+    if (size - (at - text) != body_len || (http11 ? facts.close : !facts.keep_alive)) {
+        Py_DECREF(headers);
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(method_objects[method]);
+    Py_INCREF(version_objects[http11]);
+    PyObject *items[6] = {
+        method_objects[method],
+        PyBytes_FromStringAndSize((const char *)target, target_end - target),
+        version_objects[http11],
+        headers,
+        PyBytes_FromStringAndSize((const char *)at, body_len),
+    };
+    return tuple_of(5, items);
 }
 
 static PyMethodDef methods[] = {
     {"request_fields", (PyCFunction)(void (*)(void))request_fields, METH_FASTCALL,
      "request_fields(headers, drop_host) -> (lines, host, content_length, chunked, traced)"},
     {"response_head", response_head, METH_O, "response_head(head) -> (end_to_end_head, framing flags)"},
+    {"whole_request", whole_request, METH_O,
+     "whole_request(data) -> (method, target, version, headers, body) or None"},
     {"whole_response", (PyCFunction)(void (*)(void))whole_response, METH_FASTCALL,
      "whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) or None"},
     {NULL, NULL, 0, NULL},
@@ -588,6 +699,16 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__http1_heads(void) {
     index_known_fields();
+    for (size_t i = 0; i < FAST_METHOD_COUNT; i++) {
+        if (method_objects[i] == NULL && (method_objects[i] = PyBytes_FromString(FAST_METHODS[i])) == NULL) {
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (version_objects[i] == NULL && (version_objects[i] = PyUnicode_InternFromString(i ? "1.1" : "1.0")) == NULL) {
+            return NULL;
+        }
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;

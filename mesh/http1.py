@@ -22,7 +22,7 @@ from time import perf_counter_ns
 
 import httptools
 
-from mesh._http1_heads import response_head, whole_response
+from mesh._http1_heads import response_head, whole_request, whole_response
 from spans.conventions import PROXY_ERROR_HEADER
 
 MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
@@ -109,6 +109,16 @@ class Http1Server(asyncio.Protocol):
             if self.head_bytes > MAX_HEAD_BYTES:
                 self._reject(431, "header_too_large")
                 return
+        elif self.receiving is None:
+            # Between messages: a whole request in this read is taken without the parser.
+            whole = whole_request(data)
+            if whole is not None:
+                self.write_buffer = []
+                try:
+                    self._whole_request(*whole)
+                finally:
+                    self.flush()
+                return
         self.write_buffer = []
         try:
             self._parse(data)
@@ -148,14 +158,13 @@ class Http1Server(asyncio.Protocol):
         if self.answering is not None:
             self.answering.downstream_drained()
 
-    # httptools callbacks ----------------------------------------------------------------------
-    # No on_message_begin (one Python call per request less): a head begins with its URL's first piece.
+    # httptools callbacks (only for what whole_request leaves to llhttp) -------------------------
+    def on_message_begin(self):
+        self.head_bytes = 0
+        self._url = b""
+
     def on_url(self, url: bytes):
-        if self.head_bytes < 0:
-            self.head_bytes = 0
-            self._url = url
-        else:
-            self._url += url  # the URL was split across reads
+        self._url += url  # in pieces when the URL is split across reads
 
     def on_header(self, name: bytes, value: bytes):
         self._headers.append((name, value))  # after the head: trailers, into a list nobody reads
@@ -167,10 +176,14 @@ class Http1Server(asyncio.Protocol):
         if len(headers) > MAX_HEADERS:
             raise HeadTooLarge()
         parser = self.parser
-        exchange = self.new_exchange(
-            self, parser.get_method(), self._url, parser.get_http_version(), headers, parser.should_keep_alive(),
+        self._request(
+            parser.get_method(), self._url, parser.get_http_version(), headers, parser.should_keep_alive(),
             parser.should_upgrade(),
         )  # fmt: skip
+
+    def _request(self, method, target, version, headers, keep_alive, upgrade) -> None:
+        """A request head is in: its exchange starts, or waits behind the ones being answered."""
+        exchange = self.new_exchange(self, method, target, version, headers, keep_alive, upgrade)
         self.receiving = exchange
         if self.answering is None:
             self.answering = exchange
@@ -189,6 +202,14 @@ class Http1Server(asyncio.Protocol):
             exchange.request_complete()
             if self.answering is None:
                 self._answer_next()
+
+    def _whole_request(self, method, target, version, headers, body) -> None:
+        """A keep-alive request that came whole in one read (``whole_request``): handled as llhttp's
+        callbacks would."""
+        self._request(method, target, version, headers, True, False)
+        if body:
+            self.on_body(body)
+        self.on_message_complete()
 
     # used by the exchange ---------------------------------------------------------------------
     def write(self, data: bytes) -> None:

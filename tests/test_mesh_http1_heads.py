@@ -5,7 +5,14 @@ import random
 import httptools
 import pytest
 
-from mesh._http1_heads import HAS_CONTENT_LENGTH, HAS_TRANSFER_ENCODING, request_fields, response_head, whole_response
+from mesh._http1_heads import (
+    HAS_CONTENT_LENGTH,
+    HAS_TRANSFER_ENCODING,
+    request_fields,
+    response_head,
+    whole_request,
+    whole_response,
+)
 
 
 def test_request_fields_forwards_end_to_end_fields_in_order_with_their_case():
@@ -200,3 +207,99 @@ def test_whole_response_agrees_with_llhttp_on_mutated_responses():
     assert taken > 100  # the mutations left many responses the fast path takes
     with pytest.raises(TypeError):
         whole_response("HTTP/1.1 200 OK\r\n\r\n", False)
+
+
+class _RequestByLlhttp:
+    """What llhttp's callbacks give the downstream connection for one read."""
+
+    def __init__(self, data: bytes):
+        self.url, self.headers, self.body, self.complete, self.error = b"", [], b"", 0, None
+        self._parser = httptools.HttpRequestParser(self)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = exc
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        parser = self._parser
+        self.head = (parser.get_method(), parser.get_http_version(), parser.should_keep_alive(), parser.should_upgrade())
+
+    def on_body(self, body):
+        self.body += body
+
+    def on_message_complete(self):
+        self.complete += 1
+
+
+def _request_as_llhttp(data: bytes) -> bool:
+    """whole_request agrees with llhttp whenever it takes a read; True when it took it."""
+    whole = whole_request(data)
+    if whole is None:
+        return False
+    method, target, version, headers, body = whole
+    parsed = _RequestByLlhttp(data)
+    assert parsed.error is None and parsed.complete == 1, data
+    assert parsed.head == (method, version, True, False), data
+    assert (parsed.url, parsed.headers, parsed.body) == (target, headers, body), data
+    return True
+
+
+_REQUEST = b"POST /orders?id=7 HTTP/1.1\r\nHost: shop:8080\r\nUser-Agent:  curl \r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_whole_request_takes_a_complete_keep_alive_request():
+    assert whole_request(_REQUEST) == (
+        b"POST", b"/orders?id=7", "1.1", [(b"Host", b"shop:8080"), (b"User-Agent", b"curl "), (b"Content-Length", b"5")], b"hello"
+    )  # fmt: skip
+    assert _request_as_llhttp(_REQUEST)
+    assert _request_as_llhttp(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _REQUEST[:-1],
+        _REQUEST + b"G",  # pipelined: the next request began
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",  # llhttp must see the last request
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET http://shop/ HTTP/1.1\r\nHost: shop\r\n\r\n",  # absolute-form
+        b"CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n",
+        b"get / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : shop\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 129 + b"\r\n",
+    ],
+)
+def test_whole_request_leaves_anything_unusual_to_llhttp(data):
+    assert whole_request(data) is None
+
+
+def test_whole_request_agrees_with_llhttp_on_mutated_requests():
+    rng = random.Random(13)
+    alphabet = b"\r\n:, \t0123456789/?#HTTP/1.0 \x00\x7f\xffabcGETPOSConnection:close keep-alive Content-Length"
+    seeds = (_REQUEST, b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n")
+    taken = 0
+    for _ in range(4000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(data))
+            action = rng.randrange(3)
+            if action == 0:
+                data[at] = rng.choice(alphabet)
+            elif action == 1:
+                data.insert(at, rng.choice(alphabet))
+            else:
+                del data[at]
+        taken += _request_as_llhttp(bytes(data))
+    assert taken > 100
+    with pytest.raises(TypeError):
+        whole_request("GET / HTTP/1.1\r\n\r\n")
