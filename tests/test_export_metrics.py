@@ -5,12 +5,17 @@ bound on how many label sets unknown destinations can create."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import random
 import time
+
+import pytest
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mesh import metrics as metrics_module
+from mesh._histogram import Histogram
 from mesh.destination import Destination, DestinationPolicy
 from mesh.export import SpanRecorder
 from mesh.metrics import LATENCY_BUCKETS, ProxyMetrics, grpc_status_name, http_status_class
@@ -67,6 +72,31 @@ def test_latency_histogram_buckets_are_cumulative_with_sum_and_count():
     assert len([key for key in samples if key[0] == "tracemesh_request_duration_seconds_bucket"]) == len(
         LATENCY_BUCKETS
     ) + 1
+
+
+def test_native_histogram_buckets_values_as_bisect_does_and_refuses_bad_bounds():
+    rng = random.Random(5)
+    values = [rng.choice(LATENCY_BUCKETS) for _ in range(200)] + [rng.random() * 40 for _ in range(800)] + [-1.0, 0, 7]
+    histogram = Histogram(LATENCY_BUCKETS)
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    for value in values:
+        histogram.observe(value)
+        expected[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+    assert histogram.counts() == expected
+    assert histogram.sum == pytest.approx(sum(values))
+    for bounds in ((), (1.0, 1.0), (2.0, 1.0), (float("nan"),) * 2, ("1",)):
+        with pytest.raises((ValueError, TypeError)):
+            Histogram(bounds)
+    with pytest.raises(TypeError):
+        histogram.observe("0.1")
+
+
+def test_statuses_out_of_range_count_as_no_response():
+    metrics = ProxyMetrics()
+    for status in (-1, 600, 999, 0):
+        metrics.observe_request("outbound", "payments", "e1", status, "", 0.001)
+    target = dict(direction="outbound", destination="payments", endpoint="e1")
+    assert scrape(metrics)["tracemesh_requests_total", labels(**target, status_class="none", grpc_status="")] == 4
 
 
 def test_retries_shed_and_ejections():
