@@ -545,16 +545,24 @@ static void refs_clear(Refs *r)
         Py_DECREF(r->items[--r->len]);
 }
 
-/* The references as a new list; the array is left empty. */
-static PyObject *refs_take_list(Refs *r)
+/* The references (all str: tags) as a new tuple; the array is left empty. A tuple of str can never
+ * be part of a cycle, so it is untracked right away, as the GC itself would on its first pass:
+ * ingest keeps ~100k spans' tags alive at a time, and tracked they made every young collection
+ * walk them (~5% of the collector's CPU). */
+static PyObject *refs_take_tuple(Refs *r)
 {
-    PyObject *list = PyList_New(r->len);
-    if (!list)
+    PyObject *tuple = PyTuple_New(r->len);
+    if (!tuple)
         return NULL;
-    for (Py_ssize_t i = 0; i < r->len; i++)
-        PyList_SET_ITEM(list, i, r->items[i]);
+    int all_str = 1;
+    for (Py_ssize_t i = 0; i < r->len; i++) {
+        all_str &= PyUnicode_CheckExact(r->items[i]);
+        PyTuple_SET_ITEM(tuple, i, r->items[i]);
+    }
     r->len = 0;
-    return list;
+    if (all_str && PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
+    return tuple;
 }
 
 /* ---- attribute values --------------------------------------------------------------------- */
@@ -1243,7 +1251,7 @@ static int span_decode(Decoder *d, const uint8_t *data, Py_ssize_t size, const S
             return -1;
     } else if (links_put(out, from, part) < 0 || append(d, COL_LINKS, buf_str(&out->json)) < 0)
         return -1;
-    if (append(d, COL_TAGS, refs_take_list(&out->tags)) < 0)
+    if (append(d, COL_TAGS, refs_take_tuple(&out->tags)) < 0)
         return -1;
     d->rows++;
     return 0;

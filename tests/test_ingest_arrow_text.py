@@ -23,7 +23,7 @@ def test_strings_equal_pyarrows_conversion():
 
 def test_string_lists_equal_pyarrows_conversion():
     for rows in ([], [[]], [[], [""], []], [TEXTS, [], TEXTS[:2]] * 50):
-        array = _string_lists([list(row) for row in rows])
+        array = _string_lists([tuple(row) if index % 2 else list(row) for index, row in enumerate(rows)])
         array.validate(full=True)
         assert array.equals(pyarrow.array(rows, type=pyarrow.large_list(pyarrow.large_string())))
 
@@ -33,7 +33,7 @@ def test_string_lists_equal_pyarrows_conversion():
     [
         (lambda: _arrow_text.string_array(["a", 1], allocate), "item 1 is int"),
         (lambda: _arrow_text.string_array(("a",), allocate), "string_array"),
-        (lambda: _arrow_text.string_list_array([["a"], "ab"], allocate), "row 1 is str"),
+        (lambda: _arrow_text.string_list_array([["a"], "ab"], allocate), "row 1 is str, not a list or tuple"),
         (lambda: _arrow_text.string_list_array([["a", None]], allocate), "item 1 is NoneType"),
         (lambda: _arrow_text.string_array(["\ud800"], allocate), "surrogate"),
     ],

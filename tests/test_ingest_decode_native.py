@@ -10,6 +10,7 @@ checked one by one.
 from __future__ import annotations
 
 import base64
+import gc
 import math
 import random
 import struct
@@ -222,9 +223,9 @@ def expected(body: bytes) -> tuple[list[dict], list[str]]:
                          "attributes": json_value({kv.key: plain(kv.value) for kv in k.attributes})}
                         for k in span.links
                     ],
-                    "tags": tags(span.attributes) + dict_tags(resource) + dict_tags(scope_attributes)
-                    + [t for e in span.events for t in tags(e.attributes)]
-                    + [t for k in span.links for t in tags(k.attributes)],
+                    "tags": tuple(tags(span.attributes) + dict_tags(resource) + dict_tags(scope_attributes)
+                                  + [t for e in span.events for t in tags(e.attributes)]
+                                  + [t for k in span.links for t in tags(k.attributes)]),
                 })
     return rows, rejected
 
@@ -261,7 +262,19 @@ def test_every_double_keeps_its_python_repr_in_tags():
     )
     span.attributes.extend(KeyValue(key="d", value=AnyValue(double_value=d)) for d in ODD_DOUBLES)
     [row], _ = decoded_rows(request.SerializeToString())
-    assert row["tags"] == [f"d={d!r}" for d in ODD_DOUBLES]
+    assert row["tags"] == tuple(f"d={d!r}" for d in ODD_DOUBLES)
+
+
+def test_tags_are_tuples_the_garbage_collector_does_not_walk():
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="s")))
+    span = resource_spans.scope_spans.add().spans.add(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2
+    )
+    span.attributes.append(KeyValue(key="k", value=AnyValue(int_value=7)))
+    tags = decode_otlp_protobuf(request.SerializeToString()).columns["tags"]
+    assert tags == [("k=7", "service.name=s")] and not gc.is_tracked(tags[0])
 
 
 def doubles_request(values: list[float]) -> bytes:
@@ -289,7 +302,7 @@ def awkward_doubles(rng: random.Random) -> list[float]:
 def test_doubles_keep_their_python_repr_in_tags_and_their_value_in_json():
     values = awkward_doubles(random.Random(7))
     batch = decode_otlp_protobuf(doubles_request(values))
-    assert batch.columns["tags"] == [[f"d={v!r}"] for v in values]
+    assert batch.columns["tags"] == [(f"d={v!r}",) for v in values]
     assert [orjson.loads(text)["d"] for text in batch.columns["attributes"]] == [json_value(v) for v in values]
 
 

@@ -1,4 +1,4 @@
-/* Text columns (list of str, list of lists of str) to Arrow's large_string / large_list buffers.
+/* Text columns (list of str, list of lists or tuples of str) to Arrow's large_string / large_list buffers.
  *
  * Why native: pyarrow's converter appends value by value into builders that grow by realloc, so a
  * 50k-row batch of ~800 bytes a span is copied several times and, with mimalloc returning memory
@@ -34,12 +34,15 @@ static char *allocate_bytes(PyObject *allocate, Py_ssize_t size, PyObject **owne
     return view->buf;
 }
 
+/* The lists and tuples here are read with the PySequence_Fast macros, which take either. */
+#define IS_LIST_OR_TUPLE(o) (PyList_Check(o) || PyTuple_Check(o))
+
 /* Sum of the UTF-8 sizes of the str items of `list` (each one converted once: for an ASCII str
  * this reads its own data, for others CPython caches the UTF-8 form the fill pass reads again). */
 static int utf8_total(PyObject *list, Py_ssize_t *total)
 {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        PyObject *value = PyList_GET_ITEM(list, i);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(list, i);
         Py_ssize_t size;
         if (!PyUnicode_Check(value)) {
             PyErr_Format(PyExc_TypeError, "item %zd is %.100s, not str", i, Py_TYPE(value)->tp_name);
@@ -57,8 +60,8 @@ static int utf8_total(PyObject *list, Py_ssize_t *total)
  * again and nothing is written past the `count` offsets or `total` bytes allocated. */
 static int utf8_fill(PyObject *list, char *data, Py_ssize_t total, int64_t *offsets, Py_ssize_t count, Py_ssize_t *next, int64_t *used)
 {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-        PyObject *value = PyList_GET_ITEM(list, i);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(list, i);
         Py_ssize_t size;
         const char *utf8 = PyUnicode_Check(value) ? PyUnicode_AsUTF8AndSize(value, &size) : NULL;
         if (!utf8 || *next >= count || size > total - *used) {
@@ -95,7 +98,7 @@ static PyObject *text_buffers(PyObject *source, int64_t *row_offsets, Py_ssize_t
             failed = PyList_GET_SIZE(source) != n_rows;
             for (Py_ssize_t i = 0; !failed && i < n_rows; i++) {
                 PyObject *row = PyList_GET_ITEM(source, i);
-                failed = PyList_Check(row) ? utf8_fill(row, data, total, offsets, count, &next, &used) : -1;
+                failed = IS_LIST_OR_TUPLE(row) ? utf8_fill(row, data, total, offsets, count, &next, &used) : -1;
                 row_offsets[i + 1] = next;
             }
         }
@@ -128,20 +131,20 @@ static PyObject *string_array(PyObject *module, PyObject *const *args, Py_ssize_
 static PyObject *string_list_array(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "string_list_array(rows: list[list[str]], allocate)");
+        PyErr_SetString(PyExc_TypeError, "string_list_array(rows: list[list[str] | tuple[str, ...]], allocate)");
         return NULL;
     }
     PyObject *rows = args[0], *allocate = args[1];
     Py_ssize_t n = PyList_GET_SIZE(rows), count = 0, total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
-        if (!PyList_Check(row)) {
-            PyErr_Format(PyExc_TypeError, "row %zd is %.100s, not a list of str", i, Py_TYPE(row)->tp_name);
+        if (!IS_LIST_OR_TUPLE(row)) {
+            PyErr_Format(PyExc_TypeError, "row %zd is %.100s, not a list or tuple of str", i, Py_TYPE(row)->tp_name);
             return NULL;
         }
         if (utf8_total(row, &total) < 0)
             return NULL;
-        count += PyList_GET_SIZE(row);
+        count += PySequence_Fast_GET_SIZE(row);
     }
     PyObject *row_owner = NULL;
     Py_buffer row_view;
@@ -163,7 +166,7 @@ static PyMethodDef methods[] = {
      "allocate(nbytes) returns a writable buffer (e.g. pyarrow.allocate_buffer)."},
     {"string_list_array", (PyCFunction)(void (*)(void))string_list_array, METH_FASTCALL,
      "string_list_array(rows, allocate) -> (row_offsets, (offsets, data)): a large_list(large_string)\n"
-     "array's buffers from a list of lists of str."},
+     "array's buffers from a list of lists (or tuples) of str."},
     {NULL, NULL, 0, NULL},
 };
 
