@@ -279,7 +279,14 @@ class SpanRecorder:
 
     def record(self, span: SpanRecord) -> None:
         if self._spans < self.capacity:
-            self._appended(append_span(self._open, span))
+            malformed = append_span(self._open, span)
+            if malformed is None:  # counted here rather than in a shared method: a call per span costs more
+                self._spans += 1
+                self._open_spans += 1
+                if self._open_spans >= self.batch_size:
+                    self._close_batch()
+            else:
+                self._count_malformed(malformed)
         else:
             self.dropped += 1
         if self.taps:
@@ -287,29 +294,29 @@ class SpanRecorder:
                 tap.offer(span)
 
     def record_http(self, *fields) -> None:
-        """Records the span of one HTTP exchange from its fields (``append_http_span``'s after ``keys``):
-        no SpanRecord is built unless a tap is open."""
+        """Records the span of one HTTP exchange from its fields (see ``append_http_span``): no
+        SpanRecord is built unless a tap is open."""
         if self._spans < self.capacity:
-            self._appended(append_http_span(self._open, HTTP_SPAN_KEYS, *fields))
+            malformed = append_http_span(self._open, HTTP_SPAN_KEYS, fields)
+            if malformed is None:
+                self._spans += 1
+                self._open_spans += 1
+                if self._open_spans >= self.batch_size:
+                    self._close_batch()
+            else:
+                self._count_malformed(malformed)
         else:
             self.dropped += 1
         if self.taps:
-            span = http_span_record(*fields)
+            span = http_span_record(fields)
             for tap in self.taps:
                 tap.offer(span)
 
-    def _appended(self, malformed: str | None) -> None:
-        """Counts a span just appended to the open batch (``malformed`` None), closing the batch when full."""
-        if malformed is not None:
-            self._count_malformed(malformed)
-            return
-        self._spans += 1
-        self._open_spans += 1
-        if self._open_spans >= self.batch_size:
-            self._closed.append((self._open, self._open_spans))
-            self._open, self._open_spans = bytearray(), 0
-            if self.on_full_batch is not None:
-                self.on_full_batch()
+    def _close_batch(self) -> None:
+        self._closed.append((self._open, self._open_spans))
+        self._open, self._open_spans = bytearray(), 0
+        if self.on_full_batch is not None:
+            self.on_full_batch()
 
     def __len__(self) -> int:
         return self._spans

@@ -608,13 +608,14 @@ static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *bu
     return write_span(buffer, &head, scratch->attributes, count, attributes_size, reason);
 }
 
-/* The HTTP exchange span (append_http_span): its arguments after the buffer, the keyed values last. */
+/* The fields of an HTTP exchange's span (append_http_span), by position; the keyed values last. */
 enum {
-    HTTP_KEYS, HTTP_TRACE_ID, HTTP_SPAN_ID, HTTP_PARENT_ID, HTTP_KIND, HTTP_START, HTTP_DURATION, HTTP_STATUS_CODE,
-    HTTP_CONSTANT_ATTRIBUTES, HTTP_METHOD, HTTP_TARGET, /* ... keyed values ..., */ HTTP_ARGS = HTTP_METHOD + 13,
-    HTTP_PROXY_ERROR = HTTP_ARGS - 2, /* also the status message */
-    HTTP_KEYED = HTTP_ARGS - HTTP_METHOD, /* keys[i] names args[HTTP_METHOD + i] */
-    HTTP_OPTIONAL = HTTP_ARGS - 3, /* from here on (status, proxy error, error type), 0 or '' means no attribute */
+    HTTP_TRACE_ID, HTTP_SPAN_ID, HTTP_PARENT_ID, HTTP_KIND, HTTP_START, HTTP_DURATION, HTTP_STATUS_CODE,
+    HTTP_CONSTANT_ATTRIBUTES, HTTP_METHOD, HTTP_TARGET, /* ... the other keyed values */
+    HTTP_KEYED = 13, /* keys[i] names fields[HTTP_METHOD + i] */
+    HTTP_FIELDS = HTTP_METHOD + HTTP_KEYED,
+    HTTP_PROXY_ERROR = HTTP_FIELDS - 2, /* also the status message */
+    HTTP_OPTIONAL = HTTP_FIELDS - 3, /* from here on (status, proxy error, error type), 0 or '' is no attribute */
 };
 
 /* Text from latin-1 bytes (HTTP's method and target) as UTF-8: the bytes themselves when ASCII (as in
@@ -664,11 +665,16 @@ static int absent(PyObject *value) {
 }
 
 /* append_http_span's work: the span of one HTTP exchange from its fields, without a record tuple. */
-static enum outcome encode_http_span(PyObject *const *args, Scratch *scratch, PyObject *buffer, PyObject **reason) {
-    PyObject *keys = args[HTTP_KEYS];
+static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *scratch, PyObject *buffer,
+                                     PyObject **reason) {
+    PyObject *keys = keys_and_fields[0], *fields = keys_and_fields[1];
     if (!PyTuple_CheckExact(keys) || PyTuple_GET_SIZE(keys) != HTTP_KEYED) {
         return bad_value(reason, -1, "keys", "a tuple of 13 str", keys);
     }
+    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != HTTP_FIELDS) {
+        return bad_value(reason, -1, "fields", "a tuple of 21", fields);
+    }
+    PyObject *const *args = &PyTuple_GET_ITEM(fields, 0);
     SpanHead head;
     enum outcome outcome;
     if ((outcome = parse_head(args[HTTP_TRACE_ID], args[HTTP_SPAN_ID], args[HTTP_PARENT_ID], args[HTTP_KIND],
@@ -780,19 +786,19 @@ static PyObject *append_span(PyObject *module, PyObject *const *args, Py_ssize_t
 }
 
 PyDoc_STRVAR(append_http_span_doc,
-             "append_http_span(buffer, keys, trace_id, span_id, parent_span_id, kind, start_ns, duration_ns,\n"
-             "                 status_code, constant_attributes, method, target, queue_ns, connect_ns,\n"
-             "                 connection_reused, retries, retry_delay_ns, first_byte_ns, body_ns, endpoint_load,\n"
-             "                 http_status, proxy_error, error_type, /) -> None | str\n\n"
-             "append_span for the span of one HTTP exchange, from its fields rather than a record tuple.\n"
+             "append_http_span(buffer, keys, fields, /) -> None | str\n\n"
+             "append_span for the span of one HTTP exchange, from its fields rather than a record tuple:\n"
+             "(trace_id, span_id, parent_span_id, kind, start_ns, duration_ns, status_code, constant_attributes,\n"
+             " method, target, queue_ns, connect_ns, connection_reused, retries, retry_delay_ns, first_byte_ns,\n"
+             " body_ns, endpoint_load, http_status, proxy_error, error_type).\n"
              "Its name is `method` (latin-1 bytes); `proxy_error` is also its status message. Its attributes:\n"
-             "the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th argument from\n"
+             "the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th field from\n"
              "`method` on: the method, the path of `target` (latin-1 bytes, up to '?'), the values as typed\n"
              "as a record's; `http_status`, `proxy_error` and `error_type` only when not 0 or ''.");
 
 static PyObject *append_http_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 1 + HTTP_ARGS) {
-        return PyErr_Format(PyExc_TypeError, "append_http_span() takes %d arguments (%zd given)", 1 + HTTP_ARGS, nargs);
+    if (nargs != 3) {
+        return PyErr_Format(PyExc_TypeError, "append_http_span() takes 3 arguments (%zd given)", nargs);
     }
     PyObject *buffer = buffer_arg("append_http_span", args[0]);
     return buffer == NULL ? NULL : append_with(encode_http_span, args + 1, buffer);

@@ -31,8 +31,8 @@ __all__ = ["AttributeValue", "SpanRecord", "append_span", "HTTP_SPAN_KEYS", "app
 AttributeValue = Union[str, int, float, bool]
 SpanRecord = tuple[str, str, str, str, int, int, int, int, str, tuple[tuple[str, AttributeValue], ...]]
 
-# The attribute keys of append_http_span's values, in its argument order (the last three are left out
-# when 0 or ''). A proxy records an HTTP exchange's span from its fields in one native call: building
+# The attribute keys of append_http_span's fields from the method on, in their order (the last three are
+# left out when 0 or ''). A proxy records an HTTP exchange's span from its fields in one native call: building
 # the ~15 (key, value) pairs as tuples for append_span cost ~3x the encoding itself.
 HTTP_SPAN_KEYS = (
     conv.HTTP_METHOD, conv.URL_PATH, conv.QUEUE_NS, conv.CONNECT_NS, conv.CONNECTION_REUSED, conv.RETRIES,
@@ -42,15 +42,13 @@ HTTP_SPAN_KEYS = (
 _HTTP_OPTIONAL = len(HTTP_SPAN_KEYS) - 3
 
 
-def http_span_record(
-    trace_id: str, span_id: str, parent_span_id: str, kind: int, start_ns: int, duration_ns: int, status_code: int,
-    constant_attributes: tuple[tuple[str, AttributeValue], ...], method: bytes, target: bytes, *values: AttributeValue,
-) -> SpanRecord:
-    """The SpanRecord of what ``append_http_span`` (given the same fields after ``keys``) encodes, for
-    whoever reads spans as records (live taps)."""
+def http_span_record(fields: tuple) -> SpanRecord:
+    """The SpanRecord of what ``append_http_span`` encodes from the same ``fields``, for whoever reads
+    spans as records (live taps)."""
+    trace_id, span_id, parent_span_id, kind, start_ns, duration_ns, status_code, constant, method, target = fields[:10]
     name = method.decode("latin-1")
-    values = (name, target.partition(b"?")[0].decode("latin-1"), *values)
-    attributes = constant_attributes + tuple(
+    values = (name, target.partition(b"?")[0].decode("latin-1"), *fields[10:])
+    attributes = constant + tuple(
         (key, value) for i, (key, value) in enumerate(zip(HTTP_SPAN_KEYS, values)) if i < _HTTP_OPTIONAL or value
     )
     return trace_id, span_id, parent_span_id, name, kind, start_ns, duration_ns, status_code, values[-2], attributes

@@ -166,7 +166,7 @@ HTTP_CONSTANT = ((conventions.SERVER_ADDRESS, "payments"), (conventions.DIRECTIO
 
 
 def _http_fields(rng: random.Random) -> tuple:
-    """append_http_span's fields after ``keys``, as an exchange's end gives them."""
+    """append_http_span's fields, as an exchange's end gives them."""
     status = rng.choice([200, 204, 404, 503, 504, 0])
     error = rng.choice(["", "", "timeout", "connect_refused"])
     return (
@@ -186,8 +186,8 @@ def test_http_spans_written_from_fields_equal_their_records_written_by_the_offic
     for _ in range(2000):
         fields = _http_fields(rng)
         buffer = bytearray()
-        assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) is None
-        record = http_span_record(*fields)
+        assert append_http_span(buffer, HTTP_SPAN_KEYS, fields) is None
+        record = http_span_record(fields)
         assert ScopeSpans.FromString(bytes(buffer)).spans == [_expected_span(record)]
         from_record = bytearray()
         assert append_span(from_record, record) is None
@@ -198,7 +198,7 @@ def test_an_http_span_names_its_method_and_path_and_leaves_out_what_did_not_happ
     fields = (TRACE_ID, "00f067aa0ba902b7", "", model.KIND_SERVER, START, 5_000, model.STATUS_ERROR, HTTP_CONSTANT[:3],
               b"GET", b"/caf\xe9?q=1", 0, 0, True, 0, 0, 0, 0, 0.0, 0, "timeout", "timeout")  # fmt: skip
     buffer = bytearray()
-    assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) is None
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, fields) is None
     (span,) = ScopeSpans.FromString(bytes(buffer)).spans
     attributes = {kv.key: kv.value for kv in span.attributes}
     assert span.name == "GET" and span.status.message == "timeout" and span.status.code == model.STATUS_ERROR
@@ -226,11 +226,12 @@ def test_malformed_http_span_fields_append_nothing_and_say_why(position, value, 
     fields[7] = ()
     fields[position] = value
     buffer = bytearray(b"kept")
-    assert append_http_span(buffer, HTTP_SPAN_KEYS, *fields) == reason
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields)) == reason
+    assert append_http_span(buffer, HTTP_SPAN_KEYS[:-1], tuple(fields)).startswith("keys must be a tuple of 13 str")
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields[:-1])).startswith("fields must be a tuple of 21")
     assert buffer == b"kept"
-    assert append_http_span(buffer, HTTP_SPAN_KEYS[:-1], *fields) is not None
     with pytest.raises(TypeError):
-        append_http_span(buffer, HTTP_SPAN_KEYS, *fields[:-1])
+        append_http_span(buffer, HTTP_SPAN_KEYS)
 
 
 def test_the_same_key_with_bool_int_and_float_values_keeps_each_type():
