@@ -8,12 +8,11 @@ is handed over (``transport.set_protocol``) without copying anything but those f
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 
 from mesh.http1 import Http1Server
-from mesh.relay import Exchange
+from mesh.relay import exchange_factory
 from mesh.stack import Stack
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class Listener:
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Http1Server] = set()
         self.grpc = grpc_relay(stack)
-        self.new_exchange = functools.partial(Exchange, stack)  # no Python frame between parser and exchange
+        self.new_exchange = exchange_factory(stack)
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")

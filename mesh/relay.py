@@ -25,6 +25,7 @@ import time
 from time import perf_counter_ns, time_ns
 
 from mesh import trace_context
+from mesh._slots import clone as _clone
 from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
 from mesh.http1 import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
 from mesh.pool import ConnectError
@@ -89,51 +90,7 @@ class Exchange:
         "content_length", "chunked", "message_complete",
     )  # fmt: skip
 
-    def __init__(self, stack, downstream, method, target, version, headers, keep_alive, upgrade):
-        self.stack = stack
-        self.downstream = downstream
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers  # [(name, value)] as received
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.start_ns = time_ns()
-        self.t_start = perf_counter_ns()
-        self.body = []  # request body chunks received and not sent yet, or kept for a replay
-        self.request_done = True  # until a body is announced
-        self.destination = None
-        self.destination_name = ""
-        self.ctx = None
-        self.span_id = ""
-        self.forward_head = b""
-        self.queue_ns = 0
-        self.deadline = 0.0
-        self.endpoint = None
-        self.endpoint_load = 0.0
-        self.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
-        self.tried = ()
-        self.conn = None
-        self.connect_ns = 0
-        self.reused = False
-        self.sent_ns = 0
-        self.retries = 0
-        self.retry_delay_ns = 0
-        self.body_bytes = 0
-        self.replayable = True  # self.body still holds the whole body received so far
-        self.response_started = False
-        self.status = 0
-        self.rechunk = False
-        self.close_after = False
-        self.response_bytes = 0
-        self.finished = False
-        self.admitted = False
-        self.error = ""
-        self.started = False
-        self.content_length = -1
-        self.chunked = False
-        self.message_complete = False  # the downstream parser has seen the whole request
-
+    # Instances come from ``exchange_factory``: a copy of a prepared blank exchange per request.
     # start -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.started = True
@@ -531,3 +488,59 @@ class Exchange:
                 error or (str(status) if status >= 500 else ""),  # error.type
             )
         stack.metrics.observe_request(stack.direction, destination, address, status, error, duration / 1e9, self.retries)
+
+
+def exchange_factory(stack):
+    """The listener's ``new_exchange(server, method, target, version, headers, keep_alive, upgrade)``
+    for ``stack``: each request's exchange is a native copy (``mesh._slots.clone``) of one blank
+    exchange with the per-request values set on it, not ~45 slot assignments in an ``__init__``."""
+    blank = Exchange.__new__(Exchange)
+    blank.stack = stack
+    blank.request_done = True  # until a body is announced
+    blank.destination = None
+    blank.destination_name = ""
+    blank.ctx = None
+    blank.span_id = ""
+    blank.forward_head = b""
+    blank.queue_ns = 0
+    blank.deadline = 0.0
+    blank.endpoint = None
+    blank.endpoint_load = 0.0
+    blank.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+    blank.tried = ()
+    blank.conn = None
+    blank.connect_ns = 0
+    blank.reused = False
+    blank.sent_ns = 0
+    blank.retries = 0
+    blank.retry_delay_ns = 0
+    blank.body_bytes = 0
+    blank.replayable = True  # body still holds the whole body received so far
+    blank.response_started = False
+    blank.status = 0
+    blank.rechunk = False
+    blank.close_after = False
+    blank.response_bytes = 0
+    blank.finished = False
+    blank.admitted = False
+    blank.error = ""
+    blank.started = False
+    blank.content_length = -1
+    blank.chunked = False
+    blank.message_complete = False  # the downstream parser has seen the whole request
+
+    def new_exchange(downstream, method, target, version, headers, keep_alive, upgrade) -> Exchange:
+        exchange = _clone(blank)
+        exchange.downstream = downstream
+        exchange.method = method
+        exchange.target = target
+        exchange.version = version
+        exchange.headers = headers  # [(name, value)] as received
+        exchange.keep_alive = keep_alive
+        exchange.upgrade = upgrade
+        exchange.start_ns = time_ns()
+        exchange.t_start = perf_counter_ns()
+        exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
+        return exchange
+
+    return new_exchange
