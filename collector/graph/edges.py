@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import orjson
 
+from collector.graph import _hop_scan
 from spans.conventions import (
     DIRECTION,
     ENDPOINT,
@@ -108,18 +109,15 @@ _PAIRING_KEYS = {
     KIND_CONSUMER: _quoted(ZIPKIN_SHARED),
 }
 _PEER_KEYS = _quoted(PEER_SERVICE, SERVER_ADDRESS, LEGACY_SERVER_ADDRESS)
-
-
-def _mentions(text: str, quoted_keys: tuple[str, ...]) -> bool:
-    """Whether JSON text may hold one of the keys. A JSON encoder writes a key as its name in
-    quotes unless it escapes some of its characters, and then the text holds a backslash; so a
-    False here is exact, and spares parsing the attributes of most spans that only wait."""
-    if "\\" in text:
-        return True
-    for key in quoted_keys:
-        if key in text:
-            return True
-    return False
+# Whether JSON text may hold one of some quoted keys. A JSON encoder writes a key as its name in
+# quotes unless it escapes some of its characters, and then the text holds a backslash; so a False
+# is exact, and spares parsing the attributes of most spans that only wait.
+_mentions = _hop_scan.mentions
+# ``_hop_scan``'s view of the same: per kind number, None or (is a caller, its pairing keys).
+_SCAN_KINDS = tuple(
+    (kind in _CALLER_KINDS, _PAIRING_KEYS[kind]) if kind in _PAIRING_KEYS else None
+    for kind in range(max(_PAIRING_KEYS) + 1)
+)
 
 
 def _attributes(text: str) -> dict:
@@ -235,43 +233,45 @@ class HopTracker:
 
     def process(self, columns: SpanColumns, now_ns: int, out: list[Observation]) -> None:
         """Append the requests ``columns`` complete to ``out``; a span that cannot be read is
-        counted as malformed and skipped, never raised."""
-        for span in zip(*(columns[name] for name in _SPAN_FIELDS)):
+        counted as malformed and skipped, never raised. The native scan stores the half-hops that
+        only wait (most of them) and hands every other span of a pairing kind to ``handle``."""
+
+        def handle(span: tuple) -> None:
             pairing_keys = _PAIRING_KEYS.get(span[0])
             if pairing_keys is not None:
                 try:
                     self._process_span(span, pairing_keys, now_ns, out)
                 except Exception:  # noqa: BLE001 - odd spans must never break ingest
                     self._malformed += 1
+
+        fields = tuple(columns[name] for name in _SPAN_FIELDS)
+        _hop_scan.scan(fields, _SCAN_KINDS, self._callers, self._callees, self._claimed, now_ns + self.wait_ns, handle)
         self.expire(now_ns, out)
 
     def expire(self, now_ns: int, out: list[Observation]) -> None:
         """Give up on half-hops whose wait is over, and on the oldest beyond ``max_pending``."""
         callers, callees, claimed = self._callers, self._callees, self._claimed
-        while callees:
-            deadline, _, _ = next(iter(callees.values()))
-            over_limit = self._over_limit()
-            if deadline > now_ns and not over_limit:
-                break
+        # Beyond the limit, the oldest callees go first, then the oldest callers.
+        excess = len(callers) + len(callees) - self.max_pending
+        evicted = min(max(excess, 0), len(callees))
+        for _ in range(evicted):
             callees.popitem(last=False)
-            self._evicted += over_limit
-            self._unpaired_dropped += 1
-        while callers:
-            deadline, span, attributes = next(iter(callers.values()))
-            over_limit = self._over_limit()
-            if deadline > now_ns and not over_limit:
-                break
-            callers.popitem(last=False)
-            self._evicted += over_limit
+        dropped = evicted
+        while callees and next(iter(callees.values()))[0] <= now_ns:
+            callees.popitem(last=False)
+            dropped += 1
+        self._unpaired_dropped += dropped
+        excess -= dropped
+        self._evicted += evicted + min(max(excess, 0), len(callers))
+        while callers and (excess > 0 or next(iter(callers.values()))[0] <= now_ns):
+            _, (_, span, attributes) = callers.popitem(last=False)
+            excess -= 1
             try:
                 self._caller_unpaired(span, attributes, out)
             except Exception:  # noqa: BLE001 - its attributes were read only now
                 self._malformed += 1
         while claimed and (next(iter(claimed.values())) <= now_ns or len(claimed) > self.max_claims):
             claimed.popitem(last=False)
-
-    def _over_limit(self) -> bool:
-        return len(self._callers) + len(self._callees) > self.max_pending
 
     # ---- one span ----------------------------------------------------------------------------
 
