@@ -435,10 +435,14 @@ static int is_tchar(unsigned char c) {
 /* A field value or reason phrase character (VCHAR, SP, HTAB, obs-text). */
 static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
+enum { MAX_DROPPED_LINES = 8 };
+
 /* What the fields of a message said about its framing and connection. */
 typedef struct {
     long long content_length; /* -1 when absent */
     int close, keep_alive;    /* the Connection token seen, if any */
+    span dropped[MAX_DROPPED_LINES]; /* the hop-by-hop lines, in order (Connection names no others) */
+    int dropped_count;        /* MAX_DROPPED_LINES + 1 when there were more */
 } field_facts;
 
 enum { REFUSED = 0, TAKEN = 1, FAILED = -1 };
@@ -452,6 +456,7 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
     int fields = 0;
     facts->content_length = -1;
     facts->close = facts->keep_alive = 0;
+    facts->dropped_count = 0;
     for (;;) {
         if (end - at < 2) {
             return REFUSED; /* the head is not complete in this read */
@@ -485,6 +490,14 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
         size_t value_len = (size_t)(at - value);
         at += 2;
         enum field_kind kind = field_kind((const char *)name, name_len);
+        if (kind == CONNECTION || kind == HOP_BY_HOP) {
+            if (facts->dropped_count < MAX_DROPPED_LINES) {
+                facts->dropped[facts->dropped_count] = (span){(const char *)name, (size_t)(at - name)};
+            }
+            if (facts->dropped_count <= MAX_DROPPED_LINES) {
+                facts->dropped_count++;
+            }
+        }
         if (kind == CONTENT_LENGTH) {
             if (facts->content_length >= 0 || value_len == 0 || value_len > MAX_LENGTH_DIGITS) {
                 return REFUSED;
@@ -590,10 +603,34 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
     if (size - (head_end - text) != body_len) {
         Py_RETURN_NONE; /* the body is not all here, or more follows */
     }
-    int framing;
-    PyObject *head = end_to_end_head(args[0], (const char *)text, (const char *)head_end, &framing);
-    if (head == NULL) {
-        return NULL;
+    int framing = facts.content_length >= 0 ? HAS_CONTENT_LENGTH : 0;
+    PyObject *head;
+    if (facts.dropped_count == 0 && body_len == 0) {
+        Py_INCREF(args[0]); /* the read is the head, forwarded as it came */
+        head = args[0];
+    } else if (facts.dropped_count <= MAX_DROPPED_LINES) {
+        /* The head without the hop-by-hop lines the scan found: the lines between them, copied. */
+        size_t dropped_size = 0;
+        for (int i = 0; i < facts.dropped_count; i++) {
+            dropped_size += facts.dropped[i].len;
+        }
+        head = PyBytes_FromStringAndSize(NULL, (head_end - text) - (Py_ssize_t)dropped_size);
+        if (head == NULL) {
+            return NULL;
+        }
+        char *out = PyBytes_AS_STRING(head);
+        const char *from = (const char *)text;
+        for (int i = 0; i < facts.dropped_count; i++) {
+            memcpy(out, from, (size_t)(facts.dropped[i].start - from));
+            out += facts.dropped[i].start - from;
+            from = facts.dropped[i].start + facts.dropped[i].len;
+        }
+        memcpy(out, from, (size_t)((const char *)head_end - from));
+    } else {
+        head = end_to_end_head(args[0], (const char *)text, (const char *)head_end, &framing);
+        if (head == NULL) {
+            return NULL;
+        }
     }
     PyObject *items[5] = {
         PyLong_FromLong(status), head, PyLong_FromLong(framing),
