@@ -120,7 +120,7 @@ static Attribute *scratch_attributes(Scratch *scratch, Py_ssize_t count) {
     return scratch->attributes;
 }
 
-static size_t varint_size(uint64_t value) {
+static inline size_t varint_size(uint64_t value) {
     size_t size = 1;
     while (value >= 0x80) {
         value >>= 7;
@@ -129,7 +129,7 @@ static size_t varint_size(uint64_t value) {
     return size;
 }
 
-static char *put_varint(char *out, uint64_t value) {
+static inline char *put_varint(char *out, uint64_t value) {
     while (value >= 0x80) {
         *out++ = (char)(value | 0x80);
         value >>= 7;
@@ -151,11 +151,11 @@ static char *put_fixed64(char *out, uint64_t value) {
 }
 
 /* A length-delimited field of `len` payload bytes, tag included. */
-static size_t field_size(size_t len) { return 1 + varint_size(len) + len; }
+static inline size_t field_size(size_t len) { return 1 + varint_size(len) + len; }
 
 /* memcpy for the short keys and values a span is made of: fixed-size (the last one overlapping)
  * copies instead of a call into the C library (which was a sixth of the encoder's instructions). */
-static char *put_raw(char *out, const char *data, size_t len) {
+static inline char *put_raw(char *out, const char *data, size_t len) {
     if (len >= 16 && len <= 64) {
         for (size_t i = 0; i + 16 < len; i += 16) {
             memcpy(out + i, data + i, 16);
@@ -177,7 +177,7 @@ static char *put_raw(char *out, const char *data, size_t len) {
     return out + len;
 }
 
-static char *put_bytes_field(char *out, char tag, const char *data, size_t len) {
+static inline char *put_bytes_field(char *out, char tag, const char *data, size_t len) {
     *out++ = tag;
     out = put_varint(out, len);
     return put_raw(out, data, len);
@@ -337,7 +337,7 @@ static enum outcome parse_uint(PyObject *number, const char *what, const char *e
 }
 
 /* Measures `value` as the value of `attribute` (whose key is set): typed as in the OTLP AnyValue. */
-static enum outcome measure_value(PyObject *value, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
+static inline enum outcome measure_value(PyObject *value, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
                                   PyObject **reason) {
     int overflow = 0;
     long long number = PyLong_CheckExact(value) ? PyLong_AsLongLongAndOverflow(value, &overflow) : 0;
@@ -379,7 +379,7 @@ static enum outcome measure_value(PyObject *value, Py_ssize_t index, Attribute *
 }
 
 /* Sets the size of the KeyValue message of `attribute`, whose key and value are measured. */
-static enum outcome measure_pair(Py_ssize_t index, Attribute *attribute, PyObject **reason) {
+static inline enum outcome measure_pair(Py_ssize_t index, Attribute *attribute, PyObject **reason) {
     if ((size_t)attribute->key_len > MAX_MESSAGE) {
         return malformed(reason, "attribute %zd key too large", index);
     }
@@ -405,7 +405,7 @@ static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribut
 }
 
 /* Adds one measured attribute's field to the running size of a span's attributes. */
-static enum outcome add_attribute_size(size_t *size, const Attribute *attribute, PyObject **reason) {
+static inline enum outcome add_attribute_size(size_t *size, const Attribute *attribute, PyObject **reason) {
     *size += field_size(attribute->pair_len);
     return *size > MAX_MESSAGE ? malformed(reason, "attributes too large") : ENCODED;
 }
