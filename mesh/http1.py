@@ -112,10 +112,14 @@ class Http1Server(asyncio.Protocol):
         elif self.receiving is None:
             # Between messages: a whole request in this read is taken without the parser.
             whole = whole_request(data)
-            if whole is not None:
+            if whole is not None:  # a keep-alive request, handled as llhttp's callbacks would
+                method, target, version, headers, body = whole
                 self.write_buffer = []
                 try:
-                    self._whole_request(*whole)
+                    self._request(method, target, version, headers, True, False)
+                    if body:
+                        self.on_body(body)
+                    self.on_message_complete()
                 finally:
                     self.flush()
                 return
@@ -202,14 +206,6 @@ class Http1Server(asyncio.Protocol):
             exchange.request_complete()
             if self.answering is None:
                 self._answer_next()
-
-    def _whole_request(self, method, target, version, headers, body) -> None:
-        """A keep-alive request that came whole in one read (``whole_request``): handled as llhttp's
-        callbacks would."""
-        self._request(method, target, version, headers, True, False)
-        if body:
-            self.on_body(body)
-        self.on_message_complete()
 
     # used by the exchange ---------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -352,8 +348,22 @@ class Http1Client(asyncio.Protocol):
             if not self._in_body:
                 # Between messages: a whole response in this read is taken without the parser.
                 whole = whole_response(data, self._expect_head_only)
-                if whole is not None:
-                    self._whole_response(exchange, downstream, *whole)
+                if whole is not None:  # relayed as llhttp's callbacks would
+                    status, head, framing, keep_alive, body = whole
+                    if not self.first_byte_ns:
+                        self.first_byte_ns = perf_counter_ns()
+                    if not keep_alive:
+                        self.reusable = False
+                    if downstream.write_buffer is None:
+                        downstream.write_buffer = []
+                    try:
+                        exchange.response_head(status, head, framing)
+                        if self.exchange is exchange:  # else the exchange dropped this connection (a retry, an abort)
+                            if body:
+                                exchange.response_body(body)
+                            exchange.response_complete()
+                    finally:
+                        downstream.flush()
                     return
         else:
             self.head_buffer += data
@@ -487,23 +497,6 @@ class Http1Client(asyncio.Protocol):
             self._in_body = False
             if self.exchange is not None:
                 self.exchange.response_complete()
-
-    def _whole_response(self, exchange, downstream, status, head, framing, keep_alive, body) -> None:
-        """A response that came whole in one read (``whole_response``): relayed as llhttp's callbacks would."""
-        if not self.first_byte_ns:
-            self.first_byte_ns = perf_counter_ns()
-        if not keep_alive:
-            self.reusable = False
-        if downstream.write_buffer is None:
-            downstream.write_buffer = []
-        try:
-            exchange.response_head(status, head, framing)
-            if self.exchange is exchange:  # else the exchange dropped this connection (a retry, an abort)
-                if body:
-                    exchange.response_body(body)
-                exchange.response_complete()
-        finally:
-            downstream.flush()
 
     def _fail(self, error: str) -> None:
         exchange = self.exchange

@@ -144,11 +144,12 @@ class Exchange:
             )
         )  # fmt: skip
 
-        destination.retry_budget.deposit()
+        now = _monotonic()
+        destination.retry_budget.deposit(now)
         admission = destination.admission
         if admission.try_acquire():
             self.admitted = True
-            self.admitted_now()
+            self.admitted_now(now)
         else:
             stack.loop.create_task(self.wait_for_admission(admission))
 
@@ -165,19 +166,19 @@ class Exchange:
             return
         self.admitted = True
         self.queue_ns = int(waited * 1e9)
-        self.admitted_now()
+        self.admitted_now(_monotonic())
 
-    def admitted_now(self) -> None:
-        stack = self.stack
-        self.deadline = _monotonic() + self.destination.policy.timeout_s
-        stack.deadlines.pending.add(self)
-        self.attempt()
+    def admitted_now(self, now: float) -> None:
+        self.deadline = now + self.destination.policy.timeout_s
+        self.stack.deadlines.pending.add(self)
+        self.attempt(now)
 
     # attempt -----------------------------------------------------------------------------------
-    def attempt(self) -> None:
+    def attempt(self, now: float | None = None) -> None:
         if self.finished:
             return
-        now = _monotonic()
+        if now is None:  # a retry, after its backoff
+            now = _monotonic()
         balancer = self.destination.balancer
         endpoint = balancer.pick(now, self.tried)
         if endpoint is None and self.tried:
@@ -317,7 +318,7 @@ class Exchange:
     def response_complete(self) -> None:
         if self.rechunk:
             self.downstream.write(LAST_CHUNK)
-        self.finish(reusable=self.request_done)
+        self.finish(self.request_done)
 
     # failures ----------------------------------------------------------------------------------
     def upstream_failed(self, kind: str) -> None:
