@@ -63,7 +63,9 @@ class LatencySketch:
             sketch.min_ns, sketch.max_ns = min_ns, max_ns
         return sketch
 
-    def add(self, value_ns: int) -> None:
+    def add(self, value_ns: int, index: int | None = None) -> None:
+        """Count one value; ``index`` is its ``bucket_index`` when the caller computed it already
+        (one value counted in several sketches takes one ``log``)."""
         self.count += 1
         self.total_ns += value_ns
         if value_ns < self.min_ns:
@@ -73,7 +75,8 @@ class LatencySketch:
         if value_ns <= 0:
             self.zeros += 1
             return
-        index = bucket_index(value_ns)
+        if index is None:
+            index = bucket_index(value_ns)
         buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + 1
 

@@ -25,7 +25,7 @@ and routes; later ones are counted under ``OTHER``.
 from __future__ import annotations
 
 from collector.graph.edges import Observation
-from collector.graph.sketch import LatencySketch
+from collector.graph.sketch import LatencySketch, bucket_index
 
 OTHER = "~other"
 
@@ -46,13 +46,15 @@ class EdgeStats:
         self.response_bytes = 0
         self.latency = LatencySketch()
 
-    def record(self, observation: Observation) -> None:
+    def record(self, observation: Observation, bucket: int | None) -> None:
+        """Count one request; ``bucket`` is ``bucket_of(observation)``."""
+        _, _, _, _, _, _, duration_ns, error, retries, request_bytes, response_bytes = observation
         self.requests += 1
-        self.errors += observation.error
-        self.retries += observation.retries
-        self.request_bytes += observation.request_bytes
-        self.response_bytes += observation.response_bytes
-        self.latency.add(observation.duration_ns)
+        self.errors += error
+        self.retries += retries
+        self.request_bytes += request_bytes
+        self.response_bytes += response_bytes
+        self.latency.add(duration_ns, bucket)
 
     def merge(self, other: EdgeStats) -> None:
         self.requests += other.requests
@@ -88,10 +90,19 @@ class Window:
             for key, stats in theirs.items():
                 stats_of(mine, key).merge(stats)
 
-    def record(self, edge: EdgeKey, endpoint: str, route: str, observation: Observation) -> None:
-        stats_of(self.edges, edge).record(observation)
-        stats_of(self.endpoints, (edge, endpoint)).record(observation)
-        stats_of(self.routes, (edge, route)).record(observation)
+    def record(self, edge: EdgeKey, endpoint: str, route: str, observation: Observation, bucket: int | None) -> None:
+        """Count one request (``bucket`` is ``bucket_of(observation)``) on its edge, endpoint and route."""
+        for table, key in ((self.edges, edge), (self.endpoints, (edge, endpoint)), (self.routes, (edge, route))):
+            stats = table.get(key)
+            if stats is None:
+                stats = table[key] = EdgeStats()
+            stats.record(observation, bucket)
+
+
+def bucket_of(observation: Observation) -> int | None:
+    """The latency sketch bucket of a request (None for a zero duration), computed once for the
+    several stats that count it."""
+    return bucket_index(observation.duration_ns) if observation.duration_ns > 0 else None
 
 
 def stats_of(table: dict, key) -> EdgeStats:
@@ -174,7 +185,8 @@ class WindowStore:
                 if total is None:
                     total = totals[edge] = EdgeStats()
                     self._details[edge] = _EdgeDetails()
-            total.record(observation)
+            bucket = bucket_of(observation)
+            total.record(observation, bucket)
             start = min(self.window_start(observation.time_ns), current)
             written = self._unwritten_from is not None and start < self._unwritten_from
             if start < self._oldest_kept and not written:
@@ -184,13 +196,13 @@ class WindowStore:
                 delta = self._late.get(start)
                 if delta is None:
                     delta = self._late[start] = Window()
-                delta.record(edge, endpoint, route, observation)
+                delta.record(edge, endpoint, route, observation, bucket)
                 if start < self._oldest_kept:
                     continue
             window = windows.get(start)
             if window is None:
                 window = windows[start] = Window()
-            window.record(edge, endpoint, route, observation)
+            window.record(edge, endpoint, route, observation, bucket)
             if blocks:
                 for size in self.block_sizes_ns:
                     blocks.pop((start - start % size, size), None)
