@@ -86,7 +86,8 @@ class P2CBalancer(_EndpointSet):
             now = _monotonic()
         if count == 1:
             endpoint = endpoints[0]
-            return endpoint if endpoint not in exclude and endpoint.breaker.available(now) else None
+            breaker = endpoint.breaker
+            return endpoint if endpoint not in exclude and (not breaker.ejected or breaker.available(now)) else None
         a, b = self._draw_two(endpoints, count)
         if exclude or a.breaker.ejected or b.breaker.ejected:
             return self._pick_among_usable(now, exclude)

@@ -241,8 +241,8 @@ class Http1Server(asyncio.Protocol):
                 self.linger()  # answered before the request was read through (413, early app answer)
             else:
                 self.close()
-        elif self.receiving is not exchange:  # else: its body is still arriving, read and dropped
-            self._answer_next()
+        elif self.receiving is not exchange and (self.waiting or self.eof):
+            self._answer_next()  # else: nothing waits, or its body is still arriving, read and dropped
 
     def _answer_next(self) -> None:
         if self.waiting:
