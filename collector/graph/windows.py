@@ -46,8 +46,8 @@ class EdgeStats:
         self.response_bytes = 0
         self.latency = LatencySketch()
 
-    def record(self, observation: Observation, bucket: int | None) -> None:
-        """Count one request; ``bucket`` is ``bucket_of(observation)``."""
+    def record(self, observation: Observation, bucket: int | None = None) -> None:
+        """Count one request; ``bucket`` is ``bucket_of(observation)`` when the caller computed it."""
         _, _, _, _, _, _, duration_ns, error, retries, request_bytes, response_bytes = observation
         self.requests += 1
         self.errors += error
@@ -90,8 +90,10 @@ class Window:
             for key, stats in theirs.items():
                 stats_of(mine, key).merge(stats)
 
-    def record(self, edge: EdgeKey, endpoint: str, route: str, observation: Observation, bucket: int | None) -> None:
-        """Count one request (``bucket`` is ``bucket_of(observation)``) on its edge, endpoint and route."""
+    def record(
+        self, edge: EdgeKey, endpoint: str, route: str, observation: Observation, bucket: int | None = None
+    ) -> None:
+        """Count one request on its edge, endpoint and route (``bucket`` as in ``EdgeStats.record``)."""
         for table, key in ((self.edges, edge), (self.endpoints, (edge, endpoint)), (self.routes, (edge, route))):
             stats = table.get(key)
             if stats is None:
