@@ -38,8 +38,9 @@ FILL_CHUNK = 1_000_000
 # the rest are its CLIENT children on other services. About 2% of spans are errors (status 500).
 # Traces start in trace-number order over the last day, so each insert holds a stretch of time,
 # as a collector's inserts do.
+# Rows go into span_input, whose views fill the stored tables, as SpanStore.insert's do.
 FILL_SQL = """
-INSERT INTO spans ({columns})
+INSERT INTO span_input ({columns})
 SELECT
     lower(hex(MD5(toString(trace_no)))) AS trace_id,
     substring(lower(hex(MD5(toString(number)))), 1, 16) AS span_id,
