@@ -5,7 +5,12 @@ the two proxy spans, the callee app's SERVER span and ``--internal`` INTERNAL sp
 in four goes through no proxy (its client and server spans must be paired), and for half the
 requests the callee's spans come first. Also times a graph query over the last hour.
 
+With ``--mix ingest`` the batches are bench/ingest.py's OTLP export requests of 512 spans
+(decoded beforehand): CLIENT and SERVER spans with random parents that never pair, so every span
+waits until the pending limit evicts it, as in a long ingest run.
+
     python bench/graph.py [--requests 20000] [--internal 2] [--batch 512]
+    python bench/graph.py --mix ingest [--requests 400]
 """
 
 from __future__ import annotations
@@ -48,20 +53,37 @@ def request_spans(index: int, now_ns: int, internal: int) -> list[dict]:
     return [app_client, proxy_client, proxy_server, app_server, *inner]
 
 
+def mesh_batches(requests: int, internal: int, batch: int, now: int) -> list[dict]:
+    rows = []
+    for index in range(requests):
+        spans = request_spans(index, now, internal)
+        # Odd requests: the callee side comes one batch later, as from another process.
+        rows += spans if index % 2 == 0 else spans[::-1]
+    return [columns(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+
+
+def ingest_batches(requests: int, now: int) -> list[dict]:
+    from ingest import make_request  # bench/ingest.py, next to this file
+
+    from spans.otlp_decode import decode_otlp_protobuf
+
+    return [decode_otlp_protobuf(make_request(seed, now)).columns for seed in range(requests)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--mix", choices=("mesh", "ingest"), default="mesh", help="which spans (see above)")
+    parser.add_argument("--requests", type=int, help="meshed requests (20000), or OTLP requests with --mix ingest (400)")
     parser.add_argument("--internal", type=int, default=2, help="INTERNAL spans per request")
     parser.add_argument("--batch", type=int, default=512, help="spans per consume() call")
     args = parser.parse_args()
 
     now = time.time_ns()
-    rows = []
-    for index in range(args.requests):
-        spans = request_spans(index, now, args.internal)
-        # Odd requests: the callee side comes one batch later, as from another process.
-        rows += spans if index % 2 == 0 else spans[::-1]
-    batches = [columns(rows[i : i + args.batch]) for i in range(0, len(rows), args.batch)]
+    if args.mix == "mesh":
+        batches = mesh_batches(args.requests or 20_000, args.internal, args.batch, now)
+    else:
+        batches = ingest_batches(args.requests or 400, now)
+    spans = sum(len(batch["trace_id"]) for batch in batches)
 
     # The input batches are the bench's own garbage-collector load, not the graph's: keep the
     # collector's full passes from walking them.
@@ -72,8 +94,8 @@ def main() -> int:
     for batch in batches:
         graph.consume(batch)
     cpu = time.process_time() - started
-    print(f"consume: {len(rows)} spans in {len(batches)} batches of {args.batch}: "
-          f"{cpu:.3f} s CPU = {cpu / len(rows) * 1e6:.2f} us/span ({len(rows) / cpu:,.0f} spans/s)")
+    print(f"consume: {spans} spans in {len(batches)} batches of {len(batches[0]['trace_id'])}: "
+          f"{cpu:.3f} s CPU = {cpu / spans * 1e6:.2f} us/span ({spans / cpu:,.0f} spans/s)")
     started = time.perf_counter()
     answer = graph.graph(now - 3600 * S, now)
     print(f"graph query over the last hour: {(time.perf_counter() - started) * 1e3:.1f} ms, "
