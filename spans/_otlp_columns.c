@@ -791,12 +791,15 @@ done:
 /* Real traffic repeats most attributes (http.method=GET, the same routes, peers and agents), so
  * the result for a KeyValue encoding is remembered and reused when the same bytes come again: a
  * direct-mapped table (a colliding encoding replaces the entry), bounded in size. Only the GIL
- * holder decodes, so the table needs no lock. */
+ * holder decodes, so the table needs no lock.
+ * The table (~700 KB) is mostly out of cache, and so is the tag an entry replaces: a lookup first
+ * reads a slot's hash from a small array, and an encoding is only stored on its second sighting
+ * (`seen` remembers hashes met once), so values that never repeat (URLs, ports, ratios) cost no
+ * trip to the table at all. */
 enum { CACHE_SLOTS = 2048, CACHE_MAX_RAW = 96, CACHE_MAX_JSON = 192 };
 
 typedef struct {
     PyObject *tag;  /* NULL: the slot is empty */
-    uint64_t hash;
     Py_ssize_t raw_size, json_size;
     int json_ascii;
     uint8_t raw[CACHE_MAX_RAW];
@@ -804,6 +807,8 @@ typedef struct {
 } CachedAttribute;
 
 static CachedAttribute attribute_cache[CACHE_SLOTS];
+static uint64_t attribute_cache_hash[CACHE_SLOTS];  /* the hash of each slot's encoding */
+static uint64_t attribute_seen[CACHE_SLOTS];  /* hashes of encodings met once, not yet stored */
 
 static uint64_t raw_hash(const uint8_t *p, Py_ssize_t n)
 {
@@ -821,15 +826,23 @@ static uint64_t raw_hash(const uint8_t *p, Py_ssize_t n)
 
 static int attribute_put(Out *out, Buf *json, const uint8_t *data, Py_ssize_t size)
 {
-    CachedAttribute *cached = NULL;
-    uint64_t hash = 0;
+    CachedAttribute *store = NULL;  /* the slot this encoding's result goes to, if any */
     if (size <= CACHE_MAX_RAW) {
-        hash = raw_hash(data, size);
-        cached = &attribute_cache[hash & (CACHE_SLOTS - 1)];
-        if (cached->tag && cached->hash == hash && cached->raw_size == size && !memcmp(cached->raw, data, (size_t)size)) {
-            json->ascii &= cached->json_ascii;
-            Py_INCREF(cached->tag);
-            return buf_put(json, cached->json, cached->json_size) < 0 ? -1 : refs_push(&out->tags, cached->tag);
+        uint64_t hash = raw_hash(data, size);
+        size_t slot = hash & (CACHE_SLOTS - 1);
+        if (attribute_cache_hash[slot] == hash) {
+            CachedAttribute *cached = &attribute_cache[slot];
+            if (cached->tag && cached->raw_size == size && !memcmp(cached->raw, data, (size_t)size)) {
+                json->ascii &= cached->json_ascii;
+                Py_INCREF(cached->tag);
+                return buf_put(json, cached->json, cached->json_size) < 0 ? -1 : refs_push(&out->tags, cached->tag);
+            }
+        }
+        if (attribute_seen[slot] == hash) {
+            store = &attribute_cache[slot];
+            attribute_cache_hash[slot] = hash;
+        } else {
+            attribute_seen[slot] = hash;
         }
     }
     Py_ssize_t start = json->len;
@@ -838,15 +851,18 @@ static int attribute_put(Out *out, Buf *json, const uint8_t *data, Py_ssize_t si
     json->ascii = 1;  /* to learn whether this member is ASCII */
     if (attribute_decode(out, json, data, size, &tag) < 0)
         return -1;
-    if (cached && json->len - start <= CACHE_MAX_JSON) {
-        Py_INCREF(tag);
-        Py_XSETREF(cached->tag, tag);
-        cached->hash = hash;
-        cached->raw_size = size;
-        memcpy(cached->raw, data, (size_t)size);
-        cached->json_size = json->len - start;
-        memcpy(cached->json, json->data + start, (size_t)cached->json_size);
-        cached->json_ascii = json->ascii;
+    if (store) {
+        /* An entry too big to keep leaves the slot empty rather than stale under the new hash. */
+        Py_CLEAR(store->tag);
+        if (json->len - start <= CACHE_MAX_JSON) {
+            Py_INCREF(tag);
+            store->tag = tag;
+            store->raw_size = size;
+            memcpy(store->raw, data, (size_t)size);
+            store->json_size = json->len - start;
+            memcpy(store->json, json->data + start, (size_t)store->json_size);
+            store->json_ascii = json->ascii;
+        }
     }
     json->ascii &= ascii;
     return refs_push(&out->tags, tag);
