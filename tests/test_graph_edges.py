@@ -486,3 +486,55 @@ def test_zipkin_spans_pair_by_parent_and_by_shared_span_id():
         ("frontend", "catalog", "request"): 1,
         ("catalog", "pricing", "request"): 1,
     }
+
+
+def test_odd_column_values_take_the_python_rules_and_never_crash():
+    clock = Clock()
+    graph = new_graph(clock)
+    client, server = app_pair(new_trace_id(), "a", "b", T0 - S, MS, server_attributes={"http.route": "/é/日本"})
+    client["kind"] = float(KIND_CLIENT)  # not an int: the native scan hands it to the Python rules
+    unhashable = span(new_trace_id(), "a", KIND_CLIENT, T0 - S, MS)
+    unhashable["span_id"] = ["x"]
+    no_text = span(new_trace_id(), "b", KIND_SERVER, T0 - S, MS, parent="00000000000000aa")
+    no_text["attributes"] = None
+    no_kind = span(new_trace_id(), "a", KIND_CLIENT, T0 - S, MS)
+    no_kind["kind"] = None
+    graph.consume(columns([client, unhashable, no_text, no_kind, server]))
+    assert graph.failed_batches() == 0
+    assert graph.pairing_stats().malformed == 2  # the unhashable id and the missing attribute text
+    edge = edges_of(graph)[("a", "b", "request")]
+    assert edge["requests"] == 1
+    assert [route["route"] for route in edge["routes"]] == ["/é/日本"]
+
+
+def test_the_native_scan_refuses_what_it_cannot_read():
+    from collector.graph import _hop_scan
+    from collector.graph.edges import _SCAN_KINDS
+
+    def scan(fields, kinds=_SCAN_KINDS, handle=lambda row: None):
+        return _hop_scan.scan(fields, kinds, {}, {}, {}, 0, handle)
+
+    ok = ([KIND_CLIENT], ["t"], ["s"], [""], ["{}"])
+    with pytest.raises(ValueError, match="at least 5 lists"):
+        scan(ok[:4])
+    with pytest.raises(ValueError, match="must be a list"):
+        scan((*ok[:4], ("{}",)))
+    with pytest.raises(ValueError, match="kinds"):
+        scan(ok, kinds=[None])
+    with pytest.raises(ValueError, match="ASCII"):
+        scan(ok, kinds=(None, None, None, (True, ("é",))))
+    with pytest.raises(TypeError):
+        _hop_scan.scan(ok, _SCAN_KINDS, {}, {}, {}, 0)
+    with pytest.raises(TypeError):
+        _hop_scan.mentions(b"{}", ('"a"',))
+    assert _hop_scan.mentions('{"a\\u0062":1}', ('"ab"',)) and _hop_scan.mentions('{"日":{"ab":1}}', ('"ab"',))
+    assert not _hop_scan.mentions('{"日":{"a b":1}}', ('"ab"',))
+
+    # Columns of different lengths are read as zip() reads them; one that shrinks under a
+    # handler's feet is an error, not a read out of bounds.
+    rows = []
+    scan(([KIND_SERVER] * 3, ["t"] * 2, ["s"] * 3, [""] * 3, ["{}"] * 3), handle=rows.append)
+    assert len(rows) == 2
+    shrinking = ([KIND_SERVER] * 3, ["t"] * 3, ["s"] * 3, [""] * 3, ["{}"] * 3)
+    with pytest.raises(ValueError, match="changed length"):
+        scan(shrinking, handle=lambda row: shrinking[4].clear())
