@@ -56,11 +56,16 @@ static PyObject *mentions_text(PyObject *module, PyObject *const *args, Py_ssize
         return NULL;
     }
     PyObject *text = args[0], *needles = args[1];
+    if (PyUnicode_READY(text) < 0)
+        return NULL;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(needles); k++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(needles, k))) {
+        PyObject *needle = PyTuple_GET_ITEM(needles, k);
+        if (!PyUnicode_Check(needle)) {
             PyErr_SetString(PyExc_TypeError, "needles must be str");
             return NULL;
         }
+        if (PyUnicode_READY(needle) < 0)
+            return NULL;
     }
     if (PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND) {
         int found = 0;
@@ -100,7 +105,7 @@ static int read_kinds(PyObject *kinds, kind_rule *rules, Py_ssize_t *count)
         PyObject *needles = PyTuple_GET_ITEM(entry, 1);
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(needles); k++) {
             PyObject *needle = PyTuple_GET_ITEM(needles, k);
-            if (!PyUnicode_Check(needle) || !PyUnicode_IS_ASCII(needle)) {
+            if (!PyUnicode_Check(needle) || PyUnicode_READY(needle) < 0 || !PyUnicode_IS_ASCII(needle)) {
                 PyErr_SetString(PyExc_ValueError, "pairing keys must be ASCII str");
                 return -1;
             }
@@ -155,7 +160,11 @@ static int store_plain(PyObject *row, const kind_rule *rule, PyObject *callers, 
                        PyObject *claimed, PyObject *deadline)
 {
     PyObject *text = PyTuple_GET_ITEM(row, ATTRIBUTES);
-    if (!PyUnicode_CheckExact(text) || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+    if (!PyUnicode_CheckExact(text))
+        return 0;
+    if (PyUnicode_READY(text) < 0)
+        return -1;
+    if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
         return 0;
     if (mentions((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), rule->needles))
         return 0;
