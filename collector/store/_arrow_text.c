@@ -37,6 +37,17 @@ static char *allocate_bytes(PyObject *allocate, Py_ssize_t size, PyObject **owne
 /* The lists and tuples here are read with the PySequence_Fast macros, which take either. */
 #define IS_LIST_OR_TUPLE(o) (PyList_Check(o) || PyTuple_Check(o))
 
+/* A str's UTF-8 bytes: an ASCII str's own data (almost every value here) without a call, others
+ * through the UTF-8 form CPython caches on the str. NULL with an exception set if it has none. */
+static inline const char *utf8_of(PyObject *value, Py_ssize_t *size)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(value)) {
+        *size = PyUnicode_GET_LENGTH(value);
+        return (const char *)PyUnicode_DATA(value);
+    }
+    return PyUnicode_AsUTF8AndSize(value, size);
+}
+
 /* Sum of the UTF-8 sizes of the str items of `list` (each one converted once: for an ASCII str
  * this reads its own data, for others CPython caches the UTF-8 form the fill pass reads again). */
 static int utf8_total(PyObject *list, Py_ssize_t *total)
@@ -48,7 +59,7 @@ static int utf8_total(PyObject *list, Py_ssize_t *total)
             PyErr_Format(PyExc_TypeError, "item %zd is %.100s, not str", i, Py_TYPE(value)->tp_name);
             return -1;
         }
-        if (!PyUnicode_AsUTF8AndSize(value, &size))
+        if (!utf8_of(value, &size))
             return -1;
         *total += size;
     }
@@ -63,7 +74,7 @@ static int utf8_fill(PyObject *list, char *data, Py_ssize_t total, int64_t *offs
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(list, i);
         Py_ssize_t size;
-        const char *utf8 = PyUnicode_Check(value) ? PyUnicode_AsUTF8AndSize(value, &size) : NULL;
+        const char *utf8 = PyUnicode_Check(value) ? utf8_of(value, &size) : NULL;
         if (!utf8 || *next >= count || size > total - *used) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_RuntimeError, "a text column changed while it was converted");
