@@ -1133,6 +1133,8 @@ typedef struct {
     PyObject *rejected;
     PyObject *known_problems;  /* path -> message decided before (OTLP/JSON); may be empty */
     PyObject *empty_list_json; /* "[]" */
+    PyObject *last_trace_id;   /* the previous span's trace id text, or NULL */
+    uint8_t last_trace_id_raw[16];
     Out out;
 } Decoder;
 
@@ -1148,6 +1150,20 @@ static int append_shared(Decoder *d, int column, PyObject *value) /* borrows val
 {
     Py_INCREF(value);
     return append(d, column, value);
+}
+
+/* A trace id's hex text. An SDK exports a finished request's spans together, so a span often
+ * has the trace id of the span before it: then both rows hold the same str. */
+static PyObject *trace_id_str(Decoder *d, const uint8_t *raw)
+{
+    if (d->last_trace_id && !memcmp(d->last_trace_id_raw, raw, 16))
+        return Py_NewRef(d->last_trace_id);
+    PyObject *text = hex_str(raw, 16);
+    if (text) {
+        Py_XSETREF(d->last_trace_id, Py_NewRef(text));
+        memcpy(d->last_trace_id_raw, raw, 16);
+    }
+    return text;
 }
 
 /* How many spans the request holds (its ExportTraceServiceRequest > ResourceSpans > ScopeSpans >
@@ -1223,7 +1239,7 @@ static int span_decode(Decoder *d, const uint8_t *data, Py_ssize_t size, const S
 
     PyObject *resource = shared->resource, *scope = shared->scope;
     Out *out = &d->out;
-    if (append(d, COL_TRACE_ID, hex_str(s.trace_id.data, 16)) < 0
+    if (append(d, COL_TRACE_ID, trace_id_str(d, s.trace_id.data)) < 0
         || append(d, COL_SPAN_ID, hex_str(s.span_id.data, 8)) < 0
         || append(d, COL_PARENT_SPAN_ID, hex_str(s.parent_span_id.data, s.parent_span_id.size)) < 0
         || append(d, COL_TRACE_STATE, text_str(s.trace_state.data, s.trace_state.size, s.trace_state.ascii)) < 0
@@ -1385,6 +1401,7 @@ static void decoder_free(Decoder *d)
         Py_CLEAR(d->columns[i]);
     Py_CLEAR(d->rejected);
     Py_CLEAR(d->empty_list_json);
+    Py_CLEAR(d->last_trace_id);
     refs_clear(&d->out.tags);
     PyMem_Free(d->out.tags.items);
     PyMem_Free(d->out.json.data);

@@ -436,3 +436,17 @@ def test_an_empty_request_and_empty_messages_decode_to_nothing():
     request.resource_spans.add().scope_spans.add()
     batch = decode_otlp_protobuf(request.SerializeToString())
     assert (row_count(batch.columns), batch.rejected) == (0, [])
+
+
+def test_spans_of_one_trace_in_a_row_share_their_trace_id_text():
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    ids = [b"\x0a" * 16, b"\x0a" * 16, b"\x0b" * 16, b"\x0a" * 16, b"\x0a" * 15 + b"\x0b"]
+    for number, trace_id in enumerate(ids):
+        spans.add(trace_id=trace_id, span_id=bytes([number + 1]) * 8, start_time_unix_nano=1, end_time_unix_nano=2)
+    spans.add(trace_id=b"\x0a" * 15, span_id=b"\x09" * 8)  # rejected between two spans of one trace
+    spans.add(trace_id=b"\x0a" * 15 + b"\x0b", span_id=b"\x08" * 8, start_time_unix_nano=1, end_time_unix_nano=2)
+    batch = decode_otlp_protobuf(request.SerializeToString())
+    trace_ids = batch.columns["trace_id"]
+    assert trace_ids == [i.hex() for i in ids] + [ids[-1].hex()] and len(batch.rejected) == 1
+    assert trace_ids[0] is trace_ids[1] and trace_ids[4] is trace_ids[5] and trace_ids[2] is not trace_ids[3]
