@@ -12,6 +12,11 @@ Framing rules the relay relies on:
   ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Connection``) never cross the proxy
   (``mesh/_http1_heads.c``); bodies are re-framed per hop (Content-Length kept, else chunked);
 - writes made while a protocol is parsing one read are batched into one ``transport.write``.
+
+The common message, a keep-alive request or a Content-Length response that arrives whole in one read,
+skips llhttp: ``whole_request`` / ``whole_response`` (``mesh/_http1_heads.c``) check it more strictly
+than llhttp would and hand over its pieces in one call (llhttp's callbacks cost a Python call each).
+Whatever they refuse goes to llhttp unchanged, and they are only tried while llhttp is between messages.
 """
 
 from __future__ import annotations
