@@ -284,7 +284,7 @@ static enum outcome parse_id(PyObject *id, const char *what, size_t size, int op
                              size_t *written, PyObject **reason) {
     const unsigned char *digits = NULL;
     Py_ssize_t len = -1;
-    if (PyUnicode_IS_COMPACT_ASCII(id)) { /* else not hex digits (or a str of a rare internal form: refused) */
+    if (PyUnicode_Check(id) && PyUnicode_IS_COMPACT_ASCII(id)) { /* else not hex digits (or a rare str form: refused) */
         digits = PyUnicode_1BYTE_DATA(id);
         len = PyUnicode_GET_LENGTH(id);
     }

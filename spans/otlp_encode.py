@@ -49,7 +49,9 @@ def http_span_record(fields: tuple) -> SpanRecord:
     name = method.decode("latin-1")
     values = (name, target.partition(b"?")[0].decode("latin-1"), *fields[10:])
     attributes = constant + tuple(
-        (key, value) for i, (key, value) in enumerate(zip(HTTP_SPAN_KEYS, values)) if i < _HTTP_OPTIONAL or value
+        (key, value)
+        for i, (key, value) in enumerate(zip(HTTP_SPAN_KEYS, values))
+        if i < _HTTP_OPTIONAL or not (type(value) is int and value == 0 or isinstance(value, str) and not value)
     )
     return trace_id, span_id, parent_span_id, name, kind, start_ns, duration_ns, status_code, values[-2], attributes
 
