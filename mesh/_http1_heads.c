@@ -21,7 +21,7 @@
 enum { MAX_CONNECTION_TOKENS = 32 };
 
 /* What a request field is to the proxy. */
-enum field_kind { FORWARD, HOST, CONTENT_LENGTH, HOP_BY_HOP, TRANSFER_ENCODING, CONNECTION, TRACE };
+enum field_kind { FORWARD, HOST, CONTENT_LENGTH, HOP_BY_HOP, TRANSFER_ENCODING, CONNECTION, TRACEPARENT, TRACE };
 
 typedef struct {
     const char *name;
@@ -39,7 +39,7 @@ static const known_field KNOWN_FIELDS[] = {
     {"trailer", 7, HOP_BY_HOP},
     {"transfer-encoding", 17, TRANSFER_ENCODING},
     {"upgrade", 7, HOP_BY_HOP},
-    {"traceparent", 11, TRACE},
+    {"traceparent", 11, TRACEPARENT},
     {"tracestate", 10, TRACE},
     {"b3", 2, TRACE},
     {"x-b3-traceid", 12, TRACE},
@@ -185,7 +185,9 @@ static long long parse_length(const char *text, size_t len) {
  * "name: value\r\n" lines (hop-by-hop fields, the fields Connection names, trace headers and, with
  * `drop_host`, Host left out); `host` the first Host value (b"" if none); `content_length` -1 when
  * absent; `chunked` whether Transfer-Encoding is present (llhttp accepts no coding but a final
- * "chunked" on a request); `traced` whether a trace header came in. */
+ * "chunked" on a request); `traced` False without trace headers, the traceparent value (bytes) when
+ * that is the only trace header (the usual traced request: the relay parses it without walking the
+ * headers again), else True. */
 static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "request_fields(headers: list, drop_host: bool)");
@@ -200,7 +202,8 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
     token_list connection = {.count = 0};
     PyObject *host = NULL; /* borrowed */
     long long content_length = -1;
-    int chunked = 0, traced = 0;
+    int chunked = 0, trace_fields = 0;
+    PyObject *traceparent = NULL; /* borrowed: the value of the last traceparent field */
     size_t size = 0; /* of the forwarded lines */
     /* First pass: check the items, find Connection's tokens and the framing facts. */
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -243,8 +246,12 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
         case TRANSFER_ENCODING:
             chunked = 1;
             break;
+        case TRACEPARENT:
+            traceparent = value;
+            trace_fields++;
+            break;
         case TRACE:
-            traced = 1;
+            trace_fields++;
             break;
         case HOP_BY_HOP:
             break;
@@ -300,7 +307,9 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
     } else {
         Py_INCREF(host);
     }
-    return Py_BuildValue("(NNLNN)", lines, host, content_length, PyBool_FromLong(chunked), PyBool_FromLong(traced));
+    PyObject *traced = trace_fields == 1 && traceparent != NULL ? traceparent : trace_fields ? Py_True : Py_False;
+    Py_INCREF(traced);
+    return Py_BuildValue("(NNLNN)", lines, host, content_length, PyBool_FromLong(chunked), traced);
 }
 
 /* Framing facts of a response head, for the relay (bit flags). */

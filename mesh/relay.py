@@ -39,6 +39,7 @@ from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
 _extract = trace_context.extract
+_from_traceparent = trace_context.from_traceparent
 _trace_header_lines = trace_context.trace_header_lines
 _new_root = trace_context.new_root
 _new_span_id = trace_context.new_span_id
@@ -107,7 +108,12 @@ class Exchange:
             return
         if self.chunked or self.content_length > 0:
             self.request_done = self.message_complete
-        ctx = _extract(headers) if traced else None
+        if not traced:
+            ctx = None
+        elif traced is True:  # tracestate, B3 or several trace headers: the full rules
+            ctx = _extract(headers)
+        else:  # the only trace header, a traceparent (its value): parsed without a walk over the headers
+            ctx = _from_traceparent(traced)
         if ctx is None:
             ctx, span_id = _new_root()
         else:

@@ -43,6 +43,25 @@ def test_request_fields_without_host_framing_or_trace():
     assert request_fields(headers, True) == (b"x: \r\n", b"a", -1, True, False)
 
 
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    "trace_fields, traced",
+    [
+        ([(b"TraceParent", TRACEPARENT)], TRACEPARENT),  # the only trace header: its value, for the relay to read
+        ([(b"traceparent", TRACEPARENT), (b"tracestate", b"k=v")], True),
+        ([(b"traceparent", TRACEPARENT), (b"traceparent", TRACEPARENT)], True),
+        ([(b"b3", b"1")], True),
+        ([(b"x-b3-sampled", b"1")], True),
+    ],
+)
+def test_request_fields_say_which_trace_headers_came(trace_fields, traced):
+    lines, _, _, _, found = request_fields([(b"host", b"a"), *trace_fields, (b"accept", b"*/*")], False)
+    assert lines == b"host: a\r\naccept: */*\r\n"
+    assert found == traced and type(found) is type(traced)
+
+
 def test_request_fields_equal_repeated_lengths_are_one_length():
     assert request_fields([(b"content-length", b"5"), (b"Content-Length", b" 5 ")], False)[2] == 5
 

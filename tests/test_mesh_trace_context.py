@@ -10,6 +10,7 @@ from mesh.trace_context import (
     W3C,
     TraceContext,
     extract,
+    from_traceparent,
     inject,
     new_root,
     new_span_id,
@@ -161,6 +162,41 @@ def test_malformed_traceparent_falls_back_to_b3():
 )
 def test_malformed_or_missing_context_means_a_new_trace(headers):
     assert extract(headers) is None
+
+
+TRACEPARENTS = [
+    f"00-{TRACE}-{PARENT}-01",
+    f" 00-{TRACE}-{PARENT}-00\t",  # surrounding whitespace is not part of the value
+    f"00-{TRACE}-{PARENT}-0b",  # flags other than sampled: only the low bit counts
+    f"cc-{TRACE}-{PARENT}-01-future",
+    f"cc-{TRACE}-{PARENT}-01-\xff",  # a later version's fields are not read
+    f"cc-{TRACE}-{PARENT}-01x",
+    f"00-{TRACE}-{PARENT}-01-",
+    f"ff-{TRACE}-{PARENT}-01",
+    f"00-{TRACE}-{PARENT}-0",
+    f"00-{TRACE}-{PARENT}-0g",
+    f"0-{TRACE}-{PARENT}-01",
+    f"00-{TRACE[:-1]}A-{PARENT}-01",
+    f"00-{TRACE}_{PARENT}-01",
+    f"00-{TRACE}-{'0' * 16}-01",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", [text.encode("latin-1") for text in TRACEPARENTS])
+def test_a_lone_traceparent_reads_as_extract_reads_it(value):
+    # from_traceparent is the relay's shortcut for a request whose only trace header is a traceparent
+    assert from_traceparent(value) == extract([(b"traceparent", value)])
+    assert from_traceparent(value) == extract([(b"TraceParent", value), (b"tracestate", b"")])
+
+
+def test_a_lone_traceparent_continues_the_trace_it_names():
+    ctx = from_traceparent(f"00-{TRACE}-{PARENT}-03".encode())
+    assert type(ctx) is TraceContext
+    assert ctx == TraceContext(TRACE, PARENT, True, "", W3C)
+    assert from_traceparent(f"00-{TRACE}-{PARENT}-02".encode()).sampled is False
+    with pytest.raises(TypeError):
+        from_traceparent(f"00-{TRACE}-{PARENT}-01")
 
 
 def test_future_traceparent_version_with_extra_fields_is_accepted():
