@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=500_000, help="spans to send per backend (default %(default)s)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (default %(default)s)")
     parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests per client (default %(default)s)")
-    parser.add_argument("--batch-rows", type=int, default=50_000, help="rows per raw insert, as the collector's writer (default %(default)s)")
+    parser.add_argument("--batch-rows", type=int, default=100_000, help="rows per raw insert, as the collector's writer (default %(default)s)")
     parser.add_argument("--clickhouse-url", help="also measure a ClickHouse server at this clickhouse:// URL")
     parser.add_argument("--start-clickhouse", action="store_true", help="start a throw-away clickhouse-server for the run")
     args = parser.parse_args()

@@ -55,7 +55,7 @@ class CollectorConfig:
     spool_max_bytes: int = 1 << 30
     spool_fsync: bool = False
     retention_days: int | None = None
-    batch_rows: int = 50_000
+    batch_rows: int = 100_000
     batch_delay: float = 1.0
     max_request_bytes: int = 16 << 20
     store_wait: float = 30.0

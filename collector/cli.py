@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     parser.add_argument("--spool-max-bytes", type=_byte_size, default="1g", metavar="SIZE", help="refuse new spans with back-pressure beyond this spool size (default %(default)s)")
     parser.add_argument("--spool-fsync", action="store_true", help="fsync every acknowledged batch (survives power loss; slower). Without it a kill -9 still loses nothing")
     parser.add_argument("--retention-days", type=int, metavar="DAYS", help="drop days of spans older than this (default: keep forever)")
-    parser.add_argument("--batch-rows", type=int, default=50_000, metavar="N", help="insert at most N spans per batch (default %(default)s)")
+    parser.add_argument("--batch-rows", type=int, default=100_000, metavar="N", help="insert at most N spans per batch (default %(default)s)")
     parser.add_argument("--batch-delay", type=float, default=1.0, metavar="SECONDS", help="insert a batch at most this long after its first span (default %(default)s)")
     parser.add_argument("--max-request-bytes", type=_byte_size, default="16m", metavar="SIZE", help="largest request body accepted; larger gets 413 / RESOURCE_EXHAUSTED (default %(default)s)")
     parser.add_argument("--store-wait", type=float, default=30.0, metavar="SECONDS", help="how long to wait for a ClickHouse server at start (default %(default)s)")

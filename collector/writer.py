@@ -42,7 +42,7 @@ class SpoolWriter:
         self,
         spool: Spool,
         store: SpanStore,
-        max_rows: int = 50_000,
+        max_rows: int = 100_000,
         max_delay: float = 1.0,
         retention_days: int | None = None,
     ):
