@@ -7,7 +7,9 @@ objects is what keeps ingest at 100k+ spans/s per core.
 Typed values (attributes, events, links) are kept as JSON text so they round-trip exactly
 (string, int, double, bool, arrays, nested maps); ``tags`` holds ``key=value`` text forms of every
 attribute a span carries itself or through its resource, scope, events and links, which is what
-trace search matches against.
+trace search matches against. A row of ``tags`` is a list or a tuple of str (the OTLP decoder makes
+tuples, which the cyclic GC never tracks). The store keeps only hashes of the tags (search input),
+so spans read back from it carry empty tags.
 """
 
 from __future__ import annotations
