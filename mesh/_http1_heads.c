@@ -80,7 +80,13 @@ static int same_name(const char *a, size_t a_len, const char *b, size_t b_len) {
 enum { MAX_KNOWN_NAME = 17, MAX_SAME_LENGTH = 4 };
 static signed char known_by_length[MAX_KNOWN_NAME + 1][MAX_SAME_LENGTH + 1];
 
-static void index_known_fields(void) {
+/* Every byte lower-cased (ASCII letters only), and the RFC 9110 tchar bytes: tables filled at import,
+ * because each field name of every message goes through both (a strchr per punctuation character and
+ * a lower-casing of both names per compared character cost ~5,000 instructions per proxied request). */
+static unsigned char ascii_lower[256];
+static unsigned char tchar[256];
+
+static void fill_tables(void) {
     memset(known_by_length, -1, sizeof(known_by_length));
     for (size_t i = 0; i < KNOWN_COUNT; i++) {
         signed char *slot = known_by_length[KNOWN_FIELDS[i].len];
@@ -89,14 +95,25 @@ static void index_known_fields(void) {
         }
         *slot = (signed char)i;
     }
+    for (int c = 0; c < 256; c++) {
+        ascii_lower[c] = (unsigned char)lower(c);
+        tchar[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    }
 }
 
+/* KNOWN_FIELDS names are lower case: only the name read is lower-cased, and only until it differs. */
 static enum field_kind field_kind(const char *name, size_t len) {
     if (len > MAX_KNOWN_NAME) {
         return FORWARD;
     }
     for (const signed char *index = known_by_length[len]; *index >= 0; index++) {
-        if (same_name(name, len, KNOWN_FIELDS[*index].name, len)) {
+        const char *known = KNOWN_FIELDS[*index].name;
+        size_t i = 0;
+        while (i < len && ascii_lower[(unsigned char)name[i]] == (unsigned char)known[i]) {
+            i++;
+        }
+        if (i == len) {
             return KNOWN_FIELDS[*index].kind;
         }
     }
@@ -405,11 +422,27 @@ static PyObject *end_to_end_head(PyObject *source, const char *text, const char 
     return kept;
 }
 
+/* The proxy answers in HTTP/1.1 whatever version the upstream spoke (it re-frames the body for an
+ * HTTP/1.1 hop): `head` (a new reference, consumed) with "HTTP/1.1" in place of its first 8 bytes
+ * when the start line names another version, in a copy (`head` may be the caller's own bytes). */
+static PyObject *as_http11(PyObject *head) {
+    if (head == NULL || PyBytes_GET_SIZE(head) < 8 || memcmp(PyBytes_AS_STRING(head) + 5, "1.1", 3) == 0) {
+        return head;
+    }
+    PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head));
+    Py_DECREF(head);
+    if (copy != NULL) {
+        memcpy(PyBytes_AS_STRING(copy), "HTTP/1.1", 8);
+    }
+    return copy;
+}
+
 /* response_head(head) -> (end_to_end_head, framing)
  *
- * `head` is a raw message head as received (start line, fields, empty line). Returns it without its
- * hop-by-hop lines (the very object when there are none) and the framing flags HAS_CONTENT_LENGTH /
- * HAS_TRANSFER_ENCODING it declared. */
+ * `head` is a raw message head as received (start line, fields, empty line). Returns it as the proxy
+ * forwards it: without its hop-by-hop lines (the very object when there are none and it is HTTP/1.1
+ * already), labelled HTTP/1.1; and the framing flags HAS_CONTENT_LENGTH / HAS_TRANSFER_ENCODING it
+ * declared. */
 static PyObject *response_head(PyObject *module, PyObject *head) {
     if (!PyBytes_Check(head)) {
         PyErr_SetString(PyExc_TypeError, "response_head(head: bytes)");
@@ -417,7 +450,7 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
     }
     int framing;
     const char *text = PyBytes_AS_STRING(head);
-    PyObject *kept = end_to_end_head(head, text, text + PyBytes_GET_SIZE(head), &framing);
+    PyObject *kept = as_http11(end_to_end_head(head, text, text + PyBytes_GET_SIZE(head), &framing));
     return kept == NULL ? NULL : pair(kept, PyLong_FromLong(framing));
 }
 
@@ -432,14 +465,6 @@ static PyObject *response_head(PyObject *module, PyObject *head) {
  * anything it refuses, and what it takes it reports as llhttp would (tested against httptools). */
 
 enum { MAX_FAST_HEAD = 64 * 1024, MAX_FAST_FIELDS = 128, MAX_LENGTH_DIGITS = 15 };
-
-/* RFC 9110 tchar: the characters of a field name. */
-static int is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-        return 1;
-    }
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
 
 /* A field value or reason phrase character (VCHAR, SP, HTAB, obs-text). */
 static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
@@ -478,7 +503,7 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
             return REFUSED;
         }
         const unsigned char *name = at;
-        while (at < end && is_tchar(*at)) {
+        while (at < end && tchar[*at]) {
             at++;
         }
         size_t name_len = (size_t)(at - name);
@@ -568,7 +593,8 @@ static PyObject *new_bool(int value) {
 }
 
 /* whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) | None
- * `data` is one read starting at a response; `head_only` when the request was HEAD (no body). */
+ * `data` is one read starting at a response; `head_only` when the request was HEAD (no body). The head
+ * is as response_head() returns it. */
 static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "whole_response(data: bytes, head_only: bool)");
@@ -642,7 +668,7 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
         }
     }
     PyObject *items[5] = {
-        PyLong_FromLong(status), head, PyLong_FromLong(framing),
+        PyLong_FromLong(status), as_http11(head), PyLong_FromLong(framing),
         new_bool(http11 ? !facts.close : facts.keep_alive),
         PyBytes_FromStringAndSize((const char *)head_end, body_len),
     };
@@ -744,7 +770,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__http1_heads(void) {
-    index_known_fields();
+    fill_tables();
     for (size_t i = 0; i < FAST_METHOD_COUNT; i++) {
         if (method_objects[i] == NULL && (method_objects[i] = PyBytes_FromString(FAST_METHODS[i])) == NULL) {
             return NULL;

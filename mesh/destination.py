@@ -104,6 +104,9 @@ class Destinations:
         self.default_policy = default_policy
         self.overrides = dict(overrides or {})
         self._by_name: dict[str, Destination] = {}  # also keyed by the spellings callers used
+        # Host / :authority bytes as received -> destination: what ``by_authority`` resolved, kept for the
+        # data path to read without a call or a decode (stacks share it as ``destination_by_authority``)
+        self.authorities: dict[bytes, Destination] = {}
         discovery.subscribe(self._on_change)
 
     def get(self, name: str) -> Destination | None:
@@ -125,6 +128,13 @@ class Destinations:
             self._by_name[service] = destination
         if len(self._by_name) < _MAX_NAMES:  # callers choose the spellings: bound what is remembered
             self._by_name[name] = destination
+        return destination
+
+    def by_authority(self, authority: bytes) -> Destination | None:
+        """``get`` for a Host / :authority as received; remembered in ``authorities`` while it resolves."""
+        destination = self.get(authority.decode("latin-1"))
+        if destination is not None and len(self.authorities) < _MAX_NAMES:
+            self.authorities[authority] = destination
         return destination
 
     def __iter__(self):
@@ -150,6 +160,8 @@ class Destinations:
         if not self.discovery.has(service):
             for name in [name for name, d in self._by_name.items() if d is destination]:
                 del self._by_name[name]
+            for authority in [authority for authority, d in self.authorities.items() if d is destination]:
+                del self.authorities[authority]
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")

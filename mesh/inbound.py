@@ -16,6 +16,8 @@ from mesh.pool import Pools
 from mesh.stack import Stack
 from spans.model import KIND_SERVER
 
+MAX_CACHED_AUTHORITIES = 1024
+
 
 class InboundStack(Stack):
     direction = "inbound"
@@ -28,4 +30,7 @@ class InboundStack(Stack):
         self.app = Destination(service, policy, (app_address,))
 
     def resolve_authority(self, authority: bytes) -> Destination:
+        if len(self.destination_by_authority) >= MAX_CACHED_AUTHORITIES:  # callers choose the Host values
+            self.destination_by_authority.clear()
+        self.destination_by_authority[authority] = self.app
         return self.app

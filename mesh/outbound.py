@@ -24,9 +24,10 @@ class OutboundStack(Stack):
     def __init__(self, destinations: Destinations, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
         super().__init__(service, recorder, metrics, pools, deadlines, max_body_bytes)
         self.destinations = destinations
+        self.destination_by_authority = destinations.authorities  # discovery changes reach it there
 
     def resolve_authority(self, authority: bytes) -> Destination | None:
-        return self.destinations.get(authority.decode("latin-1")) if authority else None
+        return self.destinations.by_authority(authority) if authority else None
 
 
 class RouteStack(OutboundStack):
@@ -35,6 +36,7 @@ class RouteStack(OutboundStack):
     def __init__(self, route_to: str, destinations: Destinations, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
         super().__init__(destinations, service, recorder, metrics, pools, deadlines, max_body_bytes)
         self.route_to = route_to
+        self.destination_by_authority = {}  # stays empty: the request's authority does not matter here
 
     def resolve_authority(self, authority: bytes) -> Destination | None:
         return self.destinations.get(self.route_to)

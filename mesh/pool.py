@@ -32,7 +32,8 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 class EndpointPool:
-    """Idle HTTP/1.1 connections to one ``host:port``."""
+    """Idle HTTP/1.1 connections to one ``host:port`` (a connection done with a request puts itself
+    back: ``Http1Client.release``)."""
 
     def __init__(self, address: str, connect_timeout_s: float, max_idle: int = DEFAULT_MAX_IDLE):
         self.address = address
@@ -59,13 +60,6 @@ class EndpointPool:
         except OSError as exc:
             raise ConnectError("connect_refused", f"{self.address}: {exc.strerror or exc}") from None
         return conn
-
-    def give_back(self, conn: Http1Client) -> None:
-        if len(self.idle) < self.max_idle:
-            conn.idle_since = time.monotonic()
-            self.idle.append(conn)
-        else:
-            conn.close()
 
     def discard(self, conn: Http1Client) -> None:
         """Called when a connection closes, idle or not."""

@@ -41,6 +41,7 @@ _monotonic = time.monotonic
 _extract = trace_context.extract
 _from_traceparent = trace_context.from_traceparent
 _trace_header_lines = trace_context.trace_header_lines
+_traceparent_line = trace_context.traceparent_line
 _new_root = trace_context.new_root
 _new_span_id = trace_context.new_span_id
 _HEAD = b"HEAD"
@@ -138,7 +139,9 @@ class Exchange:
             target = target[slash:] if slash > 0 else b"/"
             # the URI's authority wins over Host
             lines = _request_fields(headers, True)[0] + b"host: " + authority + b"\r\n"
-        destination = self.destination = stack.resolve_authority(authority)
+        destination = self.destination = stack.destination_by_authority.get(authority) or stack.resolve_authority(
+            authority
+        )
         if destination is None:
             self.destination_name = authority_name(authority)
             self.respond_locally(502, "unknown_destination")
@@ -147,7 +150,10 @@ class Exchange:
 
         self.forward_head = b"".join(
             (
-                self.method, b" ", target, b" HTTP/1.1\r\n", lines, _trace_header_lines(ctx, span_id),
+                self.method, b" ", target, b" HTTP/1.1\r\n", lines,
+                # a new root's or a lone traceparent's context is W3C only: its one line, no wrapper call
+                _traceparent_line(ctx.trace_id, span_id, ctx.sampled) if traced is not True
+                else _trace_header_lines(ctx, span_id),
                 b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n",
             )
         )  # fmt: skip
@@ -285,8 +291,8 @@ class Exchange:
             self.downstream.write(_response_head(head)[0])
 
     def response_head(self, status: int, head: bytes, framing: int) -> None:
-        """Relay the response head: the upstream's bytes minus hop-by-hop lines (``head``, whose
-        ``framing`` flags say how its body is delimited), plus our framing."""
+        """Relay the response head: the upstream's bytes minus hop-by-hop lines, labelled HTTP/1.1
+        (``head``, whose ``framing`` flags say how its body is delimited), plus our framing."""
         if status >= 502 and status <= 504 and self.retry(status, ""):
             return
         self.status = status
@@ -299,8 +305,6 @@ class Exchange:
         else:
             self.endpoint.breaker.success()
         has_length = framing & HAS_CONTENT_LENGTH
-        if head[5:8] != b"1.1":
-            head = b"HTTP/1.1" + head[8:]
         extra = b""
         if has_length or self.method == _HEAD or status == 204 or status == 304:
             pass  # Content-Length (if any) was forwarded as is

@@ -40,6 +40,9 @@ class Stack:
         self.loop = asyncio.get_running_loop()
         # span_attributes() by (destination, endpoint); the relay reads it directly (a call costs more)
         self.span_attributes_cache: dict[tuple[str, str], tuple] = {}
+        # resolve_authority()'s answers by Host / :authority bytes, read by the relay before it calls
+        # resolve_authority (a call and a decode per request cost more); kept current by whoever fills it
+        self.destination_by_authority: dict = {}
 
     def span_attributes(self, destination: str, endpoint: str) -> tuple:
         """The attributes every span of this stack's requests to ``destination`` via ``endpoint`` carries,

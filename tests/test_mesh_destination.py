@@ -103,3 +103,20 @@ def test_remembered_host_spellings_are_bounded(tmp_path):
         assert len(destinations._by_name) <= 4096
 
     with_destinations(tmp_path, 'payments = ["127.0.0.1:4101"]\n', scenario)
+
+
+def test_authorities_as_received_are_remembered_until_discovery_drops_the_service(tmp_path):
+    async def scenario(path, discovery, destinations):
+        payments = destinations.by_authority(b"Payments:8080")
+        assert payments is destinations.get("payments")
+        assert destinations.by_authority(b"ledger") is None
+        assert destinations.authorities == {b"Payments:8080": payments}  # what the data path reads first
+        path.write_text('ledger = ["127.0.0.1:4201"]\n')
+        await discovery.refresh()
+        assert destinations.authorities == {}
+        assert destinations.by_authority(b"Payments:8080") is None
+        assert destinations.by_authority(b"ledger:80") is destinations.get("ledger")
+        assert all(destinations.by_authority(b"ledger:%d" % port) for port in range(1, 6000))
+        assert len(destinations.authorities) <= 4096
+
+    with_destinations(tmp_path, 'payments = ["127.0.0.1:4101"]\n', scenario)

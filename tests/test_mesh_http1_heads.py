@@ -107,7 +107,9 @@ def test_response_head_drops_hop_by_hop_lines_and_what_connection_names():
 
 
 def test_response_head_close_delimited_has_no_framing_flags():
-    assert response_head(b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n") == (b"HTTP/1.0 200 OK\r\n\r\n", 0)
+    # the proxy answers in HTTP/1.1 whatever the upstream spoke
+    assert response_head(b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n") == (b"HTTP/1.1 200 OK\r\n\r\n", 0)
+    assert response_head(b"HTTP/1.0 204 No Content\r\n\r\n") == (b"HTTP/1.1 204 No Content\r\n\r\n", 0)
 
 
 def test_response_head_survives_arbitrary_bytes():
@@ -177,7 +179,8 @@ def test_whole_response_takes_a_complete_response_with_its_body():
     assert head == b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
     assert _assert_as_llhttp(_WHOLE, False)
     empty = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-    assert whole_response(empty, False) == (404, empty, HAS_CONTENT_LENGTH, False, b"")
+    assert whole_response(empty, False) == (404, b"HTTP/1.1" + empty[8:], HAS_CONTENT_LENGTH, False, b"")
+    assert empty == b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"  # the read itself is left alone
     assert _assert_as_llhttp(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", True)
 
 
