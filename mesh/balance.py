@@ -93,6 +93,8 @@ class P2CBalancer(_EndpointSet):
             return self._pick_among_usable(now, exclude)
         if self.probe_share and self._random() < self.probe_share:
             return a
+        if a.weight == 1.0 == b.weight:  # no weights from the collector: the cost is the load (two calls less)
+            return a if a.ewma.load(now) <= b.ewma.load(now) else b
         return a if a.cost(now) <= b.cost(now) else b
 
     def _pick_among_usable(self, now: float, exclude: Collection[Endpoint]) -> Endpoint | None:
