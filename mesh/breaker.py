@@ -27,7 +27,7 @@ class FailureAccrual:
         self.threshold = threshold
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
-        self.consecutive_failures = 0
+        self.consecutive_failures = 0  # > 0 while ejected: with none, success() has nothing to do (relay skips it)
         self.ejections = 0  # times this endpoint was ejected (first ejections and failed probes)
         self.ejected = False  # True from ejection until a success (probing included)
         self._backoff_s = min_backoff_s

@@ -163,7 +163,7 @@ class Exchange:
         admission = destination.admission
         if admission.try_acquire():
             self.admitted = True
-            self.admitted_now(now)
+            self.attempt(now)
         else:
             stack.loop.create_task(self.wait_for_admission(admission))
 
@@ -180,19 +180,19 @@ class Exchange:
             return
         self.admitted = True
         self.queue_ns = int(waited * 1e9)
-        self.admitted_now(_monotonic())
-
-    def admitted_now(self, now: float) -> None:
-        self.deadline = now + self.destination.policy.timeout_s
-        self.stack.deadlines.pending.add(self)
-        self.attempt(now)
+        self.attempt(_monotonic())
 
     # attempt -----------------------------------------------------------------------------------
     def attempt(self, now: float | None = None) -> None:
+        """Send the request to an endpoint. The first attempt, once admitted, is given ``now``, when the
+        destination's timeout starts; a retry (after its backoff) is not."""
         if self.finished:
             return
-        if now is None:  # a retry, after its backoff
+        if now is None:
             now = _monotonic()
+        else:
+            self.deadline = now + self.destination.policy.timeout_s
+            self.stack.deadlines.pending.add(self)
         balancer = self.destination.balancer
         endpoint = balancer.pick(now, self.tried)
         if endpoint is None and self.tried:
@@ -302,7 +302,7 @@ class Exchange:
             self.deadline = 0.0
         if status >= 500:
             self.breaker_failure(_monotonic())
-        else:
+        elif self.endpoint.breaker.consecutive_failures:  # else a success changes nothing (no call)
             self.endpoint.breaker.success()
         has_length = framing & HAS_CONTENT_LENGTH
         extra = b""
