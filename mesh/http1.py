@@ -126,7 +126,10 @@ class Http1Server(asyncio.Protocol):
                         self.on_body(body)
                     self.on_message_complete()
                 finally:
-                    self.flush()
+                    if self.write_buffer:
+                        self.flush()
+                    else:  # the usual case: the request went upstream, nothing to write yet (no call)
+                        self.write_buffer = None
                 return
         self.write_buffer = []
         try:
