@@ -159,9 +159,10 @@ def run_collector(store_url: str, workdir: Path, total_requests: int, clients: i
         collector.wait_inserted(inserted_before + sent, timeout=120)
         finished = time.perf_counter()
         cpu = cpu_seconds(pid) - cpu_before
+        read_back = collector.ready()["spool_read_back_spans"]
         for process in processes:
             process.join()
-        return {"spans": sent, "ack_seconds": acked_at - started, "seconds": finished - started, "cpu": cpu}
+        return {"spans": sent, "ack_seconds": acked_at - started, "seconds": finished - started, "cpu": cpu, "read_back": read_back}
     finally:
         collector.stop()
 
@@ -196,6 +197,7 @@ def report(label: str, result: dict, raw_rate: float, raw_per_cpu: float) -> Non
     per_cpu = result["spans"] / result["cpu"]
     print(f"{label}: {result['spans']:,} spans in {result['seconds']:.2f}s (acked in {result['ack_seconds']:.2f}s)")
     print(f"  through the collector: {rate:,.0f} spans/s wall, {per_cpu:,.0f} spans per CPU-second of the collector")
+    print(f"  spans the collector's writer read back from the spool files and decoded again: {result['read_back']:,}")
     print(f"  raw store.insert of the same rows: {raw_rate:,.0f} rows/s wall, {raw_per_cpu:,.0f} rows per CPU-second")
     print(f"  ratio collector/raw: {rate / raw_rate:.2f}x wall, {per_cpu / raw_per_cpu:.2f}x per CPU-second")
 

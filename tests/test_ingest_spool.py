@@ -42,6 +42,7 @@ def test_records_come_back_in_order_from_memory_and_from_disk(tmp_path):
         spool.append(batch(number))
     assert spool.pending_segments() > 2
     assert [r.columns for r in drain(spool)] == [batch(n) for n in range(10)]
+    assert spool.read_back_spans == sum(row_count(batch(n)) for n in range(10)) - 9  # all but what memory held
     spool.close()
 
 
