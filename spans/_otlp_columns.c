@@ -1416,6 +1416,22 @@ PyDoc_STRVAR(decode_doc,
 "returns (service, attributes_json, tags); ``scope_part(name, version, attributes)`` returns\n"
 "(name, version, attributes_json, tags). ValueError names what makes the payload unreadable.");
 
+/* A column list holds only strs, ints and untracked tuples of str (the tags): it can never be part
+ * of a cycle, so it is untracked, as the tags are. The spool keeps up to ~300k spans' columns alive
+ * while the writer catches up, and tracked lists had every young and middle collection walk each of
+ * their items. Checked item by item: any other object keeps the list tracked. */
+static void untrack_if_atomic(PyObject *list)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!(PyUnicode_CheckExact(item) || PyLong_CheckExact(item)
+              || (PyTuple_CheckExact(item) && !PyObject_GC_IsTracked(item))))
+            return;
+    }
+    if (PyObject_GC_IsTracked(list))
+        PyObject_GC_UnTrack(list);
+}
+
 static PyObject *decode(PyObject *module, PyObject *args)
 {
     Py_buffer body;
@@ -1446,6 +1462,7 @@ static PyObject *decode(PyObject *module, PyObject *args)
         if (columns) {
             for (int i = 0; i < COLUMN_COUNT; i++) {
                 Py_SET_SIZE(d.columns[i], d.rows);  /* the unused rows are NULL */
+                untrack_if_atomic(d.columns[i]);
                 PyTuple_SET_ITEM(columns, i, d.columns[i]);
                 d.columns[i] = NULL;
             }

@@ -265,7 +265,7 @@ def test_every_double_keeps_its_python_repr_in_tags():
     assert row["tags"] == tuple(f"d={d!r}" for d in ODD_DOUBLES)
 
 
-def test_tags_are_tuples_the_garbage_collector_does_not_walk():
+def test_tags_and_columns_are_objects_the_garbage_collector_does_not_walk():
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="s")))
@@ -273,8 +273,9 @@ def test_tags_are_tuples_the_garbage_collector_does_not_walk():
         trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2
     )
     span.attributes.append(KeyValue(key="k", value=AnyValue(int_value=7)))
-    tags = decode_otlp_protobuf(request.SerializeToString()).columns["tags"]
-    assert tags == [("k=7", "service.name=s")] and not gc.is_tracked(tags[0])
+    columns = decode_otlp_protobuf(request.SerializeToString()).columns
+    assert columns["tags"] == [("k=7", "service.name=s")] and not gc.is_tracked(columns["tags"][0])
+    assert [name for name in COLUMN_NAMES if gc.is_tracked(columns[name])] == []
 
 
 def doubles_request(values: list[float]) -> bytes:
