@@ -485,7 +485,7 @@ class Exchange:
                 self.start_ns,
                 duration,
                 STATUS_ERROR if status >= 500 or error else STATUS_UNSET,
-                stack.span_attributes_cache.get((destination, address)) or stack.span_attributes(destination, address),
+                stack.span_attributes_cache.get(endpoint) or stack.span_attributes(destination, endpoint),
                 self.method,
                 self.target,
                 self.queue_ns,

@@ -12,7 +12,7 @@ import asyncio
 from mesh.pool import Pools
 from spans import conventions as conv
 
-MAX_CACHED_SPAN_ATTRIBUTES = 1024  # (destination, endpoint) pairs; unknown Host names are unbounded
+MAX_CACHED_SPAN_ATTRIBUTES = 1024  # endpoints (stale ones, gone from discovery, age out with the rest)
 
 
 def authority_name(authority: bytes) -> str:
@@ -38,24 +38,27 @@ class Stack:
         self.deadlines = deadlines  # mesh.relay.Deadlines
         self.max_body_bytes = max_body_bytes
         self.loop = asyncio.get_running_loop()
-        # span_attributes() by (destination, endpoint); the relay reads it directly (a call costs more)
-        self.span_attributes_cache: dict[tuple[str, str], tuple] = {}
+        # span_attributes() by endpoint (an endpoint belongs to one destination; hashed by identity, no
+        # key tuple to build); the relay reads it directly (a call costs more)
+        self.span_attributes_cache: dict = {}
         # resolve_authority()'s answers by Host / :authority bytes, read by the relay before it calls
         # resolve_authority (a call and a decode per request cost more); kept current by whoever fills it
         self.destination_by_authority: dict = {}
 
-    def span_attributes(self, destination: str, endpoint: str) -> tuple:
-        """The attributes every span of this stack's requests to ``destination`` via ``endpoint`` carries,
-        built once per pair rather than per request."""
-        key = (destination, endpoint)
-        attributes = self.span_attributes_cache.get(key)
+    def span_attributes(self, destination: str, endpoint) -> tuple:
+        """The attributes every span of this stack's requests to ``destination`` via ``endpoint`` (a
+        ``mesh.balance.Endpoint`` of it, None when none was picked) carries, built once per endpoint
+        rather than per request."""
+        attributes = self.span_attributes_cache.get(endpoint)
         if attributes is None:
-            attributes = ((conv.SERVER_ADDRESS, destination), (conv.DIRECTION, self.direction), (conv.ENDPOINT, endpoint))
+            address = endpoint.address if endpoint is not None else ""
+            attributes = ((conv.SERVER_ADDRESS, destination), (conv.DIRECTION, self.direction), (conv.ENDPOINT, address))
             if self.peer_service:
                 attributes += ((conv.PEER_SERVICE, destination),)
-            if len(self.span_attributes_cache) >= MAX_CACHED_SPAN_ATTRIBUTES:
-                self.span_attributes_cache.clear()
-            self.span_attributes_cache[key] = attributes
+            if endpoint is not None:  # without one the destination is any name a request gave: not kept
+                if len(self.span_attributes_cache) >= MAX_CACHED_SPAN_ATTRIBUTES:
+                    self.span_attributes_cache.clear()
+                self.span_attributes_cache[endpoint] = attributes
         return attributes
 
     def resolve_authority(self, authority: bytes):
