@@ -34,7 +34,6 @@ from mesh.pool import ConnectError
 from mesh.retry import CONNECT_FAILED, CONNECTION_LOST, MAX_REPLAY_BODY, backoff, http_retryable
 from mesh.shed import Shed
 from mesh.stack import authority_name
-from spans import conventions as conv
 from spans.model import STATUS_ERROR, STATUS_UNSET
 
 _monotonic = time.monotonic
@@ -48,22 +47,6 @@ _HEAD = b"HEAD"
 _CONNECT = b"CONNECT"
 _HTTP_SCHEME = b"http://"
 _PAUSED_BY_EXCHANGE = PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL  # reasons to stop reading only an exchange lifts
-# Span attributes most requests share, built once: fewer tuples to allocate, track and free per request.
-_METHODS = {  # request method -> (span name, its attribute)
-    m.encode(): (m, (conv.HTTP_METHOD, m)) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
-}
-# status -> its attributes (none for 0: no response); unpacked into the span's attributes
-_STATUS_ATTRIBUTES = {0: (), **{status: ((conv.HTTP_STATUS, status),) for status in range(100, 600)}}
-# the timing attributes of a request that was not queued and not retried, on a pooled connection
-_PLAIN_REUSED = (
-    (conv.QUEUE_NS, 0), (conv.CONNECT_NS, 0), (conv.CONNECTION_REUSED, True), (conv.RETRIES, 0), (conv.RETRY_DELAY_NS, 0),
-)  # fmt: skip
-
-
-def _method(method: bytes) -> tuple[str, tuple[str, str]]:
-    """A method not in _METHODS: its span name and attribute."""
-    name = method.decode("latin-1")
-    return name, (conv.HTTP_METHOD, name)
 
 
 class Deadlines:

@@ -405,7 +405,7 @@ class Demo:
 
     def write_endpoints(self) -> Path:
         path = self.data_dir / "endpoints.yaml"
-        lines = [f"# written by tracemesh demo: service -> its instances' sidecar inbound addresses\n"]
+        lines = ["# written by tracemesh demo: service -> its instances' sidecar inbound addresses\n"]
         for service in SHOP:
             addresses = [f'"127.0.0.1:{i.inbound_port}"' for i in self.instances if i.service is service]
             lines.append(f"{service.name}: [{', '.join(addresses)}]\n")
