@@ -37,6 +37,16 @@ class PeakEwma:
         self.pending += 1
         return _monotonic() if now is None else now
 
+    def load_and_start(self, now: float) -> float:
+        """``load(now)`` then ``start(now)`` in one call (the relay's every attempt): returns the load the
+        request is sent at; ``now`` is its t0 for ``finish``."""
+        if now > self._updated_at:
+            self.rtt_s *= _exp((self._updated_at - now) / self.decay_s)
+            self._updated_at = now
+        pending = self.pending
+        self.pending = pending + 1
+        return self.rtt_s * (pending + 1)
+
     def finish(self, t0: float, now: float | None = None) -> None:
         """The request started at ``t0`` has completed (successfully or not): observe its RTT."""
         if now is None:

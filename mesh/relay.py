@@ -184,9 +184,8 @@ class Exchange:
             self.respond_locally(503, "no_endpoints")
             return
         self.endpoint = endpoint
-        ewma = endpoint.ewma
-        self.endpoint_load = ewma.load(now)
-        self.ewma_t0 = ewma.start(now)
+        self.endpoint_load = endpoint.ewma.load_and_start(now)
+        self.ewma_t0 = now
         pools = self.stack.pools
         pool = pools.by_address.get(endpoint.address) or pools.get(
             endpoint.address, self.destination.policy.connect_timeout_s
@@ -446,15 +445,11 @@ class Exchange:
         downstream = self.downstream
         if downstream.paused & _PAUSED_BY_EXCHANGE:
             downstream.resume(_PAUSED_BY_EXCHANGE)
-        self.record(end, first_byte_ns)
-        downstream.exchange_finished(self, self.keep_alive and not self.close_after)
-
-    def record(self, end: int, first_byte_ns: int) -> None:
-        stack = self.stack
+        # ONE span and the metrics observation, here rather than in a method of their own (a frame
+        # more per request)
         status = self.status
         error = self.error
         endpoint = self.endpoint
-        address = endpoint.address if endpoint is not None else ""
         destination = self.destination_name
         duration = end - self.t_start
         ctx = self.ctx
@@ -483,7 +478,16 @@ class Exchange:
                 error,
                 error or (str(status) if status >= 500 else ""),  # error.type
             )
-        stack.metrics.observe_request(stack.direction, destination, address, status, error, duration / 1e9, self.retries)
+        stack.metrics.observe_request(
+            stack.direction,
+            destination,
+            endpoint.address if endpoint is not None else "",
+            status,
+            error,
+            duration / 1e9,
+            self.retries,
+        )
+        downstream.exchange_finished(self, self.keep_alive and not self.close_after)
 
 
 def exchange_factory(stack):

@@ -51,6 +51,19 @@ def test_quick_responses_in_a_row_barely_move_a_peak():
     assert ewma.rtt_s > 0.99
 
 
+def test_load_and_start_is_load_then_start():
+    one = PeakEwma(decay_s=10.0, initial_rtt_s=0.2, now=0.0)
+    other = PeakEwma(decay_s=10.0, initial_rtt_s=0.2, now=0.0)
+    for now in (0.0, 3.0, 3.0, 7.5):
+        expected = one.load(now=now)
+        one.start(now=now)
+        assert other.load_and_start(now) == pytest.approx(expected)
+        assert (other.pending, other.rtt_s) == (one.pending, pytest.approx(one.rtt_s))
+    other.finish(7.5, now=8.0)
+    one.finish(7.5, now=8.0)
+    assert (other.pending, other.load(now=9.0)) == (one.pending, pytest.approx(one.load(now=9.0)))
+
+
 def test_invalid_parameters_are_rejected():
     with pytest.raises(ValueError):
         PeakEwma(decay_s=0)
