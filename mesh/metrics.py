@@ -60,13 +60,12 @@ def grpc_status_name(code: int | None) -> str:
 class _Target:
     """Latency histogram and outcome counts of one (direction, destination, endpoint)."""
 
-    __slots__ = ("latency", "http_classes", "grpc_outcomes")
+    __slots__ = ("latency", "grpc_outcomes")
 
     def __init__(self) -> None:
+        # Outcome counts: plain HTTP requests by status class in the latency histogram (observe_http:
+        # what /metrics shows, in the same native call), gRPC calls by (HTTP status, grpc status).
         self.latency = Histogram(LATENCY_BUCKETS)
-        # Outcome counts: plain HTTP requests by status class (a list index: what /metrics shows, and
-        # cheaper than counting statuses in a dict), gRPC calls by (HTTP status, grpc status).
-        self.http_classes = [0] * len(_HTTP_STATUS_CLASSES)
         self.grpc_outcomes: dict[tuple[int, int], int] = {}
 
 
@@ -102,10 +101,10 @@ class ProxyMetrics:
         target = self._targets.get((direction, destination, endpoint)) or self._new_target(
             direction, destination, endpoint
         )
-        target.latency.observe(seconds)
         if grpc_status is None:
-            target.http_classes[status // 100 if 0 <= status < 600 else 0] += 1  # index of http_status_class()
+            target.latency.observe_http(seconds, status)
         else:
+            target.latency.observe(seconds)
             outcomes = target.grpc_outcomes
             outcome = (status, grpc_status)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -144,7 +143,7 @@ class ProxyMetrics:
         )
         # Snapshot containers first: scrapes may run on another thread than the data path.
         for labels, target in list(self._targets.items()):
-            per_class = {(status_class, ""): count for status_class, count in zip(_HTTP_STATUS_CLASSES, target.http_classes)}
+            per_class = {(status_class, ""): count for status_class, count in zip(_HTTP_STATUS_CLASSES, target.latency.status_classes())}
             for (status, grpc_status), count in list(target.grpc_outcomes.items()):
                 outcome = (http_status_class(status), grpc_status_name(grpc_status))
                 per_class[outcome] = per_class.get(outcome, 0) + count

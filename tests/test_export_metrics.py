@@ -91,6 +91,26 @@ def test_native_histogram_buckets_values_as_bisect_does_and_refuses_bad_bounds()
         histogram.observe("0.1")
 
 
+def test_native_histogram_counts_http_status_classes_with_the_latency():
+    histogram = Histogram(LATENCY_BUCKETS)
+    statuses = [0, 99, 100, 200, 204, 299, 302, 404, 500, 599, 600, 999, -1, -100, 2**70, -(2**70), True]
+    for status in statuses:
+        histogram.observe_http(0.002, status)
+    expected = [0] * 6
+    for status in statuses:
+        expected[status // 100 if 0 <= status < 600 else 0] += 1
+    assert histogram.status_classes() == expected
+    assert histogram.counts()[bisect.bisect_left(LATENCY_BUCKETS, 0.002)] == len(statuses)
+    assert histogram.sum == pytest.approx(0.002 * len(statuses))
+    for bad in (("0.1", 200), (0.1, "200"), (0.1, 200.0)):
+        with pytest.raises(TypeError):
+            histogram.observe_http(*bad)
+    with pytest.raises(TypeError):
+        histogram.observe_http(0.1)
+    assert histogram.status_classes() == expected  # a refused call counts nothing
+    assert Histogram(LATENCY_BUCKETS).status_classes() == [0] * 6
+
+
 def test_statuses_out_of_range_count_as_no_response():
     metrics = ProxyMetrics()
     for status in (-1, 600, 999, 0):
