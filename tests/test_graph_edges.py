@@ -512,7 +512,7 @@ def test_the_native_scan_refuses_what_it_cannot_read():
     from collector.graph.edges import _SCAN_KINDS
 
     def scan(fields, kinds=_SCAN_KINDS, handle=lambda row: None):
-        return _hop_scan.scan(fields, kinds, {}, {}, {}, 0, handle)
+        return _hop_scan.scan(fields, kinds, _hop_scan.PendingTable(), _hop_scan.PendingTable(), {}, 0, handle)
 
     ok = ([KIND_CLIENT], ["t"], ["s"], [""], ["{}"])
     with pytest.raises(ValueError, match="at least 5 lists"):
@@ -524,7 +524,9 @@ def test_the_native_scan_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="ASCII"):
         scan(ok, kinds=(None, None, None, (True, ("é",))))
     with pytest.raises(TypeError):
-        _hop_scan.scan(ok, _SCAN_KINDS, {}, {}, {}, 0)
+        _hop_scan.scan(ok, _SCAN_KINDS, _hop_scan.PendingTable(), _hop_scan.PendingTable(), {}, 0)
+    with pytest.raises(TypeError, match="PendingTables"):
+        _hop_scan.scan(ok, _SCAN_KINDS, {}, {}, {}, 0, lambda row: None)
     with pytest.raises(TypeError):
         _hop_scan.mentions(b"{}", ('"a"',))
     assert _hop_scan.mentions('{"a\\u0062":1}', ('"ab"',)) and _hop_scan.mentions('{"日":{"ab":1}}', ('"ab"',))
@@ -538,3 +540,58 @@ def test_the_native_scan_refuses_what_it_cannot_read():
     shrinking = ([KIND_SERVER] * 3, ["t"] * 3, ["s"] * 3, [""] * 3, ["{}"] * 3)
     with pytest.raises(ValueError, match="changed length"):
         scan(shrinking, handle=lambda row: shrinking[4].clear())
+
+
+def test_the_pending_table_keeps_arrival_order_through_pairing_growth_and_expiry():
+    from collector.graph._hop_scan import PendingTable
+
+    table = PendingTable()
+    rows = {n: (KIND_CLIENT, "t", f"s{n}", "", '{"peer.service":"b"}' if n % 3 == 0 else "{}") for n in range(1000)}
+    for n, row in rows.items():
+        table.put(("t", f"s{n}"), n, row, None)
+    for n in range(0, 1000, 2):  # paired: holes all through the ring, which then grows past them
+        assert table.pop(("t", f"s{n}")) == (n, rows[n], None)
+    assert table.pop(("t", "s0")) is None and len(table) == 500
+    for n in range(1000, 1300):
+        rows[n] = (KIND_SERVER, "t", "x", f"s{n}", "{}")
+        table.put(("t", f"s{n}"), n, rows[n], None)
+    table.put(("t", "s1"), 5000, rows[1], {"a": 1})  # a present key keeps its place
+    assert table.pop(("t", ("s1",))) is None  # equal items only, as for a tuple key
+    with pytest.raises(TypeError):
+        table.pop(("t", ["unhashable"]))
+    # The 3 oldest whatever their deadline, then those due by 600: s1 (parsed), s3 (names its peer), s5.
+    dropped, unsure = table.expire(3, 600, ('"peer.service"',))
+    naming_peer = [(rows[n], None) for n in range(3, 600, 2) if n % 3 == 0]
+    assert unsure == [(rows[1], {"a": 1}), *naming_peer]
+    assert dropped == 300 - len(unsure) and len(table) == 500
+    assert table.expire(0, 10**6, None) == (500, []) and len(table) == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_pending_table_behaves_as_an_ordered_dict_under_colliding_keys(seed):
+    from collections import OrderedDict
+
+    from collector.graph._hop_scan import PendingTable
+
+    rng = random.Random(seed)
+    table, model = PendingTable(), OrderedDict()
+    spread, step_size = rng.choice([8, 100, 5000]), rng.choice([1, 128, 4096, 2**20])  # ints hash to themselves
+    for step in range(2000):
+        key = ("t", rng.randrange(spread) * step_size)
+        choice = rng.random()
+        if choice < 0.5:
+            table.put(key, step, ("row", step), None)
+            model[key] = (step, ("row", step), None)
+        elif choice < 0.8:
+            assert table.pop(key) == model.pop(key, None)
+        elif choice < 0.82:
+            count, now = rng.randrange(50), step - rng.randrange(500)
+            expired = 0
+            while model and (count > expired or next(iter(model.values()))[0] <= now):
+                model.popitem(last=False)
+                expired += 1
+            assert table.expire(count, now, None) == (expired, [])
+        assert len(table) == len(model)
+    for key, waiting in model.items():
+        assert table.pop(key) == waiting
+    assert len(table) == 0

@@ -202,11 +202,11 @@ class HopStats(NamedTuple):
     pending: int
 
 
-# A span waiting for its partner: (deadline, the span's row as ``_SPAN_FIELDS``, its attributes
-# if they were parsed already, else None). Keeping the row rather than a ``Side`` means a span
-# that never pairs (or is dropped by a claim) is never read beyond its ids and a key scan; a
-# waiting span holds on to its row's strings, its attribute text the largest.
-_Waiting = tuple[int, tuple, dict | None]
+# A span waiting for its partner is a ``_hop_scan.PendingTable`` entry: its deadline, its row as
+# ``_SPAN_FIELDS``, and its attributes if they were parsed already, else None. Keeping the row
+# rather than a ``Side`` means a span that never pairs (or is dropped by a claim) is never read
+# beyond its ids and a key scan; a waiting span holds on to its row's strings, its attribute text
+# the largest.
 
 
 class HopTracker:
@@ -215,10 +215,10 @@ class HopTracker:
     def __init__(self, wait_ns: int, max_pending: int):
         self.wait_ns = wait_ns
         self.max_pending = max_pending
-        # (trace id, span id) -> waiting caller span.
-        self._callers: OrderedDict[tuple[str, str], _Waiting] = OrderedDict()
-        # (trace id, parent span id) -> waiting callee span.
-        self._callees: OrderedDict[tuple[str, str], _Waiting] = OrderedDict()
+        # (trace id, span id) -> waiting caller span, oldest first.
+        self._callers = _hop_scan.PendingTable()
+        # (trace id, parent span id) -> waiting callee span, oldest first.
+        self._callees = _hop_scan.PendingTable()
         # hash((trace id, span id)) -> deadline: ids a proxy span stands for (see the module docstring).
         self._claimed: OrderedDict[int, int] = OrderedDict()
         self.max_claims = CLAIMS_PER_PENDING * max_pending
@@ -260,18 +260,14 @@ class HopTracker:
         # Beyond the limit, the oldest callees go first, then the oldest callers.
         excess = len(callers) + len(callees) - self.max_pending
         evicted = min(max(excess, 0), len(callees))
-        for _ in range(evicted):
-            callees.popitem(last=False)
-        dropped = evicted
-        while callees and next(iter(callees.values()))[0] <= now_ns:
-            callees.popitem(last=False)
-            dropped += 1
+        dropped, _ = callees.expire(evicted, now_ns, None)
         self._unpaired_dropped += dropped
         excess -= dropped
         self._evicted += evicted + min(max(excess, 0), len(callers))
-        while callers and (excess > 0 or next(iter(callers.values()))[0] <= now_ns):
-            _, (_, span, attributes) = callers.popitem(last=False)
-            excess -= 1
+        # A caller not parsed yet whose text names no peer key is dropped in the table, no call.
+        dropped, unsure = callers.expire(max(excess, 0), now_ns, _PEER_KEYS)
+        self._unpaired_dropped += dropped
+        for span, attributes in unsure:
             try:
                 self._caller_unpaired(span, attributes, out)
             except Exception:  # noqa: BLE001 - its attributes were read only now
@@ -312,26 +308,26 @@ class HopTracker:
             side = self._side(span, attributes)
             out.append(_request(side, side.peer or side.database, DATABASE))
             return
-        waiting = self._callees.pop(key, None)
+        waiting = self._callees.pop(key)
         if waiting is not None:
             self._paired += 1
             out.append(_paired_request(self._side(span, attributes), self._side(waiting[1], waiting[2])))
         else:
-            self._callers[key] = (now_ns + self.wait_ns, span, attributes)
+            self._callers.put(key, now_ns + self.wait_ns, span, attributes)
 
     def _add_callee(self, key, span: tuple, attributes: dict | None, now_ns: int, out: list[Observation]) -> None:
         if hash(key) in self._claimed:
             return
-        waiting = self._callers.pop(key, None)
+        waiting = self._callers.pop(key)
         if waiting is not None:
             self._paired += 1
             out.append(_paired_request(self._side(waiting[1], waiting[2]), self._side(span, attributes)))
         else:
-            self._callees[key] = (now_ns + self.wait_ns, span, attributes)
+            self._callees.put(key, now_ns + self.wait_ns, span, attributes)
 
     def _claim(self, key, now_ns: int) -> None:
-        self._callers.pop(key, None)
-        self._callees.pop(key, None)
+        self._callers.pop(key)
+        self._callees.pop(key)
         claim = hash(key)
         self._claimed[claim] = now_ns + self.wait_ns
         self._claimed.move_to_end(claim)
