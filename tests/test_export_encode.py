@@ -409,6 +409,25 @@ def test_upper_case_hex_ids_read_back_the_same():
     assert _decoded_spans(encode_export_request(RESOURCE, "s", [upper])) == [_expected_span(CLIENT_SPAN)]
 
 
+def test_every_ascii_character_in_every_id_position_is_read_as_bytes_fromhex_reads_it():
+    # the encoder reads ids eight digits at a time: each position of each word, each character
+    for field, size in ((0, 32), (1, 16), (2, 16)):
+        ids = [TRACE_ID, "00f067aa0ba902b7", "b7ad6b7169203331"]
+        for position in range(size):
+            for code in range(128):
+                value = ids[field][:position] + chr(code) + ids[field][position + 1 :]
+                record = (*ids[:field], value, *ids[field + 1 :], *CLIENT_SPAN[3:])
+                buffer = bytearray()
+                reason = append_span(buffer, record)
+                if chr(code) in "0123456789abcdefABCDEF":
+                    assert reason is None
+                    span = ScopeSpans.FromString(bytes(buffer)).spans[0]
+                    written = (span.trace_id, span.span_id, span.parent_span_id)
+                    assert written == tuple(bytes.fromhex(text) for text in record[:3])
+                else:
+                    assert reason is not None and not buffer, (field, position, code)
+
+
 def test_a_value_whose_str_records_a_span_itself_gets_both_spans_written_whole():
     buffer = bytearray()
 
