@@ -9,7 +9,7 @@ The data path of both directions, read top to bottom:
     response: 502/503/504 or a failed connection -> retry when safe and within budget, after backoff
               -> otherwise relay head and body downstream, streaming, with back-pressure both ways
     finish: endpoint health and load, admission release, connection back to the pool, ONE span
-            record (a tuple) and the metrics observation
+            (encoded natively from the exchange's fields) and the metrics observation
 
 It is a callback state machine, not a coroutine: a request costs no task, no future and no timer
 (deadlines are swept by ``Deadlines``). Only a new connection, a queued admission and a retry's backoff
