@@ -15,7 +15,7 @@ costs no encoding at all (the body is also the smaller of the two, ~360 vs ~600 
 A single reader (the writer thread) takes records in order; after the store accepted them,
 ``commit`` moves the checkpoint and deletes consumed segments. A crash between an insert and its
 commit replays those records: delivery is at-least-once. Records appended by this process are also
-kept in memory (bounded by their spans: a decoded span takes ~1.3 KB, about 3.5 times its OTLP
+kept in memory (bounded by their spans: a decoded span takes ~1.15 KB, about 3 times its OTLP
 body) so the reader rarely has to read back and decode what was just written.
 """
 
