@@ -31,8 +31,6 @@ _INFINITY = float("inf")
 class Endpoint:
     """One address of a destination with its own load estimate and failure accrual."""
 
-    __slots__ = ("address", "ewma", "breaker", "weight")
-
     def __init__(self, address: str, ewma: PeakEwma | None = None, breaker: FailureAccrual | None = None):
         self.address = address
         self.ewma = PeakEwma() if ewma is None else ewma
@@ -64,6 +62,10 @@ class _EndpointSet:
             endpoint = current.get(address)
             updated.append(self._new_endpoint(address) if endpoint is None else endpoint)
         self.endpoints = updated
+
+    def pick(self, now: float | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+        """The endpoint for the next request (or retry: ``exclude`` the ones already tried); None if none is usable."""
+        raise NotImplementedError
 
 
 class P2CBalancer(_EndpointSet):

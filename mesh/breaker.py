@@ -18,9 +18,6 @@ _NEVER = float("-inf")
 
 
 class FailureAccrual:
-    __slots__ = ("threshold", "min_backoff_s", "max_backoff_s", "consecutive_failures", "ejections",
-                 "ejected", "_backoff_s", "_until", "_probe_sent_at")
-
     def __init__(self, threshold: int = 5, min_backoff_s: float = 1.0, max_backoff_s: float = 60.0):
         if threshold < 0 or min_backoff_s <= 0 or max_backoff_s < min_backoff_s:
             raise ValueError("need threshold >= 0 and 0 < min_backoff_s <= max_backoff_s")

@@ -22,8 +22,6 @@ _exp = math.exp
 
 
 class PeakEwma:
-    __slots__ = ("decay_s", "rtt_s", "pending", "_updated_at")
-
     def __init__(self, decay_s: float = DEFAULT_DECAY_S, initial_rtt_s: float = DEFAULT_INITIAL_RTT_S, now: float | None = None):
         if decay_s <= 0 or initial_rtt_s <= 0:
             raise ValueError("decay_s and initial_rtt_s must be positive")

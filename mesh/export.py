@@ -293,7 +293,7 @@ class SpanRecorder:
             for tap in self.taps:
                 tap.offer(span)
 
-    def record_http(self, *fields) -> None:
+    def record_http(self, fields: tuple) -> None:
         """Records the span of one HTTP exchange from its fields (see ``append_http_span``): no
         SpanRecord is built unless a tap is open."""
         if self._spans < self.capacity:

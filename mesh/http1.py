@@ -77,13 +77,8 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-class Http1Server(asyncio.Protocol):
+class Http1Server:
     """One downstream connection. Requests are answered in order; each becomes an exchange."""
-
-    __slots__ = (
-        "new_exchange", "on_close", "transport", "parser", "receiving", "answering", "waiting", "paused", "closed",
-        "eof", "lingering", "write_buffer", "head_bytes", "_url", "_headers",
-    )  # fmt: skip
 
     def __init__(self, new_exchange, on_close=None):
         self.new_exchange = new_exchange  # (server, method, target, version, headers, keep_alive, upgrade)
@@ -314,13 +309,8 @@ class Http1Server(asyncio.Protocol):
             self._reject(400, "malformed_request: " + str(exc).lower())
 
 
-class Http1Client(asyncio.Protocol):
+class Http1Client:
     """One upstream connection, owned by an endpoint pool; carries one exchange at a time."""
-
-    __slots__ = (
-        "pool", "transport", "parser", "exchange", "closed", "idle_since", "reusable", "first_byte_ns", "head_bytes",
-        "head_buffer", "data", "data_offset", "response_framing", "_in_body", "_expect_head_only", "_parser_spent",
-    )  # fmt: skip
 
     def __init__(self, pool):
         self.pool = pool

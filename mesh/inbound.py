@@ -20,12 +20,10 @@ MAX_CACHED_AUTHORITIES = 1024
 
 
 class InboundStack(Stack):
-    direction = "inbound"
-    span_kind = KIND_SERVER
-    retry_on_status = False
-
     def __init__(self, app_address: str, policy: DestinationPolicy, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
         super().__init__(service, recorder, metrics, pools, deadlines, max_body_bytes)
+        self.direction = "inbound"
+        self.span_kind = KIND_SERVER
         policy = dataclasses.replace(policy, failure_threshold=0)
         self.app = Destination(service, policy, (app_address,))
 

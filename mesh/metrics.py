@@ -60,8 +60,6 @@ def grpc_status_name(code: int | None) -> str:
 class _Target:
     """Latency histogram and outcome counts of one (direction, destination, endpoint)."""
 
-    __slots__ = ("latency", "grpc_outcomes")
-
     def __init__(self) -> None:
         # Outcome counts: plain HTTP requests by status class in the latency histogram (observe_http:
         # what /metrics shows, in the same native call), gRPC calls by (HTTP status, grpc status).

@@ -16,13 +16,12 @@ from spans.model import KIND_CLIENT
 
 
 class OutboundStack(Stack):
-    direction = "outbound"
-    span_kind = KIND_CLIENT
-    retry_on_status = True
-    peer_service = True
-
     def __init__(self, destinations: Destinations, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
         super().__init__(service, recorder, metrics, pools, deadlines, max_body_bytes)
+        self.direction = "outbound"
+        self.span_kind = KIND_CLIENT
+        self.retry_on_status = True
+        self.peer_service = True
         self.destinations = destinations
         self.destination_by_authority = destinations.authorities  # discovery changes reach it there
 

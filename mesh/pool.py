@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
-from mesh.http1 import Http1Client
+if TYPE_CHECKING:
+    from mesh.http1 import Http1Client
 
 DEFAULT_MAX_IDLE = 256
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -51,6 +53,8 @@ class EndpointPool:
         return None
 
     async def connect(self) -> Http1Client:
+        from mesh.http1 import Http1Client  # here, not at the top: http1's connections know their pool
+
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):

@@ -29,7 +29,7 @@ from mesh.listener import Listener
 from mesh.metrics import ProxyMetrics
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools, split_address
-from mesh.relay import Deadlines
+from mesh.deadlines import Deadlines
 from mesh.tap import TapHub
 
 log = logging.getLogger("tracemesh.proxy")

@@ -12,12 +12,10 @@ The data path of both directions, read top to bottom:
             (encoded natively from the exchange's fields) and the metrics observation
 
 It is a callback state machine, not a coroutine: a request costs no task, no future and no timer
-(deadlines are swept by ``Deadlines``). Only a new connection, a queued admission and a retry's backoff
-go through the event loop. An exchange has ``__slots__``, all set when it is made: on Python 3.11 reading a
-class-level default through an instance is an unspecialised attribute lookup, and slots measured 5% fewer
-instructions per request than class defaults did. ``exchange_factory`` makes each one as a native copy
-of a blank exchange plus the per-request values (an ``__init__`` setting every slot cost ~6,000
-instructions per request).
+(deadlines are swept by ``mesh.deadlines.Deadlines``). Only a new connection, a queued admission and a
+retry's backoff go through the event loop. The module is compiled by Cython (``relay.pxd`` declares
+``Exchange`` an extension type with typed fields, setup.py): the interpreter was most of the proxy's
+CPU per request, and typed fields make the reads and calls above C struct reads and C calls.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import time
 from time import perf_counter_ns, time_ns
 
 from mesh import trace_context
-from mesh._slots import clone as _clone
 from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
 from mesh.http1 import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
 from mesh.pool import ConnectError
@@ -49,35 +46,10 @@ _HTTP_SCHEME = b"http://"
 _PAUSED_BY_EXCHANGE = PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL  # reasons to stop reading only an exchange lifts
 
 
-class Deadlines:
-    """The proxy's request deadlines, checked every ``tick_s``: one sweep for all requests is much
-    cheaper than a timer per request, and timeouts are configured in whole milliseconds or more."""
-
-    def __init__(self, tick_s: float = 0.02):
-        self.tick_s = tick_s
-        self.pending: set = set()
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            now = _monotonic()
-            for exchange in [e for e in self.pending if e.deadline <= now]:
-                exchange.timed_out()
-
-
 class Exchange:
     """One request/response pair; created by the downstream connection when the request head is in."""
 
-    __slots__ = (
-        "stack", "downstream", "method", "target", "version", "headers", "keep_alive", "upgrade", "start_ns",
-        "t_start", "body", "request_done", "destination", "destination_name", "ctx", "span_id", "forward_head",
-        "queue_ns", "deadline", "endpoint", "endpoint_load", "ewma_t0", "tried", "conn", "connect_ns", "reused",
-        "sent_ns", "retries", "retry_delay_ns", "body_bytes", "replayable", "response_started", "status",
-        "rechunk", "close_after", "response_bytes", "finished", "admitted", "error", "started",
-        "content_length", "chunked", "message_complete",
-    )  # fmt: skip
-
-    # Instances come from ``exchange_factory``: a copy of a prepared blank exchange per request.
+    # Instances come from ``exchange_factory``.
     # start -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.started = True
@@ -455,7 +427,7 @@ class Exchange:
         ctx = self.ctx
         if ctx.sampled:
             sent = self.sent_ns
-            stack.recorder.record_http(  # fields of the span, encoded natively without a record tuple
+            stack.recorder.record_http((  # fields of the span, encoded natively without a record tuple
                 ctx.trace_id,
                 self.span_id,
                 ctx.parent_id,
@@ -477,7 +449,7 @@ class Exchange:
                 status,
                 error,
                 error or (str(status) if status >= 500 else ""),  # error.type
-            )
+            ))
         stack.metrics.observe_request(
             stack.direction,
             destination,
@@ -492,45 +464,11 @@ class Exchange:
 
 def exchange_factory(stack):
     """The listener's ``new_exchange(server, method, target, version, headers, keep_alive, upgrade)``
-    for ``stack``: each request's exchange is a native copy (``mesh._slots.clone``) of one blank
-    exchange with the per-request values set on it, not ~45 slot assignments in an ``__init__``."""
-    blank = Exchange.__new__(Exchange)
-    blank.stack = stack
-    blank.request_done = True  # until a body is announced
-    blank.destination = None
-    blank.destination_name = ""
-    blank.ctx = None
-    blank.span_id = ""
-    blank.forward_head = b""
-    blank.queue_ns = 0
-    blank.deadline = 0.0
-    blank.endpoint = None
-    blank.endpoint_load = 0.0
-    blank.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
-    blank.tried = ()
-    blank.conn = None
-    blank.connect_ns = 0
-    blank.reused = False
-    blank.sent_ns = 0
-    blank.retries = 0
-    blank.retry_delay_ns = 0
-    blank.body_bytes = 0
-    blank.replayable = True  # body still holds the whole body received so far
-    blank.response_started = False
-    blank.status = 0
-    blank.rechunk = False
-    blank.close_after = False
-    blank.response_bytes = 0
-    blank.finished = False
-    blank.admitted = False
-    blank.error = ""
-    blank.started = False
-    blank.content_length = -1
-    blank.chunked = False
-    blank.message_complete = False  # the downstream parser has seen the whole request
+    for ``stack``. Fields not set here start as 0, False or None."""
 
     def new_exchange(downstream, method, target, version, headers, keep_alive, upgrade) -> Exchange:
-        exchange = _clone(blank)
+        exchange = Exchange()
+        exchange.stack = stack
         exchange.downstream = downstream
         exchange.method = method
         exchange.target = target
@@ -540,7 +478,15 @@ def exchange_factory(stack):
         exchange.upgrade = upgrade
         exchange.start_ns = time_ns()
         exchange.t_start = perf_counter_ns()
+        exchange.request_done = True  # until a body is announced
         exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
+        exchange.replayable = True  # body still holds the whole body received so far
+        exchange.content_length = -1
+        exchange.destination_name = ""
+        exchange.forward_head = b""
+        exchange.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+        exchange.tried = ()
+        exchange.error = ""
         return exchange
 
     return new_exchange

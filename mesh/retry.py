@@ -35,8 +35,6 @@ _SLOTS = 10
 class RetryBudget:
     """Sliding-window retry budget, counted in ``_SLOTS`` time slots of ``ttl_s / _SLOTS`` each."""
 
-    __slots__ = ("ratio", "reserve", "_slot_s", "_deposits", "_withdrawals", "_deposited", "_withdrawn", "_slot")
-
     def __init__(self, ratio: float = 0.2, min_per_s: float = 10.0, ttl_s: float = 10.0, now: float | None = None):
         if ratio < 0 or min_per_s < 0 or ttl_s <= 0:
             raise ValueError("need ratio >= 0, min_per_s >= 0, ttl_s > 0")

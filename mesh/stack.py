@@ -23,19 +23,18 @@ def authority_name(authority: bytes) -> str:
 
 
 class Stack:
-    """Base of the inbound and outbound stacks (see the contract in /work/mesh-contract.md)."""
-
-    direction = ""
-    span_kind = 0
-    retry_on_status = False  # retry 502/503/504 answers (outbound only: inbound would retry the app)
-    peer_service = False  # spans name the destination as peer.service (outbound)
+    """Base of the inbound and outbound stacks; each sets its direction's constants as it is made."""
 
     def __init__(self, service: str, recorder, metrics, pools: Pools, deadlines, max_body_bytes: int):
+        self.direction = ""  # "inbound" / "outbound"
+        self.span_kind = 0  # of the spans of this stack's requests
+        self.retry_on_status = False  # retry 502/503/504 answers (outbound only: inbound would retry the app)
+        self.peer_service = False  # spans name the destination as peer.service (outbound)
         self.service = service
         self.recorder = recorder
         self.metrics = metrics
         self.pools = pools
-        self.deadlines = deadlines  # mesh.relay.Deadlines
+        self.deadlines = deadlines  # mesh.deadlines.Deadlines
         self.max_body_bytes = max_body_bytes
         self.loop = asyncio.get_running_loop()
         # span_attributes() by endpoint (an endpoint belongs to one destination; hashed by identity, no

@@ -18,7 +18,7 @@ from mesh.inbound import InboundStack
 from mesh.listener import Listener
 from mesh.outbound import OutboundStack, RouteStack
 from mesh.pool import Pools
-from mesh.relay import Deadlines
+from mesh.deadlines import Deadlines
 from tests.support.processes import free_port
 from tests.support.span_capture import SpanCapture
 

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import collections
 
+from mesh.export import SpanRecorder
 from spans.otlp_encode import SpanRecord
 
 
-class SpanCapture:
+class SpanCapture(SpanRecorder):
     """Keeps every recorded span tuple until ``take()``; a data path may run in another thread
-    (``deque.append`` / ``popleft`` are atomic)."""
+    (``deque.append`` / ``popleft`` are atomic). A subclass, because the stacks take only recorders."""
 
     def __init__(self) -> None:
-        self.dropped = 0
-        self.taps: tuple = ()
-        self._spans: collections.deque[SpanRecord] = collections.deque()
+        super().__init__(capacity=0)
+        self._captured: collections.deque[SpanRecord] = collections.deque()
 
     def record(self, span: SpanRecord) -> None:
-        self._spans.append(span)
+        self._captured.append(span)
 
     def __len__(self) -> int:
-        return len(self._spans)
+        return len(self._captured)
 
     def take(self, limit: int) -> list[SpanRecord]:
         """Removes and returns up to ``limit`` of the oldest spans."""
-        popleft = self._spans.popleft
-        return [popleft() for _ in range(min(limit, len(self._spans)))]
+        popleft = self._captured.popleft
+        return [popleft() for _ in range(min(limit, len(self._captured)))]

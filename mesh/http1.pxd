@@ -1,0 +1,36 @@
+# Types for Cython (see setup.py): both ends of every proxied HTTP/1.1 request.
+from mesh.pool cimport EndpointPool
+
+cdef class Http1Server:
+    cdef public object new_exchange, on_close, transport, parser, receiving, answering, waiting, write_buffer
+    cdef public list _headers
+    cdef public int paused
+    cdef public Py_ssize_t head_bytes
+    cdef public bint closed, eof, lingering
+    cdef public bytes _url
+    cpdef write(self, data)
+    cpdef flush(self)
+    cpdef pause(self, int reason)
+    cpdef resume(self, int reason)
+    cpdef exchange_finished(self, exchange, bint keep_alive)
+    cpdef _request(self, method, target, version, headers, bint keep_alive, bint upgrade)
+    cpdef _answer_next(self)
+    cpdef close(self)
+    cpdef on_body(self, bytes body)
+    cpdef on_message_complete(self)
+
+cdef class Http1Client:
+    cdef public EndpointPool pool
+    cdef public object transport, parser, exchange
+    cdef public bint closed, reusable, _in_body, _expect_head_only, _parser_spent
+    cdef public double idle_since
+    cdef public long long first_byte_ns
+    cdef public Py_ssize_t head_bytes, data_offset
+    cdef public int response_framing
+    cdef public bytes head_buffer, data
+    cpdef send(self, exchange, bytes data, bint head_only_response)
+    cpdef write(self, data)
+    cpdef release(self, bint reusable)
+    cpdef close(self)
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)

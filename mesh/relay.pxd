@@ -1,0 +1,52 @@
+# Types for Cython (see setup.py): one proxied HTTP/1.1 request.
+cimport cython
+
+from mesh.balance cimport Endpoint
+from mesh.destination cimport Destination
+from mesh.http1 cimport Http1Client, Http1Server
+from mesh.pool cimport EndpointPool
+from mesh.shed cimport AdmissionQueue
+from mesh.stack cimport Stack
+
+cdef class Exchange:
+    cdef public Stack stack
+    cdef public Http1Server downstream
+    cdef public bytes method, target, forward_head
+    cdef public object version, headers, ctx, span_id
+    cdef public bint keep_alive, upgrade, request_done, reused, replayable, response_started, rechunk, close_after
+    cdef public bint finished, admitted, started, chunked, message_complete
+    cdef public long long start_ns, t_start, queue_ns, connect_ns, sent_ns, retry_delay_ns, body_bytes
+    cdef public long long response_bytes, content_length
+    cdef public list body
+    cdef public Destination destination
+    cdef public str destination_name, error
+    cdef public double deadline, endpoint_load, ewma_t0
+    cdef public Endpoint endpoint
+    cdef public tuple tried
+    cdef public Http1Client conn
+    cdef public int retries, status
+    @cython.locals(destination=Destination, admission=AdmissionQueue)
+    cpdef start(self)
+    @cython.locals(pool=EndpointPool, conn=Http1Client)
+    cpdef attempt(self, now=*)
+    cpdef connected(self, task)
+    cpdef send(self, Http1Client conn)
+    cpdef request_body(self, bytes data)
+    cpdef request_complete(self)
+    cpdef request_aborted(self, str reason)
+    cpdef interim_response(self, bytes head)
+    cpdef response_head(self, int status, bytes head, int framing)
+    cpdef response_body(self, bytes data)
+    cpdef response_complete(self)
+    cpdef upstream_failed(self, str kind)
+    cpdef bint retry(self, int status, str error)
+    cpdef endpoint_failed(self)
+    cpdef breaker_failure(self, double now)
+    cpdef timed_out(self)
+    cpdef respond_locally(self, int status, str proxy_error, bint close=*)
+    cpdef fail(self, str proxy_error, int status)
+    cpdef abort(self, str proxy_error)
+    cpdef downstream_full(self)
+    cpdef downstream_drained(self)
+    cpdef downstream_lost(self)
+    cpdef finish(self, bint reusable)
