@@ -1,4 +1,6 @@
 # Types for Cython (see setup.py): the balancers the relay asks for an endpoint on every attempt.
+cimport cython
+
 from mesh.breaker cimport FailureAccrual
 from mesh.ewma cimport PeakEwma
 
@@ -17,8 +19,10 @@ cdef class _EndpointSet:
 
 cdef class P2CBalancer(_EndpointSet):
     cdef public object _random
+    @cython.locals(endpoint=Endpoint, breaker=FailureAccrual, a=Endpoint, b=Endpoint, count=Py_ssize_t)
     cpdef Endpoint pick(self, now=*, exclude=*)
     cpdef Endpoint _pick_among_usable(self, double now, exclude)
+    @cython.locals(first=Py_ssize_t, second=Py_ssize_t)
     cpdef tuple _draw_two(self, list candidates, Py_ssize_t count)
 
 cdef class RoundRobinBalancer(_EndpointSet):

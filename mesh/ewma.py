@@ -47,23 +47,21 @@ class PeakEwma:
 
     def finish(self, t0: float, now: float | None = None) -> None:
         """The request started at ``t0`` has completed (successfully or not): observe its RTT."""
-        if now is None:
-            now = _monotonic()
+        at = _monotonic() if now is None else now
         if self.pending > 0:
             self.pending -= 1
-        rtt = now - t0
+        rtt = at - t0
         if rtt > self.rtt_s:
             self.rtt_s = rtt
         else:
-            decay = _exp((self._updated_at - now) / self.decay_s) if now > self._updated_at else 1.0
+            decay = _exp((self._updated_at - at) / self.decay_s) if at > self._updated_at else 1.0
             self.rtt_s = self.rtt_s * decay + rtt * (1.0 - decay)
-        self._updated_at = now
+        self._updated_at = at
 
     def load(self, now: float | None = None) -> float:
         """Expected cost of one more request: decayed RTT estimate × (pending + 1)."""
-        if now is None:
-            now = _monotonic()
-        if now > self._updated_at:
-            self.rtt_s *= _exp((self._updated_at - now) / self.decay_s)
-            self._updated_at = now
+        at = _monotonic() if now is None else now
+        if at > self._updated_at:
+            self.rtt_s *= _exp((self._updated_at - at) / self.decay_s)
+            self._updated_at = at
         return self.rtt_s * (self.pending + 1)

@@ -28,60 +28,21 @@ from time import monotonic as _monotonic, perf_counter_ns
 import httptools
 
 from mesh._http1_heads import response_head, whole_request, whole_response
-from spans.conventions import PROXY_ERROR_HEADER
+from mesh.http1_framing import PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, error_response
+import mesh.relay as relay  # a module object: relay types these connections and may be imported first
 
 MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
 MAX_HEADERS = 128
-
-# Reasons a downstream connection stops reading; reading resumes when none is left.
-PAUSE_PIPELINE = 1  # a previous request on this connection is still being answered
-PAUSE_UPSTREAM_FULL = 2  # the upstream connection's write buffer is full
-PAUSE_UNSENT_BODY = 4  # the request body is buffered until an upstream connection exists
-
-REASONS = {
-    400: b"Bad Request",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-    501: b"Not Implemented",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-
 
 class HeadTooLarge(Exception):
     """Raised from a parser callback when a message head has more than MAX_HEADERS fields."""
 
 
-def error_response(status: int, proxy_error: str, close: bool) -> bytes:
-    """A response the proxy writes on its own, naming why in the ``tracemesh-proxy-error`` header."""
-    body = f"{status} {REASONS[status].decode()}: {proxy_error}\n".encode()
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status]),
-            PROXY_ERROR_HEADER.encode(),
-            b": ",
-            proxy_error.encode(),
-            b"\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" % len(body),
-            b"connection: close\r\n\r\n" if close else b"\r\n",
-            body,
-        )
-    )
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
 class Http1Server:
     """One downstream connection. Requests are answered in order; each becomes an exchange."""
 
-    def __init__(self, new_exchange, on_close=None):
-        self.new_exchange = new_exchange  # (server, method, target, version, headers, keep_alive, upgrade)
+    def __init__(self, stack, on_close=None):
+        self.stack = stack  # where the requests go (mesh.stack)
         self.on_close = on_close
         self.transport = None
         self.parser = httptools.HttpRequestParser(self)
@@ -190,7 +151,7 @@ class Http1Server:
 
     def _request(self, method, target, version, headers, keep_alive, upgrade) -> None:
         """A request head is in: its exchange starts, or waits behind the ones being answered."""
-        exchange = self.new_exchange(self, method, target, version, headers, keep_alive, upgrade)
+        exchange = relay.new_exchange(self.stack, self, method, target, version, headers, keep_alive, upgrade)
         self.receiving = exchange
         if self.answering is None:
             self.answering = exchange

@@ -12,7 +12,6 @@ import logging
 import socket
 
 from mesh.http1 import Http1Server
-from mesh.relay import exchange_factory
 from mesh.stack import Stack
 
 log = logging.getLogger(__name__)
@@ -32,10 +31,10 @@ def grpc_relay(stack: Stack):
 class ProtocolSniffer(asyncio.Protocol):
     """The protocol of a connection's first bytes; replaces itself by HTTP/1.1 or HTTP/2."""
 
-    __slots__ = ("new_exchange", "grpc", "connections", "transport", "first")
+    __slots__ = ("stack", "grpc", "connections", "transport", "first")
 
-    def __init__(self, new_exchange, grpc, connections: set):
-        self.new_exchange = new_exchange  # (server, method, target, version, headers, keep_alive, upgrade) -> Exchange
+    def __init__(self, stack: Stack, grpc, connections: set):
+        self.stack = stack
         self.grpc = grpc
         self.connections = connections
         self.transport = None
@@ -57,7 +56,7 @@ class ProtocolSniffer(asyncio.Protocol):
                 return
             protocol = self.grpc.connection()
         else:
-            protocol = Http1Server(self.new_exchange, self.connections.discard)
+            protocol = Http1Server(self.stack, self.connections.discard)
             self.connections.add(protocol)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
@@ -76,13 +75,12 @@ class Listener:
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Http1Server] = set()
         self.grpc = grpc_relay(stack)
-        self.new_exchange = exchange_factory(stack)
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: ProtocolSniffer(self.new_exchange, self.grpc, self.connections),
+            lambda: ProtocolSniffer(self.stack, self.grpc, self.connections),
             host.strip("[]") or "127.0.0.1",
             int(port),
             family=socket.AF_INET6 if host.startswith("[") else socket.AF_INET,

@@ -49,4 +49,5 @@ cdef class Exchange:
     cpdef downstream_full(self)
     cpdef downstream_drained(self)
     cpdef downstream_lost(self)
+    @cython.locals(end=cython.longlong, duration=cython.longlong, first_byte_ns=cython.longlong, sent=cython.longlong, status=int)
     cpdef finish(self, bint reusable)

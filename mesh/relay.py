@@ -26,7 +26,7 @@ from time import perf_counter_ns, time_ns
 
 from mesh import trace_context
 from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
-from mesh.http1 import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
+from mesh.http1_framing import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
 from mesh.pool import ConnectError
 from mesh.retry import CONNECT_FAILED, CONNECTION_LOST, MAX_REPLAY_BODY, backoff, http_retryable
 from mesh.shed import Shed
@@ -49,7 +49,7 @@ _PAUSED_BY_EXCHANGE = PAUSE_UNSENT_BODY | PAUSE_UPSTREAM_FULL  # reasons to stop
 class Exchange:
     """One request/response pair; created by the downstream connection when the request head is in."""
 
-    # Instances come from ``exchange_factory``.
+    # Instances come from ``new_exchange``.
     # start -------------------------------------------------------------------------------------
     def start(self) -> None:
         self.started = True
@@ -462,31 +462,27 @@ class Exchange:
         downstream.exchange_finished(self, self.keep_alive and not self.close_after)
 
 
-def exchange_factory(stack):
-    """The listener's ``new_exchange(server, method, target, version, headers, keep_alive, upgrade)``
-    for ``stack``. Fields not set here start as 0, False or None."""
-
-    def new_exchange(downstream, method, target, version, headers, keep_alive, upgrade) -> Exchange:
-        exchange = Exchange()
-        exchange.stack = stack
-        exchange.downstream = downstream
-        exchange.method = method
-        exchange.target = target
-        exchange.version = version
-        exchange.headers = headers  # [(name, value)] as received
-        exchange.keep_alive = keep_alive
-        exchange.upgrade = upgrade
-        exchange.start_ns = time_ns()
-        exchange.t_start = perf_counter_ns()
-        exchange.request_done = True  # until a body is announced
-        exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
-        exchange.replayable = True  # body still holds the whole body received so far
-        exchange.content_length = -1
-        exchange.destination_name = ""
-        exchange.forward_head = b""
-        exchange.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
-        exchange.tried = ()
-        exchange.error = ""
-        return exchange
-
-    return new_exchange
+def new_exchange(stack, downstream, method, target, version, headers, keep_alive, upgrade) -> Exchange:
+    """The exchange of a request whose head ``downstream`` (an ``Http1Server`` of ``stack``'s listener)
+    has read. Fields not set here start as 0, False or None."""
+    exchange = Exchange()
+    exchange.stack = stack
+    exchange.downstream = downstream
+    exchange.method = method
+    exchange.target = target
+    exchange.version = version
+    exchange.headers = headers  # [(name, value)] as received
+    exchange.keep_alive = keep_alive
+    exchange.upgrade = upgrade
+    exchange.start_ns = time_ns()
+    exchange.t_start = perf_counter_ns()
+    exchange.request_done = True  # until a body is announced
+    exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
+    exchange.replayable = True  # body still holds the whole body received so far
+    exchange.content_length = -1
+    exchange.destination_name = ""
+    exchange.forward_head = b""
+    exchange.ewma_t0 = -1.0  # >= 0 while the endpoint counts this request as pending
+    exchange.tried = ()
+    exchange.error = ""
+    return exchange
