@@ -75,8 +75,6 @@ class DestinationPolicy:
 
 
 class Destination:
-    __slots__ = ("name", "policy", "balancer", "retry_budget", "admission")
-
     def __init__(self, name: str, policy: DestinationPolicy, addresses: Sequence[str] = ()):
         self.name = name
         self.policy = policy

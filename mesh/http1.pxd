@@ -5,6 +5,10 @@ from mesh.pool cimport EndpointPool
 from mesh.relay cimport Exchange
 from mesh.stack cimport Stack
 
+# limits and flags tested on every read: C ints, not Python ints (not visible from Python)
+cdef Py_ssize_t MAX_HEAD_BYTES, MAX_HEADERS
+cdef int PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
+
 cdef class Http1Server:
     cdef public Stack stack
     cdef public object on_close, transport, parser, waiting, write_buffer

@@ -8,6 +8,9 @@ from mesh.pool cimport EndpointPool
 from mesh.shed cimport AdmissionQueue
 from mesh.stack cimport Stack
 
+# flags the relay tests on every request: C ints, not Python ints (not visible from Python)
+cdef int PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, HAS_CONTENT_LENGTH, _PAUSED_BY_EXCHANGE
+
 cdef class Exchange:
     cdef public Stack stack
     cdef public Http1Server downstream
