@@ -17,6 +17,10 @@ The common message, a keep-alive request or a Content-Length response that arriv
 skips llhttp: ``whole_request`` / ``whole_response`` (``mesh/_http1_heads.c``) check it more strictly
 than llhttp would and hand over its pieces in one call (llhttp's callbacks cost a Python call each).
 Whatever they refuse goes to llhttp unchanged, and they are only tried while llhttp is between messages.
+
+Both classes are compiled as extension types (``http1.pxd``, setup.py), typed together with the
+exchange they carry. They are asyncio protocols by their methods, not by inheritance: an extension
+type cannot derive from ``asyncio.Protocol``, a Python class.
 """
 
 from __future__ import annotations
