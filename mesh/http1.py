@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic as _monotonic, perf_counter_ns
+from time import monotonic as _monotonic, monotonic_ns
 
 import httptools
 
@@ -314,7 +314,7 @@ class Http1Client:
                 if whole is not None:  # relayed as llhttp's callbacks would
                     status, head, framing, keep_alive, body = whole
                     if not self.first_byte_ns:
-                        self.first_byte_ns = perf_counter_ns()
+                        self.first_byte_ns = monotonic_ns()
                     if not keep_alive:
                         self.reusable = False
                     if downstream.write_buffer is None:
@@ -421,7 +421,7 @@ class Http1Client:
     # the exchange), which saves a Python call and a tuple per header field.
     def on_message_begin(self):
         if not self.first_byte_ns:
-            self.first_byte_ns = perf_counter_ns()
+            self.first_byte_ns = monotonic_ns()
         self.head_bytes = 0
         self.head_buffer = self.data[self.data_offset :] if self.data_offset else self.data
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from time import perf_counter_ns, time_ns
+from time import monotonic_ns, time_ns
 
 from mesh import trace_context
 from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
@@ -169,7 +169,7 @@ class Exchange:
             self.send(conn)
         else:
             self.reused = False
-            self.connect_ns = perf_counter_ns()
+            self.connect_ns = monotonic_ns()
             self.stack.loop.create_task(pool.connect()).add_done_callback(self.connected)
 
     def connected(self, task: asyncio.Task) -> None:
@@ -183,7 +183,7 @@ class Exchange:
         if error is not None:
             self.upstream_failed(error.kind if isinstance(error, ConnectError) else "connect_error")
             return
-        self.connect_ns = perf_counter_ns() - self.connect_ns
+        self.connect_ns = monotonic_ns() - self.connect_ns
         self.send(task.result())
 
     def send(self, conn) -> None:
@@ -202,7 +202,7 @@ class Exchange:
         else:
             data = self.forward_head
         conn.send(self, data, self.method == _HEAD)
-        self.sent_ns = perf_counter_ns()
+        self.sent_ns = monotonic_ns()
         if self.downstream.paused & PAUSE_UNSENT_BODY:
             self.downstream.resume(PAUSE_UNSENT_BODY)
 
@@ -400,12 +400,12 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        end = perf_counter_ns()
+        end = monotonic_ns()
         stack = self.stack
         if self.deadline:
             stack.deadlines.pending.discard(self)
         if self.ewma_t0 >= 0:
-            self.endpoint.ewma.finish(self.ewma_t0)
+            self.endpoint.ewma.finish(self.ewma_t0, end / 1e9)  # monotonic_ns() is time.monotonic()'s clock
         conn = self.conn
         first_byte_ns = 0
         if conn is not None:
@@ -475,7 +475,7 @@ def new_exchange(stack, downstream, method, target, version, headers, keep_alive
     exchange.keep_alive = keep_alive
     exchange.upgrade = upgrade
     exchange.start_ns = time_ns()
-    exchange.t_start = perf_counter_ns()
+    exchange.t_start = monotonic_ns()
     exchange.request_done = True  # until a body is announced
     exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
     exchange.replayable = True  # body still holds the whole body received so far
