@@ -99,27 +99,24 @@ class SpoolWriter:
         return records
 
     def _insert(self, records: list[Record]) -> bool:
-        """Insert then commit; False when stopping before the store took the batch."""
-        if len(records) == 1:
-            batch = records[0].columns
-        else:
-            batch = empty_columns()
-            for record in records:
-                extend_columns(batch, record.columns)
+        """Insert then commit; False when stopping before the store took the batch. The records'
+        columns go to the store as they are (one block, no joined copy of them)."""
+        parts = [record.columns for record in records]
+        rows = sum(row_count(part) for part in parts)
         delay = RETRY_INITIAL_S
         failures = 0
         while True:
             try:
-                self.store.insert(batch)
+                self.store.insert_parts(parts)
                 break
             except StoreUnavailable as exc:
                 self._note_failure(f"store unavailable: {exc}", available=False)
             except Exception as exc:  # a batch the store refuses: retry a little, then set it aside
                 failures += 1
-                log.exception("insert of %d rows failed (attempt %d)", row_count(batch), failures)
+                log.exception("insert of %d rows failed (attempt %d)", rows, failures)
                 self._note_failure(f"insert failed: {exc}", available=True)
                 if failures >= POISON_ATTEMPTS:
-                    self._quarantine(records, batch)
+                    self._quarantine(records)
                     break
             if self._stopping.is_set() and time.monotonic() >= self._drain_deadline:
                 return False
@@ -127,9 +124,9 @@ class SpoolWriter:
             delay = min(delay * 2, RETRY_MAX_S)
         self.spool.commit(records[-1].position)
         if not self.stats.store_available:
-            log.warning("store is back; inserted the spooled batch of %d rows", row_count(batch))
+            log.warning("store is back; inserted the spooled batch of %d rows", rows)
         self.stats.store_available = True
-        self.stats.inserted_rows += row_count(batch)
+        self.stats.inserted_rows += rows
         self.stats.inserted_batches += 1
         return True
 
@@ -139,7 +136,10 @@ class SpoolWriter:
         self.stats.store_available = available
         self.stats.last_error = message
 
-    def _quarantine(self, records: list[Record], batch) -> None:
+    def _quarantine(self, records: list[Record]) -> None:
+        batch = empty_columns()
+        for record in records:
+            extend_columns(batch, record.columns)
         directory = self.spool.directory / "rejected"
         directory.mkdir(exist_ok=True)
         seq, end = records[0].position

@@ -62,7 +62,7 @@ def searched(store: SpanStore, **filters) -> list[int]:
 def test_spans_written_before_tag_hashes_are_found_after_the_upgrade(store_url):
     backend = open_backend(store_url)
     migrate_to(backend, 2)
-    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    backend.insert("spans", [spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"]))], COLUMNS)
     store = SpanStore(backend)  # applies migration 3 and the rest
     try:
         store.insert(spans((3, "cart", ["user.id=42"]), (4, "shop", ["user.id=42", "region=eu"])))
@@ -80,7 +80,7 @@ def test_spans_written_before_tag_hashes_are_found_after_the_upgrade(store_url):
 def test_an_upgrade_interrupted_after_dropping_the_old_search_table_completes_on_the_next_start(store_url):
     backend = open_backend(store_url)
     migrate_to(backend, 2)
-    backend.insert("spans", spans((1, "cart", ["user.id=42"]), (2, "cart", ["error=true"])), COLUMNS)
+    backend.insert("spans", [spans((1, "cart", ["user.id=42"]), (2, "cart", ["error=true"]))], COLUMNS)
     backend.execute(["DROP TABLE IF EXISTS span_search_mv", "DROP TABLE IF EXISTS span_search"])  # then a crash
     store = SpanStore(backend)
     try:
@@ -107,7 +107,7 @@ def assert_old_and_new_spans_answer(store: SpanStore) -> None:
 def test_spans_stored_with_tags_answer_the_same_after_the_input_table_upgrade(store_url):
     backend = open_backend(store_url)
     migrate_to(backend, 3)
-    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    backend.insert("spans", [spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"]))], COLUMNS)
     store = SpanStore(backend)  # applies migration 4 and the rest
     try:
         assert_old_and_new_spans_answer(store)
@@ -118,7 +118,7 @@ def test_spans_stored_with_tags_answer_the_same_after_the_input_table_upgrade(st
 def test_an_upgrade_interrupted_after_dropping_the_old_views_completes_on_the_next_start(store_url):
     backend = open_backend(store_url)
     migrate_to(backend, 3)
-    backend.insert("spans", spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"])), COLUMNS)
+    backend.insert("spans", [spans((1, "cart", ["user.id=42", "error=true"]), (2, "cart", ["user.id=7"]))], COLUMNS)
     features = schema.server_features(backend)
     statements = sql.script(sql.load("migrations/0004_span_input.sql"), features.has)
     first_view = next(i for i, statement in enumerate(statements) if "MATERIALIZED VIEW" in statement)

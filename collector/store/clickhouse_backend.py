@@ -1,12 +1,15 @@
 """A ClickHouse server through clickhouse-driver (native protocol): columnar inserts, pooled connections.
 
 A clickhouse-driver ``Client`` is one connection and not thread-safe, so each call borrows a client
-from a small pool; a client whose connection broke reconnects on its next use.
+from a small pool; a client whose connection broke reconnects on its next use. The driver takes
+whole columns, so an insert's parts are joined here.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
+from collections.abc import Sequence
 
 from clickhouse_driver import Client, errors
 
@@ -54,14 +57,14 @@ class ClickHouseBackend:
             columns = [() for _ in column_types]
         return {name: list(values) for (name, _), values in zip(column_types, columns)}
 
-    def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None:
+    def insert(self, table: str, parts: Sequence[dict[str, list]], column_types: dict[str, str]) -> None:
+        columns = [
+            parts[0][name] if len(parts) == 1 else list(itertools.chain.from_iterable(part[name] for part in parts))
+            for name in column_types
+        ]
         client = self._borrow()
         try:
-            client.execute(
-                f"INSERT INTO {table} ({', '.join(column_types)}) VALUES",
-                [columns[name] for name in column_types],
-                columnar=True,
-            )
+            client.execute(f"INSERT INTO {table} ({', '.join(column_types)}) VALUES", columns, columnar=True)
         finally:
             self._idle.put(client)
 

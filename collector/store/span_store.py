@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,7 +68,8 @@ class Backend(Protocol):
 
     def query(self, sql: str) -> dict[str, list]: ...
 
-    def insert(self, table: str, columns: dict[str, list], column_types: dict[str, str]) -> None: ...
+    def insert(self, table: str, parts: Sequence[dict[str, list]], column_types: dict[str, str]) -> None:
+        """One insert of the rows of every part (column lists by name), in order."""
 
     def close(self) -> None: ...
 
@@ -82,17 +84,22 @@ class SpanStore:
             schema.migrate(backend, self.features)
 
     def insert(self, columns: SpanColumns) -> None:
-        if row_count(columns) == 0:
+        self.insert_parts([columns])
+
+    def insert_parts(self, parts: Sequence[SpanColumns]) -> None:
+        """Insert the spans of several batches as one block, in order, without joining their columns first."""
+        parts = [part for part in parts if row_count(part)]
+        if not parts:
             return
         with self._guard():
-            self._backend.insert("span_input", columns, COLUMNS)
+            self._backend.insert("span_input", parts, COLUMNS)
 
     def insert_edge_windows(self, columns: dict[str, list]) -> None:
         """Add service-graph window rows (``EDGE_WINDOW_COLUMNS``); rows of the same window add up."""
         if not columns["window_start"]:
             return
         with self._guard():
-            self._backend.insert("edge_windows", columns, EDGE_WINDOW_COLUMNS)
+            self._backend.insert("edge_windows", [columns], EDGE_WINDOW_COLUMNS)
 
     def edge_windows(
         self,
