@@ -132,9 +132,15 @@ def send_warm_up(address: str, body: bytes) -> None:
         channel.unary_unary(EXPORT_METHOD)(body, timeout=60)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_and_faults(pid: int) -> tuple[float, int]:
+    """CPU seconds (utime + stime) and minor page faults of every thread of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
+def peak_rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:", 1)[1].split()[0]) * 1024
 
 
 def run_collector(store_url: str, workdir: Path, total_requests: int, clients: int, in_flight: int, batch_rows: int, now: int) -> dict:
@@ -152,17 +158,26 @@ def run_collector(store_url: str, workdir: Path, total_requests: int, clients: i
         send_warm_up(collector.grpc_address, make_request(total_requests, now))
         collector.wait_inserted(SPANS_PER_REQUEST, timeout=120)
         inserted_before = collector.ready()["inserted_rows"]
-        cpu_before, started = cpu_seconds(pid), time.perf_counter()
+        (cpu_before, faults_before), started = cpu_and_faults(pid), time.perf_counter()
         go.set()
         sent = sum(results.get(timeout=600) for _ in processes)
         acked_at = time.perf_counter()
         collector.wait_inserted(inserted_before + sent, timeout=120)
         finished = time.perf_counter()
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu, faults = cpu_and_faults(pid)
         read_back = collector.ready()["spool_read_back_spans"]
+        peak_rss = peak_rss_bytes(pid)
         for process in processes:
             process.join()
-        return {"spans": sent, "ack_seconds": acked_at - started, "seconds": finished - started, "cpu": cpu, "read_back": read_back}
+        return {
+            "spans": sent,
+            "ack_seconds": acked_at - started,
+            "seconds": finished - started,
+            "cpu": cpu - cpu_before,
+            "faults": faults - faults_before,
+            "read_back": read_back,
+            "peak_rss": peak_rss,
+        }
     finally:
         collector.stop()
 
@@ -197,6 +212,7 @@ def report(label: str, result: dict, raw_rate: float, raw_per_cpu: float) -> Non
     per_cpu = result["spans"] / result["cpu"]
     print(f"{label}: {result['spans']:,} spans in {result['seconds']:.2f}s (acked in {result['ack_seconds']:.2f}s)")
     print(f"  through the collector: {rate:,.0f} spans/s wall, {per_cpu:,.0f} spans per CPU-second of the collector")
+    print(f"  minor page faults of the collector: {result['faults'] / result['spans']:.3f} per span; peak RSS {result['peak_rss'] / 2**20:,.0f} MB")
     print(f"  spans the collector's writer read back from the spool files and decoded again: {result['read_back']:,}")
     print(f"  raw store.insert of the same rows: {raw_rate:,.0f} rows/s wall, {raw_per_cpu:,.0f} rows per CPU-second")
     print(f"  ratio collector/raw: {rate / raw_rate:.2f}x wall, {per_cpu / raw_per_cpu:.2f}x per CPU-second")
