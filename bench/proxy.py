@@ -10,6 +10,8 @@ paced at ~--rate requests/s:
   direct       wrk -> app
   proxy        wrk -> tracemesh inbound proxy -> app                 (tracing on: spans exported)
   hop          wrk -> tracemesh outbound proxy -> inbound proxy -> app (Host names the service)
+  raw relay    wrk -> bench/raw_relay.py -> app: the least a Python proxy can do (uvloop, httptools
+               finding message ends, bytes forwarded as they came; no routing, tracing or policy)
   nginx        wrk -> nginx reverse proxy (keep-alive upstream) -> app
 
 Paced load is one request every 1000/--rate ms, sent by whichever of the --paced-connections is free
@@ -302,6 +304,11 @@ def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
                    collector=collector, admin=f"127.0.0.1:{free_port()}"),
         outbound_port,
     )  # fmt: skip
+    raw_port = free_port()
+    raw = procs.start(
+        "raw-relay", [sys.executable, str(BENCH_DIR / "raw_relay.py"), "--listen", str(raw_port), "--upstream", str(app_port)],
+        raw_port,
+    )  # fmt: skip
 
     paced_lua = workdir / "paced.lua"
     paced_lua.write_text(PACED_LUA.format(interval_ms=1000 / args.rate))
@@ -315,6 +322,7 @@ def http_scenarios(args, procs: Processes, workdir: Path) -> list[dict]:
         wrk_scenario("proxy", f"http://127.0.0.1:{inbound_port}/", [inbound.pid], None, paced_lua),
         wrk_scenario("hop", f"http://127.0.0.1:{outbound_port}/", [hop_outbound.pid, hop_inbound.pid], host_lua,
                      paced_host_lua),
+        wrk_scenario("raw relay", f"http://127.0.0.1:{raw_port}/", [raw.pid], None, paced_lua),
         wrk_scenario("nginx", f"http://127.0.0.1:{nginx_port}/", [nginx.pid], None, paced_lua),
     ])
 
