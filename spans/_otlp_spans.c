@@ -11,8 +11,10 @@
  * record is checked (types, id lengths and digits, int ranges) before a byte of it is written, and a
  * malformed one is refused with the reason while nothing is appended.
  *
- * Each span's exact size is computed before it is written (protobuf puts a message's length before
- * the message), so the writes that follow go to reserved space without further checks. Attribute
+ * Protobuf puts a message's length before the message: a span's attributes are encoded first, each
+ * one as soon as its value is measured, then the span's exact size is known and it is written to
+ * reserved space without further checks. The parts every span of a proxy shares (the keys of an HTTP
+ * span, an endpoint's constant attributes) are read or encoded once and cached (see read_keys). Attribute
  * values are typed as in the OTLP AnyValue: str, bool, int (int64), float; anything else (an int
  * beyond int64, a subclass, another object) travels as its str() text. */
 
@@ -52,25 +54,26 @@ enum value_type { VALUE_STRING, VALUE_BOOL, VALUE_INT, VALUE_DOUBLE };
 /* What encoding one record came to. */
 enum outcome { ENCODED = 0, MALFORMED = 1, FAILED = -1 /* a Python exception to propagate */ };
 
-/* One attribute, checked and measured, waiting to be written. */
+/* One attribute value, checked and measured, about to be written. */
 typedef struct {
-    const char *key;
-    Py_ssize_t key_len;
     enum value_type type;
     const char *text; /* VALUE_STRING */
     Py_ssize_t text_len;
     uint64_t bits; /* VALUE_BOOL 0/1, VALUE_INT two's complement, VALUE_DOUBLE IEEE bits */
-    size_t value_len; /* the AnyValue message */
-    size_t pair_len;  /* the KeyValue message */
-} Attribute;
+    size_t len; /* the AnyValue message */
+} Value;
 
-/* Per-call working memory: measured attributes, and the temporary objects (str() of odd values,
- * "replace"-encoded text) whose bytes the attributes point into until the span is written. */
+/* Per-call working memory: the span's attribute fields, encoded one by one as they are checked (an
+ * attribute's size is known once its value is measured, so each is written at once rather than
+ * measured into a list and walked again), and the temporary objects (str() of odd values,
+ * "replace"-encoded text) whose bytes the span's name and message point into until it is written.
+ * `may_cache` is set for the outermost call only: it alone changes the caches (see append_with). */
 typedef struct {
-    Attribute *attributes;
-    Py_ssize_t attributes_cap;
+    char *bytes;
+    size_t len, cap;
     PyObject **temps;
     Py_ssize_t temps_len, temps_cap;
+    int may_cache;
 } Scratch;
 
 static void scratch_release_temps(Scratch *scratch) {
@@ -83,7 +86,7 @@ static void scratch_release_temps(Scratch *scratch) {
 static void scratch_free(Scratch *scratch) {
     scratch_release_temps(scratch);
     PyMem_Free(scratch->temps);
-    PyMem_Free(scratch->attributes);
+    PyMem_Free(scratch->bytes);
 }
 
 /* Keeps `object` (a new reference, stolen) alive until the current span is written. */
@@ -103,21 +106,37 @@ static int scratch_keep(Scratch *scratch, PyObject *object) {
     return 0;
 }
 
-static Attribute *scratch_attributes(Scratch *scratch, Py_ssize_t count) {
-    if (count > scratch->attributes_cap) {
-        if ((size_t)count > PY_SSIZE_T_MAX / sizeof(Attribute)) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        Attribute *attributes = PyMem_Realloc(scratch->attributes, (size_t)count * sizeof(Attribute));
-        if (attributes == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        scratch->attributes = attributes;
-        scratch->attributes_cap = count;
+/* Sets `*reason` to a new message; MALFORMED, or FAILED when even that fails. */
+static enum outcome malformed(PyObject **reason, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    *reason = PyUnicode_FromFormatV(format, args);
+    va_end(args);
+    return *reason == NULL ? FAILED : MALFORMED;
+}
+
+/* scratch_reserve when the room is short: the attributes must stay within MAX_MESSAGE, and the room
+ * grows (to at most MAX_MESSAGE, so that whatever fits in it is within the limit). */
+static enum outcome scratch_grow(Scratch *scratch, size_t more, PyObject **reason) {
+    if (more > MAX_MESSAGE - scratch->len) { /* len never exceeds MAX_MESSAGE */
+        return malformed(reason, "attributes too large");
     }
-    return scratch->attributes;
+    size_t needed = scratch->len + more;
+    size_t cap = scratch->cap < 256 ? 256 : scratch->cap < MAX_MESSAGE / 2 ? 2 * scratch->cap : MAX_MESSAGE;
+    cap = cap < needed ? needed : cap;
+    char *bytes = PyMem_Realloc(scratch->bytes, cap);
+    if (bytes == NULL) {
+        PyErr_NoMemory();
+        return FAILED;
+    }
+    scratch->bytes = bytes;
+    scratch->cap = cap;
+    return ENCODED;
+}
+
+/* Room for `more` bytes after the encoded attributes, at scratch->bytes + scratch->len. */
+static inline enum outcome scratch_reserve(Scratch *scratch, size_t more, PyObject **reason) {
+    return more <= scratch->cap - scratch->len ? ENCODED : scratch_grow(scratch, more, reason);
 }
 
 static inline size_t varint_size(uint64_t value) {
@@ -156,21 +175,24 @@ static inline size_t field_size(size_t len) { return 1 + varint_size(len) + len;
 /* memcpy for the short keys and values a span is made of: fixed-size (the last one overlapping)
  * copies instead of a call into the C library (which was a sixth of the encoder's instructions). */
 static inline char *put_raw(char *out, const char *data, size_t len) {
-    if (len >= 16 && len <= 64) {
+    if (len < 4) { /* methods, short paths and values */
+        for (size_t i = 0; i < len; i++) {
+            out[i] = data[i];
+        }
+    } else if (len < 8) {
+        memcpy(out, data, 4);
+        memcpy(out + len - 4, data + len - 4, 4);
+    } else if (len < 16) {
+        memcpy(out, data, 8);
+        memcpy(out + len - 8, data + len - 8, 8);
+    } else if (len <= 32) { /* most attribute keys; ids */
+        memcpy(out, data, 16);
+        memcpy(out + len - 16, data + len - 16, 16);
+    } else if (len <= 64) {
         for (size_t i = 0; i + 16 < len; i += 16) {
             memcpy(out + i, data + i, 16);
         }
         memcpy(out + len - 16, data + len - 16, 16);
-    } else if (len >= 8 && len < 16) {
-        memcpy(out, data, 8);
-        memcpy(out + len - 8, data + len - 8, 8);
-    } else if (len >= 4 && len < 8) {
-        memcpy(out, data, 4);
-        memcpy(out + len - 4, data + len - 4, 4);
-    } else if (len < 4) {
-        for (size_t i = 0; i < len; i++) {
-            out[i] = data[i];
-        }
     } else {
         memcpy(out, data, len);
     }
@@ -181,15 +203,6 @@ static inline char *put_bytes_field(char *out, char tag, const char *data, size_
     *out++ = tag;
     out = put_varint(out, len);
     return put_raw(out, data, len);
-}
-
-/* Sets `*reason` to a new message; MALFORMED, or FAILED when even that fails. */
-static enum outcome malformed(PyObject **reason, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    *reason = PyUnicode_FromFormatV(format, args);
-    va_end(args);
-    return *reason == NULL ? FAILED : MALFORMED;
 }
 
 /* How a bad value appears in a reason. Only a plain str's repr is shown (it runs no code and
@@ -280,8 +293,8 @@ static void init_hex_values(void) {
 }
 
 /* A hex id of exactly 2 * `size` digits into `out`; `optional` also accepts '' (size 0 written). */
-static enum outcome parse_id(PyObject *id, const char *what, size_t size, int optional, unsigned char *out,
-                             size_t *written, PyObject **reason) {
+static Py_ALWAYS_INLINE inline enum outcome parse_id(PyObject *id, const char *what, size_t size, int optional,
+                                                     unsigned char *out, size_t *written, PyObject **reason) {
     const unsigned char *digits = NULL;
     Py_ssize_t len = -1;
     if (PyUnicode_Check(id) && PyUnicode_IS_COMPACT_ASCII(id)) { /* else not hex digits (or a rare str form: refused) */
@@ -309,17 +322,9 @@ static enum outcome parse_id(PyObject *id, const char *what, size_t size, int op
     return ENCODED;
 }
 
-/* An int field of the record in [0, max] (`expected` says so in words). */
-static enum outcome parse_uint(PyObject *number, const char *what, const char *expected, uint64_t max, uint64_t *out,
-                               PyObject **reason) {
-    if (PyLong_CheckExact(number)) { /* the usual case, without PyLong_AsUnsignedLongLong's byte-array path */
-        int overflow = 0;
-        long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
-        if (!overflow && value >= 0 && (uint64_t)value <= max) {
-            *out = (uint64_t)value;
-            return ENCODED;
-        }
-    }
+/* parse_uint for all but an exact int within long long. */
+static enum outcome parse_other_uint(PyObject *number, const char *what, const char *expected, uint64_t max,
+                                     uint64_t *out, PyObject **reason) {
     if (PyLong_Check(number)) {
         unsigned long long value = PyLong_AsUnsignedLongLong(number);
         if (!(value == (unsigned long long)-1 && PyErr_Occurred())) {
@@ -336,60 +341,116 @@ static enum outcome parse_uint(PyObject *number, const char *what, const char *e
     return bad_value(reason, -1, what, expected, number);
 }
 
-/* Measures `value` as the value of `attribute` (whose key is set): typed as in the OTLP AnyValue. */
-static inline enum outcome measure_value(PyObject *value, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
-                                  PyObject **reason) {
-    int overflow = 0;
-    long long number = PyLong_CheckExact(value) ? PyLong_AsLongLongAndOverflow(value, &overflow) : 0;
-    if (PyBool_Check(value)) {
-        attribute->type = VALUE_BOOL;
-        attribute->bits = value == Py_True;
-        attribute->value_len = 2;
-    } else if (PyLong_CheckExact(value) && !overflow) {
-        attribute->type = VALUE_INT;
-        attribute->bits = (uint64_t)number; /* protobuf int64: a negative number is a 10-byte two's complement */
-        attribute->value_len = 1 + varint_size(attribute->bits);
+/* An int field of the record in [0, max] (`expected` says so in words). */
+static Py_ALWAYS_INLINE inline enum outcome parse_uint(PyObject *number, const char *what, const char *expected,
+                                                       uint64_t max, uint64_t *out, PyObject **reason) {
+    if (PyLong_CheckExact(number)) { /* the usual case, without PyLong_AsUnsignedLongLong's byte-array path */
+        int overflow = 0;
+        long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
+        if (!overflow && value >= 0 && (uint64_t)value <= max) {
+            *out = (uint64_t)value;
+            return ENCODED;
+        }
+    }
+    return parse_other_uint(number, what, expected, max, out, reason);
+}
+
+/* Measures `value` typed as in the OTLP AnyValue. Clears `*plain` when its encoding could differ
+ * another time or depend on code of its own (str() of anything but a str, an int, a float or a bool). */
+static Py_ALWAYS_INLINE inline enum outcome measure_value(PyObject *value, Py_ssize_t index, Value *measured,
+                                                          int *plain, Scratch *scratch, PyObject **reason) {
+    if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow); /* cannot fail on an exact int */
+        if (!overflow) {
+            measured->type = VALUE_INT;
+            measured->bits = (uint64_t)number; /* protobuf int64: a negative number is a 10-byte two's complement */
+            measured->len = 1 + varint_size(measured->bits);
+            return ENCODED;
+        }
+    } else if (PyBool_Check(value)) {
+        measured->type = VALUE_BOOL;
+        measured->bits = value == Py_True;
+        measured->len = 2;
+        return ENCODED;
     } else if (PyFloat_CheckExact(value)) {
         double real = PyFloat_AS_DOUBLE(value);
-        attribute->type = VALUE_DOUBLE;
-        memcpy(&attribute->bits, &real, sizeof attribute->bits);
-        attribute->value_len = 9;
-    } else {
-        /* a str; an int beyond int64, a subclass or any other object as its text */
-        PyObject *text = value;
-        if (!PyUnicode_CheckExact(value)) {
-            text = PyObject_Str(value);
-            if (text == NULL) {
-                return unprintable_value(reason, index, value);
-            }
-            if (scratch_keep(scratch, text) < 0) {
-                return FAILED;
-            }
+        measured->type = VALUE_DOUBLE;
+        memcpy(&measured->bits, &real, sizeof measured->bits);
+        measured->len = 9;
+        return ENCODED;
+    }
+    /* a str; an int beyond int64, a subclass or any other object as its text */
+    PyObject *text = value;
+    if (!PyUnicode_CheckExact(value)) {
+        *plain = 0;
+        text = PyObject_Str(value);
+        if (text == NULL) {
+            return unprintable_value(reason, index, value);
         }
-        if (utf8_of(text, &attribute->text, &attribute->text_len, scratch) < 0) {
+        if (scratch_keep(scratch, text) < 0) {
             return FAILED;
         }
-        attribute->type = VALUE_STRING;
-        if ((size_t)attribute->text_len > MAX_MESSAGE) {
-            return malformed(reason, "attribute %zd value too large", index);
-        }
-        attribute->value_len = field_size((size_t)attribute->text_len);
     }
+    if (utf8_of(text, &measured->text, &measured->text_len, scratch) < 0) {
+        return FAILED;
+    }
+    measured->type = VALUE_STRING;
+    if ((size_t)measured->text_len > MAX_MESSAGE) {
+        return malformed(reason, "attribute %zd value too large", index);
+    }
+    measured->len = field_size((size_t)measured->text_len);
     return ENCODED;
 }
 
-/* Sets the size of the KeyValue message of `attribute`, whose key and value are measured. */
-static inline enum outcome measure_pair(Py_ssize_t index, Attribute *attribute, PyObject **reason) {
-    if ((size_t)attribute->key_len > MAX_MESSAGE) {
+/* Appends the KeyValue field `tag` of `key` (UTF-8) and a measured value, attribute `index`, to the
+ * encoded attributes. */
+static Py_ALWAYS_INLINE inline enum outcome append_attribute(Scratch *scratch, char tag, const char *key,
+                                                             size_t key_len, const Value *value, Py_ssize_t index,
+                                                             PyObject **reason) {
+    if (key_len > MAX_MESSAGE) {
         return malformed(reason, "attribute %zd key too large", index);
     }
-    attribute->pair_len = field_size((size_t)attribute->key_len) + field_size(attribute->value_len);
+    size_t pair_len = field_size(key_len) + field_size(value->len);
+    size_t total = field_size(pair_len);
+    enum outcome outcome = scratch_reserve(scratch, total, reason);
+    if (outcome != ENCODED) {
+        return outcome;
+    }
+    char *start = scratch->bytes + scratch->len, *out = start;
+    *out++ = tag;
+    out = put_varint(out, pair_len);
+    out = put_bytes_field(out, TAG_KEY, key, key_len);
+    *out++ = TAG_VALUE;
+    out = put_varint(out, value->len);
+    switch (value->type) {
+    case VALUE_STRING:
+        out = put_bytes_field(out, TAG_STRING, value->text, (size_t)value->text_len);
+        break;
+    case VALUE_BOOL:
+        *out++ = TAG_BOOL;
+        *out++ = (char)value->bits;
+        break;
+    case VALUE_INT:
+        *out++ = TAG_INT;
+        out = put_varint(out, value->bits);
+        break;
+    case VALUE_DOUBLE:
+        *out++ = TAG_DOUBLE;
+        out = put_fixed64(out, value->bits);
+        break;
+    }
+    if ((size_t)(out - start) != total) { /* measuring and writing disagree: a bug here, never data */
+        PyErr_SetString(PyExc_SystemError, "span encoder wrote a different size than it measured");
+        return FAILED;
+    }
+    scratch->len += total;
     return ENCODED;
 }
 
-/* Checks and measures one (key, value) pair into `attribute`. */
-static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribute *attribute, Scratch *scratch,
-                                      PyObject **reason) {
+/* Checks one (key, value) pair and appends it as attribute `index`. */
+static enum outcome encode_attribute(PyObject *pair, Py_ssize_t index, char tag, Scratch *scratch, int *plain,
+                                     PyObject **reason) {
     if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
         return bad_value(reason, index, "", "a (key, value) tuple", pair);
     }
@@ -397,75 +458,45 @@ static enum outcome measure_attribute(PyObject *pair, Py_ssize_t index, Attribut
     if (!PyUnicode_Check(key)) {
         return bad_value(reason, index, "key", "a str", key);
     }
-    if (utf8_of(key, &attribute->key, &attribute->key_len, scratch) < 0) {
+    if (!PyTuple_CheckExact(pair) || !PyUnicode_CheckExact(key)) {
+        *plain = 0;
+    }
+    const char *key_text;
+    Py_ssize_t key_len;
+    if (utf8_of(key, &key_text, &key_len, scratch) < 0) {
         return FAILED;
     }
-    enum outcome outcome = measure_value(value, index, attribute, scratch, reason);
-    return outcome != ENCODED ? outcome : measure_pair(index, attribute, reason);
+    Value measured;
+    enum outcome outcome = measure_value(value, index, &measured, plain, scratch, reason);
+    return outcome != ENCODED ? outcome
+                              : append_attribute(scratch, tag, key_text, (size_t)key_len, &measured, index, reason);
 }
 
-/* Adds one measured attribute's field to the running size of a span's attributes. */
-static inline enum outcome add_attribute_size(size_t *size, const Attribute *attribute, PyObject **reason) {
-    *size += field_size(attribute->pair_len);
-    return *size > MAX_MESSAGE ? malformed(reason, "attributes too large") : ENCODED;
-}
-
-/* Checks and measures a tuple or list of pairs; `*count` and `*size` (all attribute fields) out.
- * The pairs land in scratch->attributes, which has room for `extra` more after them. */
-static enum outcome measure_attributes(PyObject *attributes, Scratch *scratch, Py_ssize_t extra, Py_ssize_t *count,
-                                       size_t *size, PyObject **reason) {
+/* Checks a tuple or list of pairs and appends each as a field `tag`; `*count` out. Clears `*plain`
+ * unless the encoding is fixed by the tuple's identity (see encode_constant_attributes). */
+static enum outcome encode_attributes(PyObject *attributes, char tag, Scratch *scratch, Py_ssize_t *count, int *plain,
+                                      PyObject **reason) {
     if (PyList_Check(attributes)) {
         /* a private copy: a str() of an odd value could run code that changes the list */
         attributes = PyList_AsTuple(attributes);
         if (attributes == NULL || scratch_keep(scratch, attributes) < 0) {
             return FAILED;
         }
+        *plain = 0;
     } else if (!PyTuple_Check(attributes)) {
         return bad_value(reason, -1, "attributes", "a tuple of (key, value) pairs", attributes);
+    } else if (!PyTuple_CheckExact(attributes)) {
+        *plain = 0;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(attributes);
-    Attribute *measured = scratch_attributes(scratch, n + extra);
-    if (measured == NULL && n + extra > 0) {
-        return FAILED;
-    }
-    *size = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        enum outcome outcome = measure_attribute(PyTuple_GET_ITEM(attributes, i), i, &measured[i], scratch, reason);
-        if (outcome != ENCODED || (outcome = add_attribute_size(size, &measured[i], reason)) != ENCODED) {
+        enum outcome outcome = encode_attribute(PyTuple_GET_ITEM(attributes, i), i, tag, scratch, plain, reason);
+        if (outcome != ENCODED) {
             return outcome;
         }
     }
     *count = n;
     return ENCODED;
-}
-
-static char *put_attributes(char *out, char tag, const Attribute *attributes, Py_ssize_t count) {
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const Attribute *a = &attributes[i];
-        *out++ = tag;
-        out = put_varint(out, a->pair_len);
-        out = put_bytes_field(out, TAG_KEY, a->key, (size_t)a->key_len);
-        *out++ = TAG_VALUE;
-        out = put_varint(out, a->value_len);
-        switch (a->type) {
-        case VALUE_STRING:
-            out = put_bytes_field(out, TAG_STRING, a->text, (size_t)a->text_len);
-            break;
-        case VALUE_BOOL:
-            *out++ = TAG_BOOL;
-            *out++ = (char)a->bits;
-            break;
-        case VALUE_INT:
-            *out++ = TAG_INT;
-            out = put_varint(out, a->bits);
-            break;
-        case VALUE_DOUBLE:
-            *out++ = TAG_DOUBLE;
-            out = put_fixed64(out, a->bits);
-            break;
-        }
-    }
-    return out;
 }
 
 /* A span's fields other than its attributes, checked, in wire form (ids as bytes, text as UTF-8). */
@@ -503,10 +534,10 @@ static enum outcome parse_message(PyObject *message, SpanHead *head, Scratch *sc
     return utf8_of(message, &head->message, &head->message_len, scratch) < 0 ? FAILED : ENCODED;
 }
 
-/* Appends one `ScopeSpans.spans` field of `head` and the measured `attributes` (whose fields come to
- * `attributes_size` bytes) to the bytearray `buffer`. */
-static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Attribute *attributes, Py_ssize_t count,
-                               size_t attributes_size, PyObject **reason) {
+/* Appends one `ScopeSpans.spans` field of `head` and the encoded attribute fields in `scratch` to
+ * the bytearray `buffer`. */
+static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Scratch *scratch, PyObject **reason) {
+    size_t attributes_size = scratch->len;
     size_t status_size = 0;
     if (head->message_len) {
         status_size += field_size((size_t)head->message_len);
@@ -560,7 +591,10 @@ static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Att
     out = put_fixed64(out, head->start);
     *out++ = TAG_END;
     out = put_fixed64(out, head->start + head->duration);
-    out = put_attributes(out, TAG_SPAN_ATTRIBUTE, attributes, count);
+    if (attributes_size) {
+        memcpy(out, scratch->bytes, attributes_size);
+        out += attributes_size;
+    }
     if (status_size) {
         *out++ = TAG_STATUS;
         out = put_varint(out, status_size);
@@ -601,11 +635,11 @@ static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *bu
         return FAILED;
     }
     Py_ssize_t count;
-    size_t attributes_size;
-    if ((outcome = measure_attributes(fields[9], scratch, 0, &count, &attributes_size, reason))) {
+    int plain = 1;
+    if ((outcome = encode_attributes(fields[9], TAG_SPAN_ATTRIBUTE, scratch, &count, &plain, reason))) {
         return outcome;
     }
-    return write_span(buffer, &head, scratch->attributes, count, attributes_size, reason);
+    return write_span(buffer, &head, scratch, reason);
 }
 
 /* The fields of an HTTP exchange's span (append_http_span), by position; the keyed values last. */
@@ -636,7 +670,7 @@ static int latin1_text(const char *data, Py_ssize_t len, const char **out, Py_ss
 }
 
 /* A string value from latin-1 `bytes`, up to the first `stop` character (-1: all of it). */
-static enum outcome measure_latin1_value(PyObject *bytes, int stop, Py_ssize_t index, Attribute *attribute,
+static enum outcome measure_latin1_value(PyObject *bytes, int stop, Py_ssize_t index, Value *measured,
                                          Scratch *scratch, PyObject **reason) {
     if (!PyBytes_Check(bytes)) {
         return bad_value(reason, index, "value", "bytes", bytes);
@@ -644,14 +678,14 @@ static enum outcome measure_latin1_value(PyObject *bytes, int stop, Py_ssize_t i
     const char *data = PyBytes_AS_STRING(bytes);
     Py_ssize_t len = PyBytes_GET_SIZE(bytes);
     const char *end = stop < 0 ? NULL : memchr(data, stop, (size_t)len);
-    if (latin1_text(data, end ? end - data : len, &attribute->text, &attribute->text_len, scratch) < 0) {
+    if (latin1_text(data, end ? end - data : len, &measured->text, &measured->text_len, scratch) < 0) {
         return FAILED;
     }
-    if ((size_t)attribute->text_len > MAX_MESSAGE) {
+    if ((size_t)measured->text_len > MAX_MESSAGE) {
         return malformed(reason, "attribute %zd value too large", index);
     }
-    attribute->type = VALUE_STRING;
-    attribute->value_len = field_size((size_t)attribute->text_len);
+    measured->type = VALUE_STRING;
+    measured->len = field_size((size_t)measured->text_len);
     return ENCODED;
 }
 
@@ -664,6 +698,103 @@ static int absent(PyObject *value) {
     return PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) == 0;
 }
 
+/* Two caches spare a proxy re-reading what is the same for each of its spans; each is keyed by a
+ * tuple's identity and holds a strong reference to it, so that no other object can take its address
+ * while an entry stands for it, and a tuple's items cannot change. They cache only tuples whose
+ * encoding is fixed by their items (exact str, int, float, bool: no str() that could run code or
+ * answer otherwise another time) and whose release runs no code. Only the outermost call changes
+ * them (Scratch.may_cache): a nested call (from a str() the outermost one runs) only reads them, so
+ * nothing the outermost call read from an entry is released under it. */
+
+/* A key of the keyed values, read once: its UTF-8, or NULL text when it is not a str. */
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+} Key;
+
+/* The keys tuple (HTTP_SPAN_KEYS: one per process) last read by an outermost call, and its keys,
+ * whose UTF-8 lives in the cached tuple's str objects. Reading them cost ~15 instructions a key. */
+static PyObject *cached_keys;
+static Key cached_key_texts[HTTP_KEYED];
+
+/* The keys of `keys` (a tuple of HTTP_KEYED): the cached ones, or read into `local` (and cached when
+ * they may be); NULL with an exception. A key that is not a str is refused only when its value is
+ * written, as attribute N of the span. */
+static const Key *read_keys(PyObject *keys, Key *local, Scratch *scratch) {
+    if (keys == cached_keys) {
+        return cached_key_texts;
+    }
+    int plain = 1;
+    for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, i);
+        local[i].text = NULL;
+        if (!PyUnicode_Check(key)) {
+            plain = 0;
+            continue;
+        }
+        Py_ssize_t temps = scratch->temps_len;
+        if (utf8_of(key, &local[i].text, &local[i].len, scratch) < 0) {
+            return NULL;
+        }
+        if (!PyUnicode_CheckExact(key) || scratch->temps_len != temps) { /* not a plain str, or its text a temporary */
+            plain = 0;
+        }
+    }
+    if (!plain || !scratch->may_cache) {
+        return local;
+    }
+    memcpy(cached_key_texts, local, sizeof cached_key_texts);
+    PyObject *replaced = cached_keys;
+    cached_keys = Py_NewRef(keys);
+    Py_XDECREF(replaced); /* a tuple of str: releasing it runs no code */
+    return cached_key_texts;
+}
+
+/* The encoded attribute fields of constant-attributes tuples (a proxy has one per endpoint), in a
+ * direct-mapped table by address: a miss costs what no cache would, and at most CONSTANT_SLOTS tuples
+ * are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a span; copying them, ~30. */
+enum { CONSTANT_SLOTS = 256 };
+static struct {
+    PyObject *attributes, *encoded;
+} constant_cache[CONSTANT_SLOTS];
+
+/* Appends the fields of the constant attributes (see encode_attributes); `*count` out. */
+static enum outcome encode_constant_attributes(PyObject *attributes, Scratch *scratch, Py_ssize_t *count,
+                                               PyObject **reason) {
+    uintptr_t address = (uintptr_t)attributes;
+    size_t slot = (size_t)(address >> 4 ^ address >> 12) % CONSTANT_SLOTS; /* objects are 16-byte aligned */
+    if (constant_cache[slot].attributes == attributes) {
+        PyObject *encoded = constant_cache[slot].encoded;
+        size_t len = (size_t)PyBytes_GET_SIZE(encoded); /* at most MAX_MESSAGE: it was appended once */
+        if (len) {
+            enum outcome outcome = scratch_reserve(scratch, len, reason);
+            if (outcome != ENCODED) {
+                return outcome;
+            }
+            memcpy(scratch->bytes + scratch->len, PyBytes_AS_STRING(encoded), len);
+            scratch->len += len;
+        }
+        *count = PyTuple_GET_SIZE(attributes);
+        return ENCODED;
+    }
+    int plain = 1;
+    size_t start = scratch->len;
+    enum outcome outcome = encode_attributes(attributes, TAG_SPAN_ATTRIBUTE, scratch, count, &plain, reason);
+    if (outcome != ENCODED || !plain || !scratch->may_cache) {
+        return outcome;
+    }
+    PyObject *encoded = PyBytes_FromStringAndSize(scratch->bytes + start, (Py_ssize_t)(scratch->len - start));
+    if (encoded == NULL) {
+        return FAILED;
+    }
+    PyObject *replaced_attributes = constant_cache[slot].attributes, *replaced_encoded = constant_cache[slot].encoded;
+    constant_cache[slot].attributes = Py_NewRef(attributes);
+    constant_cache[slot].encoded = encoded;
+    Py_XDECREF(replaced_attributes); /* plain pairs: releasing them runs no code */
+    Py_XDECREF(replaced_encoded);
+    return ENCODED;
+}
+
 /* append_http_span's work: the span of one HTTP exchange from its fields, without a record tuple. */
 static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *scratch, PyObject *buffer,
                                      PyObject **reason) {
@@ -673,6 +804,11 @@ static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *
     }
     if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != HTTP_FIELDS) {
         return bad_value(reason, -1, "fields", "a tuple of 21", fields);
+    }
+    Key local_keys[HTTP_KEYED];
+    const Key *key_texts = read_keys(keys, local_keys, scratch);
+    if (key_texts == NULL) {
+        return FAILED;
     }
     PyObject *const *args = &PyTuple_GET_ITEM(fields, 0);
     SpanHead head;
@@ -690,47 +826,44 @@ static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *
         return FAILED;
     }
     Py_ssize_t count;
-    size_t size;
-    if ((outcome = measure_attributes(args[HTTP_CONSTANT_ATTRIBUTES], scratch, HTTP_KEYED, &count, &size, reason))) {
+    if ((outcome = encode_constant_attributes(args[HTTP_CONSTANT_ATTRIBUTES], scratch, &count, reason))) {
         return outcome;
     }
-    Attribute *measured = scratch->attributes;
     for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
         Py_ssize_t arg = HTTP_METHOD + i;
-        PyObject *key = PyTuple_GET_ITEM(keys, i), *value = args[arg];
+        PyObject *value = args[arg];
         if (arg >= HTTP_OPTIONAL && absent(value)) {
             continue;
         }
-        Attribute *attribute = &measured[count];
-        if (!PyUnicode_Check(key)) {
-            return bad_value(reason, count, "key", "a str", key);
+        if (key_texts[i].text == NULL) {
+            return bad_value(reason, count, "key", "a str", PyTuple_GET_ITEM(keys, i));
         }
-        if (utf8_of(key, &attribute->key, &attribute->key_len, scratch) < 0) {
-            return FAILED;
-        }
+        Value measured;
+        int plain = 1; /* (unused: these values are not cached) */
         if (arg == HTTP_METHOD) { /* the span's name again */
-            attribute->type = VALUE_STRING;
-            attribute->text = head.name;
-            attribute->text_len = head.name_len;
-            attribute->value_len = field_size((size_t)head.name_len);
-        } else if ((outcome = arg == HTTP_TARGET ? measure_latin1_value(value, '?', count, attribute, scratch, reason)
-                                                 : measure_value(value, count, attribute, scratch, reason))) {
+            measured.type = VALUE_STRING;
+            measured.text = head.name;
+            measured.text_len = head.name_len;
+            measured.len = field_size((size_t)head.name_len);
+        } else if ((outcome = arg == HTTP_TARGET ? measure_latin1_value(value, '?', count, &measured, scratch, reason)
+                                                 : measure_value(value, count, &measured, &plain, scratch, reason))) {
             return outcome;
         }
-        if ((outcome = measure_pair(count, attribute, reason)) || (outcome = add_attribute_size(&size, attribute, reason))) {
+        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, key_texts[i].text, (size_t)key_texts[i].len,
+                                        &measured, count, reason))) {
             return outcome;
         }
         count++;
     }
-    return write_span(buffer, &head, measured, count, size, reason);
+    return write_span(buffer, &head, scratch, reason);
 }
 
 /* Working memory kept from one call to the next (a call per span: allocating it each time would cost
  * as much as the encoding). A str() of an odd value may run Python code that records a span itself;
- * such a nested call gets working memory of its own. */
-static Scratch shared_scratch;
+ * such a nested call gets working memory of its own, and leaves the caches alone. */
+static Scratch shared_scratch = {.may_cache = 1};
 static int shared_scratch_busy;
-enum { KEPT_ATTRIBUTES = 64 }; /* a hostile record's huge attribute array is not kept */
+enum { KEPT_BYTES = 64 * 1024 }; /* a hostile record's huge attributes are not kept */
 
 /* Runs one span's encoder with working memory: the shared one, or (nested) its own. Returns what
  * append_span and append_http_span return: None, the reason a span is malformed, or NULL. */
@@ -744,10 +877,11 @@ static PyObject *append_with(enum outcome (*encode)(PyObject *const *, Scratch *
     enum outcome outcome = encode(fields, scratch, buffer, &reason);
     if (owns_shared) {
         scratch_release_temps(scratch);
-        if (scratch->attributes_cap > KEPT_ATTRIBUTES) {
-            PyMem_Free(scratch->attributes);
-            scratch->attributes = NULL;
-            scratch->attributes_cap = 0;
+        scratch->len = 0;
+        if (scratch->cap > KEPT_BYTES) {
+            PyMem_Free(scratch->bytes);
+            scratch->bytes = NULL;
+            scratch->cap = 0;
         }
         shared_scratch_busy = 0;
     } else {
@@ -794,7 +928,9 @@ PyDoc_STRVAR(append_http_span_doc,
              "Its name is `method` (latin-1 bytes); `proxy_error` is also its status message. Its attributes:\n"
              "the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th field from\n"
              "`method` on: the method, the path of `target` (latin-1 bytes, up to '?'), the values as typed\n"
-             "as a record's; `http_status`, `proxy_error` and `error_type` only when not 0 or ''.");
+             "as a record's; `http_status`, `proxy_error` and `error_type` only when not 0 or ''.\n"
+             "Pass the same `keys` tuple, and the same `constant_attributes` tuple for the same attributes:\n"
+             "both are read once and kept (with a reference to the tuple) while they come again.");
 
 static PyObject *append_http_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -813,16 +949,13 @@ static PyObject *encode_resource(PyObject *module, PyObject *attributes) {
     Scratch scratch = {0};
     PyObject *reason = NULL, *result = NULL;
     Py_ssize_t count;
-    size_t size;
-    enum outcome outcome = measure_attributes(attributes, &scratch, 0, &count, &size, &reason);
+    int plain = 1;
+    enum outcome outcome = encode_attributes(attributes, TAG_RESOURCE_ATTRIBUTE, &scratch, &count, &plain, &reason);
     if (outcome == MALFORMED) {
         PyErr_SetObject(PyExc_ValueError, reason);
         Py_DECREF(reason);
     } else if (outcome == ENCODED) {
-        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-        if (result != NULL) {
-            put_attributes(PyBytes_AS_STRING(result), TAG_RESOURCE_ATTRIBUTE, scratch.attributes, count);
-        }
+        result = PyBytes_FromStringAndSize(scratch.bytes, (Py_ssize_t)scratch.len);
     }
     scratch_free(&scratch);
     return result;

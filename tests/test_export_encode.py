@@ -194,6 +194,112 @@ def test_http_spans_written_from_fields_equal_their_records_written_by_the_offic
         assert buffer == from_record
 
 
+def _http_span_bytes(fields: tuple, keys: tuple = HTTP_SPAN_KEYS) -> bytes:
+    buffer = bytearray()
+    assert append_http_span(buffer, keys, fields) is None
+    return bytes(buffer)
+
+
+def _official_http_span(fields: tuple, constant: tuple) -> bytes:
+    """The span of `fields` (with `constant` as a tuple) written by the official classes, field by field;
+    a lone surrogate travels as '?' (str.encode's "replace")."""
+    constant = tuple(
+        (key, value.encode("utf-8", "replace").decode() if type(value) is str else value) for key, value in constant
+    )
+    span = _expected_span(http_span_record((*fields[:7], constant, *fields[8:])))
+    return ScopeSpans(spans=[span]).SerializeToString()
+
+
+def test_constant_attributes_written_from_their_cache_or_afresh_give_the_official_bytes():
+    # The encoder keeps the encoded fields of a constant-attributes tuple by its identity: the first span of a
+    # tuple writes them afresh, later ones copy them; a list, or a tuple holding a value whose str() runs code,
+    # is written afresh every time. All of them must give what the official classes write, byte for byte.
+    class Text(str):
+        pass
+
+    fields = list(_http_fields(random.Random(5)))
+    constants = [
+        HTTP_CONSTANT,
+        ((conventions.SERVER_ADDRESS, "caf\u00e9 \u2713"), ("lone", "x\udc80y"), ("n", -7), ("f", 0.5), ("b", False)),
+        (("odd", Text("sub")), ("big", 2**70)),
+        (),
+    ]
+    for constant in constants:
+        fields[7] = constant
+        official = _official_http_span(tuple(fields), constant)
+        for given in (constant, constant, list(constant), constant):
+            fields[7] = given
+            assert _http_span_bytes(tuple(fields)) == official
+
+
+def test_constant_attribute_tuples_beyond_the_cache_freed_and_replaced_keep_their_own_bytes():
+    # Thousands of distinct tuples (the cache holds a few hundred), each dropped after use so that later ones
+    # may be built at the address of an earlier one; every span carries its own tuple's attributes.
+    rng = random.Random(9)
+    fields = list(_http_fields(rng))
+    kept = []
+    for n in range(3000):
+        constant = ((conventions.SERVER_ADDRESS, f"service-{n}"), (conventions.ENDPOINT, f"10.0.{n % 256}.{n >> 8}:80"))
+        fields[7] = constant
+        official = _official_http_span(tuple(fields), constant)
+        assert _http_span_bytes(tuple(fields)) == official
+        assert _http_span_bytes(tuple(fields)) == official
+        if n % 7 == 0:
+            kept.append((constant, official))
+        del constant
+    for constant, official in kept:  # cached, evicted or never kept: all the same bytes
+        fields[7] = constant
+        assert _http_span_bytes(tuple(fields)) == official
+
+
+def test_keys_given_as_another_tuple_or_with_a_key_that_is_not_text_are_read_each_time():
+    fields = _http_fields(random.Random(13))
+    assert _http_span_bytes(fields, tuple(list(HTTP_SPAN_KEYS))) == _http_span_bytes(fields)
+    renamed = tuple(f"x.{key}" for key in HTTP_SPAN_KEYS)
+    for _ in range(2):  # (the last keys tuple is kept: once read afresh, then from the cache)
+        (span,) = ScopeSpans.FromString(_http_span_bytes(fields, renamed)).spans
+        (official,) = ScopeSpans.FromString(_official_http_span(fields, fields[7])).spans
+        constant = len(fields[7])
+        assert [kv.key for kv in span.attributes] == [
+            kv.key if n < constant else f"x.{kv.key}" for n, kv in enumerate(official.attributes)
+        ]
+        assert [kv.value for kv in span.attributes] == [kv.value for kv in official.attributes]
+    assert _http_span_bytes(fields) == _official_http_span(fields, fields[7])
+    # a key that is not a str is refused only when its value is written (error_type is '' here: left out)
+    fields = (*fields[:7], HTTP_CONSTANT[:3], *fields[8:18], 200, "", "")
+    odd_keys = (*HTTP_SPAN_KEYS[:-1], 42)
+    assert _http_span_bytes(fields, odd_keys) == _http_span_bytes(fields)
+    buffer = bytearray()
+    odd_keys = (*HTTP_SPAN_KEYS[:2], b"queue", *HTTP_SPAN_KEYS[3:])
+    assert append_http_span(buffer, odd_keys, fields) == "attribute 5 key must be a str, got a bytes"
+    assert not buffer
+
+
+def test_a_value_whose_str_records_another_http_span_leaves_both_spans_and_the_caches_right():
+    buffer = bytearray()
+    inner_constant = ((conventions.SERVER_ADDRESS, "inner"),)
+    inner_keys = tuple(f"inner.{key}" for key in HTTP_SPAN_KEYS)
+    inner_fields = (*_http_fields(random.Random(17))[:7], inner_constant, *_http_fields(random.Random(17))[8:])
+
+    class Recording:
+        def __str__(self):  # a nested call, mid-way through the outer one, with keys and constants of its own
+            assert append_http_span(buffer, inner_keys, inner_fields) is None
+            return "recorded"
+
+    outer_constant = ((conventions.SERVER_ADDRESS, "outer"), ("odd", Recording()))
+    outer = (*_http_fields(random.Random(19))[:7], outer_constant, *_http_fields(random.Random(19))[8:])
+    assert append_http_span(buffer, HTTP_SPAN_KEYS, outer) is None
+    written = bytes(buffer)
+    inner_span = _http_span_bytes(inner_fields, inner_keys)
+    outer_span = _official_http_span(outer, ((conventions.SERVER_ADDRESS, "outer"), ("odd", "recorded")))
+    assert written == inner_span + outer_span
+    # and afterwards each tuple still gives its own span
+    assert _http_span_bytes(inner_fields, inner_keys) == inner_span
+    assert _http_span_bytes(inner_fields, inner_keys) == inner_span
+    fields = (*outer[:7], HTTP_CONSTANT, *outer[8:])
+    assert _http_span_bytes(fields) == _official_http_span(fields, HTTP_CONSTANT)
+
+
 def test_an_http_span_names_its_method_and_path_and_leaves_out_what_did_not_happen():
     fields = (TRACE_ID, "00f067aa0ba902b7", "", model.KIND_SERVER, START, 5_000, model.STATUS_ERROR, HTTP_CONSTANT[:3],
               b"GET", b"/caf\xe9?q=1", 0, 0, True, 0, 0, 0, 0, 0.0, 0, "timeout", "timeout")  # fmt: skip
