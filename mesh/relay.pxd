@@ -15,7 +15,9 @@ cdef class Exchange:
     cdef public Stack stack
     cdef public Http1Server downstream
     cdef public bytes method, target, forward_head
-    cdef public object version, headers, ctx, span_id
+    cdef public object version, headers, span_id
+    cdef public str trace_id, parent_id  # of this hop's span (hex)
+    cdef public bint sampled
     cdef public bint keep_alive, upgrade, request_done, reused, replayable, response_started, rechunk, close_after
     cdef public bint finished, admitted, started, chunked, message_complete
     cdef public long long start_ns, t_start, queue_ns, connect_ns, sent_ns, retry_delay_ns, body_bytes
@@ -30,6 +32,7 @@ cdef class Exchange:
     cdef public int retries, status
     @cython.locals(destination=Destination, admission=AdmissionQueue)
     cpdef start(self)
+    cpdef join_trace(self, ctx)
     @cython.locals(pool=EndpointPool, conn=Http1Client)
     cpdef attempt(self, now=*)
     cpdef connected(self, task)

@@ -59,23 +59,18 @@ class Exchange:
         try:
             lines, host, self.content_length, self.chunked, traced = _request_fields(headers, False)
         except ValueError as exc:  # Content-Length values that disagree, Connection naming too many fields
-            self.ctx, self.span_id = _new_root()
+            self.join_trace(None)
             self.respond_locally(400, "malformed_request: " + str(exc).lower(), close=True)
             return
         if self.chunked or self.content_length > 0:
             self.request_done = self.message_complete
         if not traced:
-            ctx = None
+            ctx = self.join_trace(None)
         elif traced is True:  # tracestate, B3 or several trace headers: the full rules
-            ctx = _extract(headers)
+            ctx = self.join_trace(_extract(headers))
         else:  # the only trace header, a traceparent (its value): parsed without a walk over the headers
-            ctx = _from_traceparent(traced)
-        if ctx is None:
-            ctx, span_id = _new_root()
-        else:
-            span_id = _new_span_id()
-        self.ctx = ctx
-        self.span_id = span_id
+            ctx = self.join_trace(_from_traceparent(traced))
+        span_id = self.span_id
 
         if self.upgrade:
             # Upgrades (WebSocket, h2c) and CONNECT tunnels are not proxied. A bodiless upgrade request
@@ -107,7 +102,7 @@ class Exchange:
             (
                 self.method, b" ", target, b" HTTP/1.1\r\n", lines,
                 # a new root's or a lone traceparent's context is W3C only: its one line, no wrapper call
-                _traceparent_line(ctx.trace_id, span_id, ctx.sampled) if traced is not True
+                _traceparent_line(self.trace_id, span_id, self.sampled) if traced is not True
                 else _trace_header_lines(ctx, span_id),
                 b"transfer-encoding: chunked\r\n\r\n" if self.chunked else b"\r\n",
             )
@@ -121,6 +116,16 @@ class Exchange:
             self.attempt(now)
         else:
             stack.loop.create_task(self.wait_for_admission(admission))
+
+    def join_trace(self, ctx):
+        """This hop's span joins the caller's trace (``ctx``) as a child, or starts a new trace when there
+        is none; returns the context the next hop's trace headers continue."""
+        if ctx is None:
+            ctx, self.span_id = _new_root()
+        else:
+            self.span_id = _new_span_id()
+        self.trace_id, self.parent_id, self.sampled = ctx.trace_id, ctx.parent_id, ctx.sampled
+        return ctx
 
     async def wait_for_admission(self, admission) -> None:
         try:
@@ -424,13 +429,12 @@ class Exchange:
         endpoint = self.endpoint
         destination = self.destination_name
         duration = end - self.t_start
-        ctx = self.ctx
-        if ctx.sampled:
+        if self.sampled:
             sent = self.sent_ns
             stack.recorder.record_http((  # fields of the span, encoded natively without a record tuple
-                ctx.trace_id,
+                self.trace_id,
                 self.span_id,
-                ctx.parent_id,
+                self.parent_id,
                 stack.span_kind,
                 self.start_ns,
                 duration,
