@@ -55,5 +55,7 @@ cdef class Exchange:
     cpdef downstream_full(self)
     cpdef downstream_drained(self)
     cpdef downstream_lost(self)
-    @cython.locals(end=cython.longlong, duration=cython.longlong, first_byte_ns=cython.longlong, sent=cython.longlong, status=int)
+    @cython.locals(end=cython.longlong, first_byte_ns=cython.longlong)
     cpdef finish(self, bint reusable)
+    @cython.locals(duration=cython.longlong, sent=cython.longlong, status=int)
+    cdef record(self, long long end, long long first_byte_ns)

@@ -422,8 +422,12 @@ class Exchange:
         downstream = self.downstream
         if downstream.paused & _PAUSED_BY_EXCHANGE:
             downstream.resume(_PAUSED_BY_EXCHANGE)
-        # ONE span and the metrics observation, here rather than in a method of their own (a frame
-        # more per request)
+        self.record(end, first_byte_ns)
+        downstream.exchange_finished(self, self.keep_alive and not self.close_after)
+
+    def record(self, end: int, first_byte_ns: int) -> None:
+        """ONE span (when sampled) and the metrics observation of the finished exchange."""
+        stack = self.stack
         status = self.status
         error = self.error
         endpoint = self.endpoint
@@ -463,7 +467,6 @@ class Exchange:
             duration / 1e9,
             self.retries,
         )
-        downstream.exchange_finished(self, self.keep_alive and not self.close_after)
 
 
 def new_exchange(stack, downstream, method, target, version, headers, keep_alive, upgrade) -> Exchange:
