@@ -33,7 +33,8 @@ SpanRecord = tuple[str, str, str, str, int, int, int, int, str, tuple[tuple[str,
 
 # The attribute keys of append_http_span's fields from the method on, in their order (the last three are
 # left out when 0 or ''). A proxy records an HTTP exchange's span from its fields in one native call: building
-# the ~15 (key, value) pairs as tuples for append_span cost ~3x the encoding itself.
+# the ~15 (key, value) pairs as tuples for append_span cost ~3x the encoding itself. The encoder reads this tuple,
+# and encodes each constant-attributes tuple, once and keeps the result while the same tuple object comes again.
 HTTP_SPAN_KEYS = (
     conv.HTTP_METHOD, conv.URL_PATH, conv.QUEUE_NS, conv.CONNECT_NS, conv.CONNECTION_REUSED, conv.RETRIES,
     conv.RETRY_DELAY_NS, conv.FIRST_BYTE_NS, conv.BODY_NS, conv.ENDPOINT_LOAD, conv.HTTP_STATUS, conv.PROXY_ERROR,

@@ -575,3 +575,24 @@ def test_encoding_hostile_batches_again_and_again_does_not_grow_memory():
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024  # a leak of one object per call would be > 100 KB
+
+
+def test_http_spans_of_ever_new_constant_tuples_hold_no_more_memory_than_the_bounded_cache():
+    fields = list(_http_fields(random.Random(23)))
+
+    def encode(first: int) -> None:
+        buffer = bytearray()
+        for n in range(first, first + 1000):  # a new tuple each time: every span stores it, dropping another
+            fields[7] = ((conventions.SERVER_ADDRESS, f"service-{n}"), (conventions.ENDPOINT, "10.0.0.1:80"))
+            assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields)) is None
+
+    encode(0)  # fills the cache
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for first in range(1000, 6000, 1000):
+            encode(first)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024  # a tuple kept per span would be > 1 MB
