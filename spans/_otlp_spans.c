@@ -755,8 +755,8 @@ static const Key *read_keys(PyObject *keys, Key *local, Scratch *scratch) {
 }
 
 /* The encoded attribute fields of constant-attributes tuples (a proxy has one per endpoint), in a
- * direct-mapped table by address: a miss costs what no cache would, and at most CONSTANT_SLOTS tuples
- * are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a span; copying them, ~30. */
+ * direct-mapped table by address: a miss costs what no cache would and a bytes object, and at most
+ * CONSTANT_SLOTS tuples are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a span; copying them, ~30. */
 enum { CONSTANT_SLOTS = 256 };
 static struct {
     PyObject *attributes, *encoded;
@@ -787,7 +787,8 @@ static enum outcome encode_constant_attributes(PyObject *attributes, Scratch *sc
     if (outcome != ENCODED || !plain || !scratch->may_cache) {
         return outcome;
     }
-    PyObject *encoded = PyBytes_FromStringAndSize(scratch->bytes + start, (Py_ssize_t)(scratch->len - start));
+    size_t len = scratch->len - start; /* (no arithmetic on scratch->bytes while it may still be NULL) */
+    PyObject *encoded = PyBytes_FromStringAndSize(len ? scratch->bytes + start : "", (Py_ssize_t)len);
     if (encoded == NULL) {
         return FAILED;
     }
