@@ -63,6 +63,15 @@ typedef struct {
     size_t len; /* the AnyValue message */
 } Value;
 
+/* An attribute key: its UTF-8, or NULL text when it is not a str; for a cached key of an HTTP span
+ * also its KeyValue.key field (tag, length, UTF-8) encoded once (else NULL `field`). */
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+    const char *field;
+    size_t field_len;
+} Key;
+
 /* Per-call working memory: the span's attribute fields, encoded one by one as they are checked (an
  * attribute's size is known once its value is measured, so each is written at once rather than
  * measured into a list and walked again), and the temporary objects (str() of odd values,
@@ -407,15 +416,15 @@ static Py_ALWAYS_INLINE inline enum outcome measure_value(PyObject *value, Py_ss
     return ENCODED;
 }
 
-/* Appends the KeyValue field `tag` of `key` (UTF-8) and a measured value, attribute `index`, to the
+/* Appends the KeyValue field `tag` of a str `key` and a measured value, attribute `index`, to the
  * encoded attributes. */
-static Py_ALWAYS_INLINE inline enum outcome append_attribute(Scratch *scratch, char tag, const char *key,
-                                                             size_t key_len, const Value *value, Py_ssize_t index,
-                                                             PyObject **reason) {
-    if (key_len > MAX_MESSAGE) {
+static Py_ALWAYS_INLINE inline enum outcome append_attribute(Scratch *scratch, char tag, const Key *key,
+                                                             const Value *value, Py_ssize_t index, PyObject **reason) {
+    if ((size_t)key->len > MAX_MESSAGE) {
         return malformed(reason, "attribute %zd key too large", index);
     }
-    size_t pair_len = field_size(key_len) + field_size(value->len);
+    size_t key_field_len = key->field ? key->field_len : field_size((size_t)key->len);
+    size_t pair_len = key_field_len + field_size(value->len);
     size_t total = field_size(pair_len);
     enum outcome outcome = scratch_reserve(scratch, total, reason);
     if (outcome != ENCODED) {
@@ -424,7 +433,8 @@ static Py_ALWAYS_INLINE inline enum outcome append_attribute(Scratch *scratch, c
     char *start = scratch->bytes + scratch->len, *out = start;
     *out++ = tag;
     out = put_varint(out, pair_len);
-    out = put_bytes_field(out, TAG_KEY, key, key_len);
+    out = key->field ? put_raw(out, key->field, key_field_len)
+                     : put_bytes_field(out, TAG_KEY, key->text, (size_t)key->len);
     *out++ = TAG_VALUE;
     out = put_varint(out, value->len);
     switch (value->type) {
@@ -465,15 +475,13 @@ static enum outcome encode_attribute(PyObject *pair, Py_ssize_t index, char tag,
     if (!PyTuple_CheckExact(pair) || !PyUnicode_CheckExact(key)) {
         *plain = 0;
     }
-    const char *key_text;
-    Py_ssize_t key_len;
-    if (utf8_of(key, &key_text, &key_len, scratch) < 0) {
+    Key text = {.field = NULL};
+    if (utf8_of(key, &text.text, &text.len, scratch) < 0) {
         return FAILED;
     }
     Value measured;
     enum outcome outcome = measure_value(value, index, &measured, plain, scratch, reason);
-    return outcome != ENCODED ? outcome
-                              : append_attribute(scratch, tag, key_text, (size_t)key_len, &measured, index, reason);
+    return outcome != ENCODED ? outcome : append_attribute(scratch, tag, &text, &measured, index, reason);
 }
 
 /* Checks a tuple or list of pairs and appends each as a field `tag`; `*count` out. Clears `*plain`
@@ -710,16 +718,13 @@ static int absent(PyObject *value) {
  * them (Scratch.may_cache): a nested call (from a str() the outermost one runs) only reads them, so
  * nothing the outermost call read from an entry is released under it. */
 
-/* A key of the keyed values, read once: its UTF-8, or NULL text when it is not a str. */
-typedef struct {
-    const char *text;
-    Py_ssize_t len;
-} Key;
-
 /* The keys tuple (HTTP_SPAN_KEYS: one per process) last read by an outermost call, and its keys,
- * whose UTF-8 lives in the cached tuple's str objects. Reading them cost ~15 instructions a key. */
+ * whose UTF-8 lives in the cached tuple's str objects, with their key fields encoded in
+ * cached_key_fields. Reading and writing each key afresh cost ~30 instructions a key. */
 static PyObject *cached_keys;
 static Key cached_key_texts[HTTP_KEYED];
+static char *cached_key_fields;
+enum { MAX_CACHED_KEY = 1024 };
 
 /* The keys of `keys` (a tuple of HTTP_KEYED): the cached ones, or read into `local` (and cached when
  * they may be); NULL with an exception. A key that is not a str is refused only when its value is
@@ -740,14 +745,31 @@ static const Key *read_keys(PyObject *keys, Key *local, Scratch *scratch) {
         if (utf8_of(key, &local[i].text, &local[i].len, scratch) < 0) {
             return NULL;
         }
-        if (!PyUnicode_CheckExact(key) || scratch->temps_len != temps) { /* not a plain str, or its text a temporary */
+        local[i].field = NULL;
+        /* not a plain str, its text a temporary, or too long to be a key worth a copy (and to add up) */
+        if (!PyUnicode_CheckExact(key) || scratch->temps_len != temps || local[i].len > MAX_CACHED_KEY) {
             plain = 0;
         }
     }
     if (!plain || !scratch->may_cache) {
         return local;
     }
-    memcpy(cached_key_texts, local, sizeof cached_key_texts);
+    size_t fields_len = 0;
+    for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
+        fields_len += field_size((size_t)local[i].len);
+    }
+    char *fields = PyMem_Malloc(fields_len), *out = fields;
+    if (fields == NULL) { /* then read them afresh */
+        return local;
+    }
+    for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
+        cached_key_texts[i] = local[i];
+        cached_key_texts[i].field = out;
+        cached_key_texts[i].field_len = field_size((size_t)local[i].len);
+        out = put_bytes_field(out, TAG_KEY, local[i].text, (size_t)local[i].len);
+    }
+    PyMem_Free(cached_key_fields);
+    cached_key_fields = fields;
     PyObject *replaced = cached_keys;
     cached_keys = Py_NewRef(keys);
     Py_XDECREF(replaced); /* a tuple of str: releasing it runs no code */
@@ -756,7 +778,8 @@ static const Key *read_keys(PyObject *keys, Key *local, Scratch *scratch) {
 
 /* The encoded attribute fields of constant-attributes tuples (a proxy has one per endpoint), in a
  * direct-mapped table by address: a miss costs what no cache would and a bytes object, and at most
- * CONSTANT_SLOTS tuples are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a span; copying them, ~30. */
+ * CONSTANT_SLOTS tuples are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a
+ * span; copying them, ~30. */
 enum { CONSTANT_SLOTS = 256 };
 static struct {
     PyObject *attributes, *encoded;
@@ -854,8 +877,7 @@ static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *
                                                  : measure_value(value, count, &measured, &plain, scratch, reason))) {
             return outcome;
         }
-        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, key_texts[i].text, (size_t)key_texts[i].len,
-                                        &measured, count, reason))) {
+        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, &key_texts[i], &measured, count, reason))) {
             return outcome;
         }
         count++;
