@@ -323,10 +323,12 @@ static Py_ALWAYS_INLINE inline enum outcome parse_id(PyObject *id, const char *w
         return bad_value(reason, -1, what, expected, id);
     }
     unsigned invalid = 0;
-    for (size_t i = 0; i < size; i++) {
-        unsigned byte = hex_highs[digits[2 * i]] | hex_lows[digits[2 * i + 1]];
-        invalid |= byte;
-        out[i] = (unsigned char)byte;
+    for (size_t i = 0; i < size; i += 2) { /* size is even: two bytes a turn halve the loop's own cost */
+        unsigned first = hex_highs[digits[2 * i]] | hex_lows[digits[2 * i + 1]];
+        unsigned second = hex_highs[digits[2 * i + 2]] | hex_lows[digits[2 * i + 3]];
+        invalid |= first | second;
+        out[i] = (unsigned char)first;
+        out[i + 1] = (unsigned char)second;
     }
     if (invalid & NOT_HEX) {
         return bad_value(reason, -1, what, expected, id);
