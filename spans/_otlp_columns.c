@@ -17,7 +17,8 @@
  * truncation, overlong varints and field number 0 make the whole request invalid.
  *
  * Attributes repeat (the same method, route, peer and agent in most spans), so the JSON member and
- * tag of a KeyValue encoding are kept in a small direct-mapped cache and reused for the same bytes.
+ * tag of a KeyValue encoding are kept in a small direct-mapped cache and reused for the same bytes;
+ * span names too.
  *
  * Every read is bounds-checked against the enclosing message; nesting of attribute values is
  * limited so hostile input cannot exhaust the C stack. Errors are ValueError with a message naming
@@ -225,10 +226,9 @@ typedef struct {
     int ascii;
 } Buf;
 
-static int buf_reserve(Buf *b, Py_ssize_t more)
+/* Growing is rare (the buffers are reused for every span), so only the capacity test is inline. */
+static int buf_grow(Buf *b, Py_ssize_t more)
 {
-    if (b->len + more <= b->cap)
-        return 0;
     Py_ssize_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + more) {
         if (cap > PY_SSIZE_T_MAX / 2) {
@@ -247,6 +247,11 @@ static int buf_reserve(Buf *b, Py_ssize_t more)
     return 0;
 }
 
+static inline int buf_reserve(Buf *b, Py_ssize_t more)
+{
+    return b->len + more <= b->cap ? 0 : buf_grow(b, more);
+}
+
 static void buf_clear(Buf *b)
 {
     b->len = 0;
@@ -263,7 +268,13 @@ static int buf_put(Buf *b, const void *data, Py_ssize_t n)
     return 0;
 }
 
-static int buf_putc(Buf *b, char c) { return buf_put(b, &c, 1); }
+static int buf_putc(Buf *b, char c)
+{
+    if (buf_reserve(b, 1) < 0)
+        return -1;
+    b->data[b->len++] = c;
+    return 0;
+}
 static int buf_puts(Buf *b, const char *s) { return buf_put(b, s, (Py_ssize_t)strlen(s)); }
 
 static int buf_put_text(Buf *b, const Text *t)
@@ -1204,6 +1215,27 @@ static Py_ssize_t repeated_part(const SpanFields *s, int k, const uint8_t *span,
     return s->repeated[k].to - s->repeated[k].from;
 }
 
+/* Span names repeat (one per route or method), so the str of an ASCII name is kept in a small
+ * direct-mapped table and every span with that name shares it: no str to create for the row and to
+ * free after the insert. A colliding name replaces the entry. Only the GIL holder decodes. */
+enum { NAME_SLOTS = 256, NAME_MAX_CACHED = 128 };
+static PyObject *name_cache[NAME_SLOTS];
+
+static PyObject *name_str(const Text *name)
+{
+    if (!name->ascii || name->size > NAME_MAX_CACHED)
+        return text_str(name->data, name->size, name->ascii);
+    PyObject **slot = &name_cache[raw_hash(name->data, name->size) & (NAME_SLOTS - 1)];
+    PyObject *cached = *slot;
+    if (cached && PyUnicode_GET_LENGTH(cached) == name->size
+        && !memcmp(PyUnicode_1BYTE_DATA(cached), name->data, (size_t)name->size))
+        return Py_NewRef(cached);
+    PyObject *str = text_str(name->data, name->size, 1);
+    if (str)
+        Py_XSETREF(*slot, Py_NewRef(str));
+    return str;
+}
+
 static int span_decode(Decoder *d, const uint8_t *data, Py_ssize_t size, const Shared *shared,
                        Py_ssize_t r_index, Py_ssize_t s_index, Py_ssize_t index)
 {
@@ -1243,7 +1275,7 @@ static int span_decode(Decoder *d, const uint8_t *data, Py_ssize_t size, const S
         || append(d, COL_SPAN_ID, hex_str(s.span_id.data, 8)) < 0
         || append(d, COL_PARENT_SPAN_ID, hex_str(s.parent_span_id.data, s.parent_span_id.size)) < 0
         || append(d, COL_TRACE_STATE, text_str(s.trace_state.data, s.trace_state.size, s.trace_state.ascii)) < 0
-        || append(d, COL_NAME, text_str(s.name.data, s.name.size, s.name.ascii)) < 0
+        || append(d, COL_NAME, name_str(&s.name)) < 0
         || append(d, COL_KIND, PyLong_FromLongLong(s.kind)) < 0
         || append_shared(d, COL_SERVICE, PyTuple_GET_ITEM(resource, 0)) < 0
         || append(d, COL_START_NS, PyLong_FromUnsignedLongLong(s.start)) < 0

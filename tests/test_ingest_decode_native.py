@@ -451,3 +451,18 @@ def test_spans_of_one_trace_in_a_row_share_their_trace_id_text():
     trace_ids = batch.columns["trace_id"]
     assert trace_ids == [i.hex() for i in ids] + [ids[-1].hex()] and len(batch.rejected) == 1
     assert trace_ids[0] is trace_ids[1] and trace_ids[4] is trace_ids[5] and trace_ids[2] is not trace_ids[3]
+
+
+def test_span_names_are_read_exactly_and_a_repeated_name_shares_its_text():
+    # 600 distinct names (more than the name table's slots, so entries collide and are replaced),
+    # each twice in a row and again later, plus names the table does not keep (non-ASCII, long).
+    names = [f"GET /api/{n}" for n in range(600)] + ["", "üñí /漢字", "x" * 129, "y" * 128]
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    order = [name for name in names for _ in range(2)] + names[::-1]
+    for number, name in enumerate(order):
+        spans.add(trace_id=b"\x0a" * 16, span_id=struct.pack(">Q", number + 1), name=name,
+                  start_time_unix_nano=1, end_time_unix_nano=2)
+    decoded = decode_otlp_protobuf(request.SerializeToString()).columns["name"]
+    assert decoded == order
+    assert decoded[0] is decoded[1]  # the same name in a row: one str
