@@ -6,4 +6,5 @@ cdef class SpanRecorder:
     cdef public bytearray _open
     cpdef record(self, span)
     cpdef record_http(self, tuple fields)
+    cdef _appended(self, malformed)
     cpdef _close_batch(self)

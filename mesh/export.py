@@ -279,14 +279,7 @@ class SpanRecorder:
 
     def record(self, span: SpanRecord) -> None:
         if self._spans < self.capacity:
-            malformed = append_span(self._open, span)
-            if malformed is None:  # counted here rather than in a shared method: a call per span costs more
-                self._spans += 1
-                self._open_spans += 1
-                if self._open_spans >= self.batch_size:
-                    self._close_batch()
-            else:
-                self._count_malformed(malformed)
+            self._appended(append_span(self._open, span))
         else:
             self.dropped += 1
         if self.taps:
@@ -297,20 +290,24 @@ class SpanRecorder:
         """Records the span of one HTTP exchange from its fields (see ``append_http_span``): no
         SpanRecord is built unless a tap is open."""
         if self._spans < self.capacity:
-            malformed = append_http_span(self._open, HTTP_SPAN_KEYS, fields)
-            if malformed is None:
-                self._spans += 1
-                self._open_spans += 1
-                if self._open_spans >= self.batch_size:
-                    self._close_batch()
-            else:
-                self._count_malformed(malformed)
+            self._appended(append_http_span(self._open, HTTP_SPAN_KEYS, fields))
         else:
             self.dropped += 1
         if self.taps:
             span = http_span_record(fields)
             for tap in self.taps:
                 tap.offer(span)
+
+    def _appended(self, malformed: str | None) -> None:
+        """Counts what an encoder call did to the open batch: one more span (the batch closes when full),
+        or nothing appended and the reason it was malformed."""
+        if malformed is None:
+            self._spans += 1
+            self._open_spans += 1
+            if self._open_spans >= self.batch_size:
+                self._close_batch()
+        else:
+            self._count_malformed(malformed)
 
     def _close_batch(self) -> None:
         self._closed.append((self._open, self._open_spans))
