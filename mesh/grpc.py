@@ -13,6 +13,10 @@ answered trailers-only with a retryable status (or never got the stream at all),
 its request, and the proxy kept every request byte (at most ``MAX_REPLAY_BODY``). The per-destination
 timeout bounds the call, retries included, until the upstream starts answering; after that the caller's own deadline
 (grpc-timeout, enforced by client and server) governs, so long-lived streams are not cut off.
+
+The module is compiled by Cython (``grpc.pxd``): calls and attempts are extension types deriving from
+``mesh.http2.StreamListener``, so the frames of a call reach them as C calls, and their reads of the stack,
+destination, balancer, load estimate, budget, admission, metrics and span buffer are struct reads.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ import logging
 import time
 from urllib.parse import quote, unquote_to_bytes
 
-from mesh.http2 import (
-    CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Pool, H2ServerConnection, Stream,
-)
+from mesh.http2 import H2Pool, H2ServerConnection, StreamListener
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -32,9 +34,7 @@ from mesh.trace_context import extract, inject, new_root, new_span_id
 from spans import conventions as attr
 from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 
-# Status codes (grpc/doc/statuscodes.md).
-OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED = 0, 1, 2, 4
-INTERNAL, UNAVAILABLE = 13, 14
+# The status codes the proxy itself reports (OK, CANCELLED, ...): ``grpc.pxd``.
 
 # Proxy error kinds (the ``tracemesh-proxy-error`` header and the span's tracemesh.proxy_error).
 UNKNOWN_DESTINATION = "unknown_destination"
@@ -45,6 +45,7 @@ CONNECTION_LOST_ERROR = "connection_lost"
 
 logger = logging.getLogger(__name__)
 _PROXY_ERROR_HEADER = attr.PROXY_ERROR_HEADER.encode()
+_monotonic = time.monotonic
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
 
@@ -68,7 +69,9 @@ def encode_message(message: str) -> bytes:
 
 def decode_message(value: bytes) -> str:
     """The text a grpc-message header carries (malformed escapes are kept literally, as gRPC does)."""
-    return unquote_to_bytes(value).decode("utf-8", "replace")
+    if b"%" in value:
+        value = unquote_to_bytes(value)
+    return value.decode("utf-8", "replace")
 
 
 def trailers_only(status: int, message: str, proxy_error: str) -> list[tuple[bytes, bytes]]:
@@ -118,7 +121,7 @@ class GrpcRelay:
 
     def __init__(self, stack) -> None:
         self.stack = stack
-        self.retries = bool(stack.retry_on_status)
+        self.retries = stack.retry_on_status
         self.pool = H2Pool()
         self.connections: set[H2ServerConnection] = set()
 
@@ -127,7 +130,7 @@ class GrpcRelay:
         self.connections.add(conn)
         return conn
 
-    def _start_call(self, stream: Stream, headers, end_stream: bool) -> None:
+    def _start_call(self, stream, headers, end_stream: bool) -> None:
         try:
             GrpcCall(self, stream, headers, end_stream)
         except Exception:  # a bug must cost one call, never the connection it shares with others
@@ -149,17 +152,9 @@ class GrpcRelay:
         self.pool.close()
 
 
-class _Attempt:
-    """One try of a call on one upstream stream; its events go back to the call while it is current."""
-
-    __slots__ = ("call", "endpoint", "stream", "ewma_t0", "answered")
-
-    def __init__(self, call: "GrpcCall", endpoint) -> None:
-        self.call = call
-        self.endpoint = endpoint
-        self.stream: Stream | None = None
-        self.ewma_t0 = endpoint.ewma.start()
-        self.answered = False  # the upstream answered, failed, or the attempt was given up
+class _Attempt(StreamListener):
+    """One try of a call on one upstream stream; its events go back to the call while it is current.
+    Made by ``GrpcCall._send`` (fields in grpc.pxd; ``answered`` starts False)."""
 
     def on_headers(self, headers, end_stream: bool) -> None:
         call = self.call
@@ -206,44 +201,25 @@ class _Attempt:
     def settle(self) -> None:
         if not self.answered:
             self.answered = True
-            self.endpoint.ewma.finish(self.ewma_t0)
+            self.endpoint.ewma.finish(self.ewma_t0, _monotonic())
 
 
-class GrpcCall:
+class GrpcCall(StreamListener):
     """One call: the caller's stream ``down`` and the current upstream attempt. Listens on ``down``.
 
     Everything is driven by callbacks; a task exists only while the call waits in the admission queue
-    or for a new upstream connection."""
+    or for a new upstream connection. The fields most calls never change start as their types' zero
+    (0, False, None: grpc.pxd says what each is); ``__init__`` sets only the others."""
 
-    # What most calls never change: class defaults instead of per-call assignments (hot path).
-    attempt: _Attempt | None = None
-    waiting: asyncio.Task | asyncio.TimerHandle | None = None  # queue wait, connect or backoff
-    deadline = 0.0  # monotonic time the destination's timeout runs out (stack.deadlines sweeps)
-    destination = None
-    admitted = False
-    headers_sent = False
-    done = False
-    status = OK
-    message = ""
-    proxy_error = ""
-    queue_ns = 0
-    connect_ns = 0
-    reused = True
-    sent_ns = first_byte_ns = 0
-    retries = 0
-    retry_delay_ns = 0
-    endpoint = None
-    endpoint_load = 0.0
-    replay_size = 0
-    forwarded = False  # the request went to an upstream once (later attempts replay it)
-
-    def __init__(self, relay: GrpcRelay, down: Stream, headers, end_stream: bool) -> None:
+    def __init__(self, relay: GrpcRelay, down, headers, end_stream: bool) -> None:
         self.relay = relay
         self.stack = relay.stack
         self.down = down
         down.listener = self
         self.start_ns = _time_ns()
         self.started = _monotonic_ns()
+        self.message = self.proxy_error = ""
+        self.reused = True
         self.path = self.authority = b""
         for name, value in headers:
             if name == b":path":
@@ -258,6 +234,7 @@ class GrpcCall:
         else:
             self.span_id = new_span_id()
         self.ctx = ctx
+        self.sampled = ctx.sampled
         self.upstream_headers = inject(headers, ctx, self.span_id)
         self.request_ended = end_stream
         self.backlog: list = []  # request frames that arrived before an upstream stream existed
@@ -272,7 +249,8 @@ class GrpcCall:
             self.done = True
             self.down.conn.reset(self.down, PROTOCOL_ERROR)
             return
-        destination = self.stack.resolve_authority(self.authority)
+        stack = self.stack
+        destination = stack.destination_by_authority.get(self.authority) or stack.resolve_authority(self.authority)
         if destination is None:
             self.fail(UNAVAILABLE, f"no destination for {self.authority.decode('latin-1')!r}", UNKNOWN_DESTINATION)
             return
@@ -298,8 +276,9 @@ class GrpcCall:
     def _admitted(self) -> None:
         self.admitted = True
         destination = self.destination
-        destination.retry_budget.deposit()
-        self.deadline = time.monotonic() + destination.policy.timeout_s
+        now = _monotonic()
+        destination.retry_budget.deposit(now)
+        self.deadline = now + destination.policy.timeout_s
         self.stack.deadlines.pending.add(self)
         self._next_attempt()
 
@@ -310,12 +289,13 @@ class GrpcCall:
         balancer = self.destination.balancer
         if len(self.tried) >= len(balancer.endpoints):
             self.tried.clear()  # every endpoint was tried once: any may take the retry
-        endpoint = balancer.pick(exclude=self.tried)
+        now = _monotonic()
+        endpoint = balancer.pick(now, self.tried)
         if endpoint is None:
             self.fail(UNAVAILABLE, f"no available endpoint for {self.destination.name}", NO_ENDPOINTS)
             return
         self.endpoint = endpoint
-        self.endpoint_load = endpoint.ewma.load()
+        self.endpoint_load = endpoint.ewma.load(now)
         conn = self.relay.pool.reusable(endpoint.address)
         if conn is not None:
             self._send(conn, endpoint)
@@ -336,7 +316,10 @@ class GrpcCall:
         self._send(conn, endpoint)
 
     def _send(self, conn, endpoint) -> None:
-        attempt = _Attempt(self, endpoint)
+        attempt = _Attempt()
+        attempt.call = self
+        attempt.endpoint = endpoint
+        attempt.ewma_t0 = endpoint.ewma.start(_monotonic())
         self.attempt = attempt
         stream = conn.open_stream(attempt)
         attempt.stream = stream
@@ -361,7 +344,7 @@ class GrpcCall:
         """Failure accrual for ``endpoint`` (an attempt sent at ``sent_at`` failed); ejections are counted."""
         breaker = endpoint.breaker
         ejections = breaker.ejections
-        breaker.failure(time.monotonic(), sent_at)
+        breaker.failure(_monotonic(), sent_at)
         metrics = self.stack.metrics
         if breaker.ejections != ejections and metrics is not None:
             metrics.observe_ejection(self.destination.name, endpoint.address)
@@ -544,10 +527,11 @@ class GrpcCall:
         stack = self.stack
         if stack.metrics is not None:
             stack.metrics.observe_request(
-                stack.direction, destination.name if destination is not None else "", self.endpoint.address if self.endpoint else "",
+                stack.direction, destination.name if destination is not None else "",
+                self.endpoint.address if self.endpoint is not None else "",
                 0, self.proxy_error, (ended - self.started) / 1e9, self.retries, status,
             )
-        if self.ctx.sampled:
+        if self.sampled:
             stack.recorder.record(self._span(ended))
 
     def _span(self, ended: int) -> tuple:

@@ -15,7 +15,9 @@ lists over and over, so this codec is built for that:
 
 Decoded header lists may be shared between calls (the block cache): treat them as read-only.
 
-The static table and the Huffman decoder come from the `hpack` package.
+The static table and the Huffman decoder come from the `hpack` package. The module is compiled by
+Cython (``hpack_codec.pxd``: extension types, typed fields, the decoder's byte loop on C integers):
+three decodes and three encodes per relayed call were a large part of the interpreted relay.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class HeaderDecoder:
         self.generation = 0  # bumped on every dynamic table change
         self._huffman: dict[bytes, bytes] = {}
         self._blocks: dict[bytes, tuple[int, list]] = {}
+        self._pos = 0  # read position in the block being decoded
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         cached = self._blocks.get(block)
@@ -95,30 +98,27 @@ class HeaderDecoder:
 
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         headers = []
-        append = headers.append
-        pos = 0
         end = len(block)
         list_size = 0
-        while pos < end:
-            byte = block[pos]
+        self._pos = 0
+        while self._pos < end:
+            byte = block[self._pos]
+            self._pos += 1
             if byte & 0x80:  # indexed field
                 index = byte & 0x7F
-                pos += 1
                 if index == 0x7F:
-                    index, pos = self._int_tail(block, pos, index)
+                    index = self._int_tail(block, index)
                 header = self._entry(index)
             elif byte & 0x40:  # literal, added to the table
                 index = byte & 0x3F
-                pos += 1
                 if index == 0x3F:
-                    index, pos = self._int_tail(block, pos, index)
-                header, pos = self._literal(block, pos, index)
+                    index = self._int_tail(block, index)
+                header = self._literal(block, index)
                 self._add(header)
             elif byte & 0x20:  # dynamic table size update
                 size = byte & 0x1F
-                pos += 1
                 if size == 0x1F:
-                    size, pos = self._int_tail(block, pos, size)
+                    size = self._int_tail(block, size)
                 if size > self.allowed_table_size:
                     raise HeaderError(f"table size update to {size} exceeds the allowed {self.allowed_table_size}")
                 self.max_table_size = size
@@ -127,26 +127,25 @@ class HeaderDecoder:
                 continue
             else:  # literal not indexed / never indexed
                 index = byte & 0x0F
-                pos += 1
                 if index == 0x0F:
-                    index, pos = self._int_tail(block, pos, index)
-                header, pos = self._literal(block, pos, index)
+                    index = self._int_tail(block, index)
+                header = self._literal(block, index)
             list_size += len(header[0]) + len(header[1]) + ENTRY_OVERHEAD
             if list_size > self.max_header_list_size:
                 raise HeaderError(f"header list larger than {self.max_header_list_size} bytes")
-            append(header)
+            headers.append(header)
         return headers
 
-    @staticmethod
-    def _int_tail(block: bytes, pos: int, value: int) -> tuple[int, int]:
+    def _int_tail(self, block: bytes, value: int) -> int:
+        """The rest of an integer whose prefix was all ones (RFC 7541 5.1), read at the cursor."""
         shift = 0
         while True:
-            byte = block[pos]
-            pos += 1
+            byte = block[self._pos]
+            self._pos += 1
             value += (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
-                return value, pos
+                return value
             if shift > 28:
                 raise HeaderError("integer too large")
 
@@ -156,28 +155,29 @@ class HeaderDecoder:
         dynamic = index - _STATIC_COUNT
         if index == 0 or dynamic > len(self.entries):
             raise HeaderError(f"header table index {index} out of range")
-        return self.entries[-dynamic]
+        return self.entries[len(self.entries) - dynamic]
 
-    def _literal(self, block: bytes, pos: int, name_index: int) -> tuple[tuple[bytes, bytes], int]:
+    def _literal(self, block: bytes, name_index: int) -> tuple[bytes, bytes]:
         if name_index:
             name = self._entry(name_index)[0]
         else:
-            name, pos = self._string(block, pos)
-        value, pos = self._string(block, pos)
-        return (name, value), pos
+            name = self._string(block)
+        return (name, self._string(block))
 
-    def _string(self, block: bytes, pos: int) -> tuple[bytes, int]:
-        byte = block[pos]
+    def _string(self, block: bytes) -> bytes:
+        byte = block[self._pos]
+        self._pos += 1
         length = byte & 0x7F
-        pos += 1
         if length == 0x7F:
-            length, pos = self._int_tail(block, pos, length)
-        end = pos + length
+            length = self._int_tail(block, length)
+        start = self._pos
+        end = start + length
         if end > len(block):
             raise HeaderError("string runs past the header block")
-        raw = block[pos:end]
+        self._pos = end
+        raw = block[start:end]
         if not byte & 0x80:
-            return raw, end
+            return raw
         value = self._huffman.get(raw)
         if value is None:
             try:
@@ -187,7 +187,7 @@ class HeaderDecoder:
             if len(self._huffman) >= _HUFFMAN_CACHE_LIMIT:
                 self._huffman.clear()
             self._huffman[raw] = value
-        return value, end
+        return value
 
     def _add(self, header: tuple[bytes, bytes]) -> None:
         self.generation += 1

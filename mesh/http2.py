@@ -14,6 +14,12 @@ multiplexed on one connection share each system call.
 
 Only h2c with prior knowledge is spoken (what gRPC clients use for insecure channels); the listener
 recognises the client preface and hands the connection over (see ``PREFACE``).
+
+The module is compiled by Cython (``http2.pxd``): the connections and streams are extension types with
+typed fields, so the frame loop and the calls between a connection, its streams and their listeners
+(``mesh.grpc``) are C code; the wire constants (frame types, flags, error codes, windows) are declared
+there as C constants that Python code sees as plain ints. The connections are asyncio protocols by their
+methods, not by inheritance: an extension type cannot derive from ``asyncio.Protocol``, a Python class.
 """
 
 from __future__ import annotations
@@ -29,44 +35,7 @@ from mesh.hpack_codec import HeaderDecoder, HeaderEncoder, HeaderError
 from mesh.pool import ConnectError, split_address
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types (RFC 9113 section 6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-FLAG_END_STREAM = 0x1
-FLAG_ACK = 0x1
-FLAG_END_HEADERS = 0x4
-FLAG_PADDED = 0x8
-FLAG_PRIORITY = 0x20
-
-# Error codes (RFC 9113 section 7).
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
-FLOW_CONTROL_ERROR = 0x3
-STREAM_CLOSED = 0x5
-FRAME_SIZE_ERROR = 0x6
-REFUSED_STREAM = 0x7
-CANCEL = 0x8
-COMPRESSION_ERROR = 0x9
-# Not a wire code: what stream listeners are told when the whole connection went away.
-CONNECTION_LOST = -1
-
-# Settings identifiers.
-SETTINGS_HEADER_TABLE_SIZE = 0x1
-SETTINGS_ENABLE_PUSH = 0x2
-SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
-SETTINGS_INITIAL_WINDOW_SIZE = 0x4
-SETTINGS_MAX_FRAME_SIZE = 0x5
-
-DEFAULT_WINDOW = 65535
-DEFAULT_MAX_FRAME = 16384
-MAX_WINDOW = 2**31 - 1
-# What we let each peer send ahead of our forwarding it: per stream and per connection.
-STREAM_WINDOW = 1 << 20
-CONNECTION_WINDOW = 8 << 20
-MAX_STREAMS_ACCEPTED = 1000
-MAX_HEADER_LIST_SIZE = 256 * 1024
-LAST_CLIENT_STREAM_ID = 2**31 - 1
+# Frame types, flags, error codes, settings identifiers and window sizes: ``http2.pxd``.
 
 _FRAME_HEAD = struct.Struct(">BHBBI")  # 24-bit length as byte + short, type, flags, stream id
 _SETTING = struct.Struct(">HI")
@@ -77,20 +46,21 @@ Headers = list  # [(name: bytes, value: bytes), ...] in wire order, pseudo-heade
 
 
 class StreamListener:
-    """What the owner of a stream hears. Data listeners must call ``stream.consumed(n)`` once the
-    ``n`` bytes they were handed have been passed on (``send_data(..., source=stream)`` does it)."""
+    """What the owner of a stream hears (``mesh.grpc``'s calls and attempts derive from it, so a stream
+    calls its listener in C). Data listeners must call ``stream.consumed(n)`` once the ``n`` bytes they
+    were handed have been passed on (``send_data(..., source=stream)`` does it)."""
 
-    def on_headers(self, headers: Headers, end_stream: bool) -> None: ...
+    def on_headers(self, headers: Headers, end_stream: bool) -> None:
+        raise NotImplementedError
 
-    def on_data(self, data: bytes, end_stream: bool) -> None: ...
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        raise NotImplementedError
 
-    def on_reset(self, error_code: int) -> None: ...
+    def on_reset(self, error_code: int) -> None:
+        raise NotImplementedError
 
 
 class Stream:
-    __slots__ = ("id", "conn", "listener", "send_window", "recv_window", "recv_unacked", "pending",
-                 "local_closed", "remote_closed")
-
     def __init__(self, conn: "H2Connection", stream_id: int, listener: StreamListener | None):
         self.id = stream_id
         self.conn = conn
@@ -119,12 +89,11 @@ class Stream:
                 self.recv_unacked = 0
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection:
     """One HTTP/2 connection, either side; subclasses decide who opens streams."""
 
-    client_side = False
-
-    def __init__(self, on_close: Callable | None = None) -> None:
+    def __init__(self, client_side: bool, on_close: Callable | None = None) -> None:
+        self.client_side = client_side
         self.on_close = on_close  # told once when the connection is gone (or, on a client, leaves the pool)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
@@ -132,7 +101,7 @@ class H2Connection(asyncio.Protocol):
         self.closed = False
         self.going_away = False  # GOAWAY sent or received: no new streams
         self._buffer = b""
-        self._awaiting_preface = not self.client_side
+        self._awaiting_preface = not client_side
         self._header_block: tuple[int, int, list[bytes]] | None = None  # stream id, flags, fragments
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -164,6 +133,15 @@ class H2Connection(asyncio.Protocol):
         self.write_frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(key, value) for key, value in settings))
         self.write_frame(WINDOW_UPDATE, 0, 0, _UINT32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW))
 
+    def eof_received(self) -> None:
+        """The peer half-closed: the transport closes, and ``connection_lost`` ends every stream."""
+
+    def pause_writing(self) -> None:
+        """Nothing to pause: flow control already bounds what the proxy writes ahead of a peer."""
+
+    def resume_writing(self) -> None:
+        pass
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
@@ -191,10 +169,11 @@ class H2Connection(asyncio.Protocol):
             self._awaiting_preface = False
         pos = 0
         size = len(data)
-        unpack = _FRAME_HEAD.unpack_from
         while size - pos >= 9:
-            high, low, frame_type, flags, stream_id = unpack(data, pos)
-            length = high << 16 | low
+            length = data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]
+            frame_type = data[pos + 3]
+            flags = data[pos + 4]
+            stream_id = (data[pos + 5] & 0x7F) << 24 | data[pos + 6] << 16 | data[pos + 7] << 8 | data[pos + 8]
             if length > DEFAULT_MAX_FRAME:  # we never advertise a larger SETTINGS_MAX_FRAME_SIZE
                 self.close_with(FRAME_SIZE_ERROR)
                 return
@@ -203,7 +182,7 @@ class H2Connection(asyncio.Protocol):
                 break
             payload = data[pos + 9:end]
             pos = end
-            self._handle_frame(frame_type, flags, stream_id & 0x7FFFFFFF, payload)
+            self._handle_frame(frame_type, flags, stream_id, payload)
             if self.closed:
                 return
         self._buffer = data[pos:] if pos < size else b""
@@ -511,10 +490,8 @@ class H2ServerConnection(H2Connection):
     """The side toward a caller: every new stream is handed to ``on_request(stream, headers, end_stream)``,
     which must set ``stream.listener``."""
 
-    client_side = False
-
     def __init__(self, on_request: Callable[[Stream, Headers, bool], None], on_close: Callable[["H2ServerConnection"], None] | None = None):
-        super().__init__(on_close)
+        H2Connection.__init__(self, False, on_close)
         self.on_request = on_request
         self.last_stream_id = 0
 
@@ -547,10 +524,8 @@ class H2ServerConnection(H2Connection):
 class H2ClientConnection(H2Connection):
     """The side toward an upstream: opens streams with ``open_stream(listener)``."""
 
-    client_side = True
-
     def __init__(self, address: str, on_close: Callable[["H2ClientConnection"], None] | None = None):
-        super().__init__(on_close)
+        H2Connection.__init__(self, True, on_close)
         self.address = address
         self.next_stream_id = 1
 
@@ -566,7 +541,7 @@ class H2ClientConnection(H2Connection):
         return stream
 
     def _on_goaway(self, payload: bytes) -> None:
-        super()._on_goaway(payload)
+        H2Connection._on_goaway(self, payload)
         if self.on_close is not None:
             self.on_close(self)  # out of the pool now; open streams still finish
 
