@@ -18,13 +18,12 @@ The common case (no endpoint ejected, nothing excluded) touches two endpoints an
 from __future__ import annotations
 
 import random as _random_module
-import time
+from cython.cimports.cpython.time import monotonic  # C calls, no Python call per read
 from typing import Callable, Collection, Iterable
 
 from mesh.breaker import FailureAccrual
 from mesh.ewma import PeakEwma
 
-_monotonic = time.monotonic
 _INFINITY = float("inf")
 
 
@@ -85,7 +84,7 @@ class P2CBalancer(_EndpointSet):
         if count == 0:
             return None
         if now is None:
-            now = _monotonic()
+            now = monotonic()
         if count == 1:
             endpoint = endpoints[0]
             breaker = endpoint.breaker
@@ -136,7 +135,7 @@ class RoundRobinBalancer(_EndpointSet):
         endpoints = self.endpoints
         count = len(endpoints)
         if now is None:
-            now = _monotonic()
+            now = monotonic()
         for _ in range(count):
             endpoint = endpoints[self._next % count]
             self._next += 1

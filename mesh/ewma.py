@@ -11,14 +11,12 @@ Times are ``time.monotonic()`` seconds; every method takes ``now`` so tests driv
 
 from __future__ import annotations
 
-import math
-import time
+from cython.cimports.cpython.time import monotonic  # C calls, no Python call per read
+from cython.cimports.libc.math import exp
 
 DEFAULT_DECAY_S = 10.0
 DEFAULT_INITIAL_RTT_S = 0.03  # assumed for a new endpoint until it has answered
 
-_monotonic = time.monotonic
-_exp = math.exp
 
 
 class PeakEwma:
@@ -28,18 +26,18 @@ class PeakEwma:
         self.decay_s = decay_s
         self.rtt_s = initial_rtt_s
         self.pending = 0
-        self._updated_at = _monotonic() if now is None else now
+        self._updated_at = monotonic() if now is None else now
 
     def start(self, now: float | None = None) -> float:
         """Mark one request pending; returns its start time for ``finish``."""
         self.pending += 1
-        return _monotonic() if now is None else now
+        return monotonic() if now is None else now
 
     def load_and_start(self, now: float) -> float:
         """``load(now)`` then ``start(now)`` in one call (the relay's every attempt): returns the load the
         request is sent at; ``now`` is its t0 for ``finish``."""
         if now > self._updated_at:
-            self.rtt_s *= _exp((self._updated_at - now) / self.decay_s)
+            self.rtt_s *= exp((self._updated_at - now) / self.decay_s)
             self._updated_at = now
         pending = self.pending
         self.pending = pending + 1
@@ -47,21 +45,21 @@ class PeakEwma:
 
     def finish(self, t0: float, now: float | None = None) -> None:
         """The request started at ``t0`` has completed (successfully or not): observe its RTT."""
-        at = _monotonic() if now is None else now
+        at = monotonic() if now is None else now
         if self.pending > 0:
             self.pending -= 1
         rtt = at - t0
         if rtt > self.rtt_s:
             self.rtt_s = rtt
         else:
-            decay = _exp((self._updated_at - at) / self.decay_s) if at > self._updated_at else 1.0
+            decay = exp((self._updated_at - at) / self.decay_s) if at > self._updated_at else 1.0
             self.rtt_s = self.rtt_s * decay + rtt * (1.0 - decay)
         self._updated_at = at
 
     def load(self, now: float | None = None) -> float:
         """Expected cost of one more request: decayed RTT estimate × (pending + 1)."""
-        at = _monotonic() if now is None else now
+        at = monotonic() if now is None else now
         if at > self._updated_at:
-            self.rtt_s *= _exp((self._updated_at - at) / self.decay_s)
+            self.rtt_s *= exp((self._updated_at - at) / self.decay_s)
             self._updated_at = at
         return self.rtt_s * (self.pending + 1)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic as _monotonic, monotonic_ns
+from cython.cimports.cpython.time import monotonic, monotonic_ns  # C calls, no Python call per read
 
 import httptools
 
@@ -396,7 +396,7 @@ class Http1Client:
         self.exchange = None
         pool = self.pool
         if reusable and self.reusable and not self.closed and len(pool.idle) < pool.max_idle:
-            self.idle_since = _monotonic()
+            self.idle_since = monotonic()
             pool.idle.append(self)
         else:
             self.close()

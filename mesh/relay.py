@@ -21,8 +21,8 @@ CPU per request, and typed fields make the reads and calls above C struct reads 
 from __future__ import annotations
 
 import asyncio
-import time
-from time import monotonic_ns, time_ns
+
+from cython.cimports.cpython.time import monotonic, monotonic_ns, time_ns  # C calls, no Python call per read
 
 from mesh import trace_context
 from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, response_head as _response_head
@@ -33,7 +33,6 @@ from mesh.shed import Shed
 from mesh.stack import authority_name
 from spans.model import STATUS_ERROR, STATUS_UNSET
 
-_monotonic = time.monotonic
 _extract = trace_context.extract
 _from_traceparent = trace_context.from_traceparent
 _trace_header_lines = trace_context.trace_header_lines
@@ -108,7 +107,7 @@ class Exchange:
             )
         )  # fmt: skip
 
-        now = _monotonic()
+        now = monotonic()
         destination.retry_budget.deposit(now)
         admission = destination.admission
         if admission.try_acquire():
@@ -140,7 +139,7 @@ class Exchange:
             return
         self.admitted = True
         self.queue_ns = int(waited * 1e9)
-        self.attempt(_monotonic())
+        self.attempt(monotonic())
 
     # attempt -----------------------------------------------------------------------------------
     def attempt(self, now: float | None = None) -> None:
@@ -149,7 +148,7 @@ class Exchange:
         if self.finished:
             return
         if now is None:
-            now = _monotonic()
+            now = monotonic()
         else:
             self.deadline = now + self.destination.policy.timeout_s
             self.stack.deadlines.pending.add(self)
@@ -260,7 +259,7 @@ class Exchange:
             self.stack.deadlines.pending.discard(self)
             self.deadline = 0.0
         if status >= 500:
-            self.breaker_failure(_monotonic())
+            self.breaker_failure(monotonic())
         elif self.endpoint.breaker.consecutive_failures:  # else a success changes nothing (no call)
             self.endpoint.breaker.success()
         has_length = framing & HAS_CONTENT_LENGTH
@@ -332,7 +331,7 @@ class Exchange:
         """The current attempt failed: the endpoint's health and load learn it; its connection is dropped."""
         endpoint = self.endpoint
         if endpoint is not None and self.ewma_t0 >= 0:
-            now = _monotonic()
+            now = monotonic()
             self.breaker_failure(now)
             endpoint.ewma.finish(self.ewma_t0, now)
             self.ewma_t0 = -1.0

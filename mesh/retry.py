@@ -14,8 +14,10 @@ it kept whole, which it does for bodies up to ``MAX_REPLAY_BODY`` bytes.
 from __future__ import annotations
 
 import random as _random_module
-import time
 from typing import Callable, Collection
+
+import cython
+from cython.cimports.cpython.time import monotonic  # C calls, no Python call per read
 
 MAX_REPLAY_BODY = 64 * 1024
 
@@ -28,12 +30,14 @@ RETRYABLE_HTTP_STATUSES = frozenset((502, 503, 504))
 GRPC_UNAVAILABLE = 14
 DEFAULT_GRPC_RETRYABLE = frozenset((GRPC_UNAVAILABLE,))
 
-_monotonic = time.monotonic
-_SLOTS = 10
+_SLOTS = 10  # retry.pxd sizes the slot arrays with the same number
 
 
 class RetryBudget:
-    """Sliding-window retry budget, counted in ``_SLOTS`` time slots of ``ttl_s / _SLOTS`` each."""
+    """Sliding-window retry budget, counted in ``_SLOTS`` time slots of ``ttl_s / _SLOTS`` each.
+
+    Every original request deposits, so the counts are C arrays (retry.pxd): a deposit is a few
+    machine instructions, where list slots of Python ints cost a few hundred."""
 
     def __init__(self, ratio: float = 0.2, min_per_s: float = 10.0, ttl_s: float = 10.0, now: float | None = None):
         if ratio < 0 or min_per_s < 0 or ttl_s <= 0:
@@ -41,15 +45,16 @@ class RetryBudget:
         self.ratio = ratio
         self.reserve = min_per_s * ttl_s
         self._slot_s = ttl_s / _SLOTS
-        self._deposits = [0] * _SLOTS
-        self._withdrawals = [0] * _SLOTS
+        for index in range(_SLOTS):
+            self._deposits[index] = 0
+            self._withdrawals[index] = 0
         self._deposited = 0  # sums over the window
         self._withdrawn = 0
-        self._slot = int((_monotonic() if now is None else now) / self._slot_s)
+        self._slot = self._slot_at(now)
 
     def deposit(self, now: float | None = None) -> None:
         """Count one original request (not a retry)."""
-        slot = int((_monotonic() if now is None else now) / self._slot_s)
+        slot = self._slot_at(now)
         if slot != self._slot:
             self._advance(slot)
         self._deposits[slot % _SLOTS] += 1
@@ -57,7 +62,7 @@ class RetryBudget:
 
     def withdraw(self, now: float | None = None) -> bool:
         """Take one retry from the budget; False (and nothing taken) when it is spent."""
-        slot = int((_monotonic() if now is None else now) / self._slot_s)
+        slot = self._slot_at(now)
         if slot != self._slot:
             self._advance(slot)
         if self._withdrawn + 1 > self.ratio * self._deposited + self.reserve + 1e-9:
@@ -65,6 +70,10 @@ class RetryBudget:
         self._withdrawals[slot % _SLOTS] += 1
         self._withdrawn += 1
         return True
+
+    def _slot_at(self, now: float | None) -> int:
+        """The number of the slot ``now`` (the clock's time when None) falls in."""
+        return cython.cast(cython.longlong, (monotonic() if now is None else now) / self._slot_s)
 
     def _advance(self, slot: int) -> None:
         """Forget the slots that fell out of the window since the last call."""
