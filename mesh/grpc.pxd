@@ -19,6 +19,9 @@ cpdef enum:
     INTERNAL = 13
     UNAVAILABLE = 14
 
+cdef enum:
+    FULL_RULES = -2  # GrpcCall._join_trace: the request's trace headers need extract() and inject()
+
 cpdef str decode_message(bytes value)
 @cython.locals(status=object, message=bytes, name=bytes, value=bytes)
 cpdef tuple status_of(list headers)
@@ -65,16 +68,18 @@ cdef class GrpcCall(StreamListener):
     cdef public bytes path, authority
     cdef public object ctx
     cdef public list upstream_headers
-    cdef public list backlog  # request frames that arrived before an upstream stream existed
+    cdef public list backlog  # request frames that arrived before an upstream stream existed (None: none did)
     cdef public list replay  # every request DATA payload while they fit MAX_REPLAY_BODY (None after)
     cdef public list tried
+    @cython.locals(lone=Py_ssize_t, index=Py_ssize_t, name=bytes, upstream=list)
+    cdef _join_trace(self, list headers)
     @cython.locals(stack=Stack, destination=Destination)
     cpdef _start(self)
     @cython.locals(destination=Destination, now=double)
     cpdef _admitted(self)
     @cython.locals(balancer=_EndpointSet, endpoint=Endpoint, now=double, conn=H2ClientConnection)
     cpdef _next_attempt(self)
-    @cython.locals(attempt=_Attempt, stream=Stream, down=Stream)
+    @cython.locals(attempt=_Attempt, stream=Stream, down=Stream, backlog=list)
     cpdef _send(self, H2ClientConnection conn, Endpoint endpoint)
     @cython.locals(breaker=FailureAccrual, ejections=long)
     cpdef endpoint_failed(self, Endpoint endpoint, sent_at)
@@ -91,6 +96,7 @@ cdef class GrpcCall(StreamListener):
     cpdef on_data(self, bytes data, bint end_stream)
     @cython.locals(attempt=_Attempt)
     cpdef on_headers(self, list headers, bint end_stream)
+    cdef _hold(self, tuple frame)
     @cython.locals(attempt=_Attempt, stream=Stream)
     cpdef on_reset(self, int error_code)
     @cython.locals(down=Stream)

@@ -30,8 +30,11 @@ from mesh.http2 import H2Pool, H2ServerConnection, StreamListener
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
-from mesh.trace_context import extract, inject, new_root, new_span_id
-from spans import conventions as attr
+from mesh.trace_context import TRACE_HEADER_NAMES, extract, from_traceparent, inject, new_root, new_span_id
+from spans.conventions import (
+    BODY_NS, CONNECTION_REUSED, CONNECT_NS, DIRECTION, ENDPOINT, ENDPOINT_LOAD, ERROR_TYPE, FIRST_BYTE_NS, PEER_SERVICE,
+    PROXY_ERROR, PROXY_ERROR_HEADER, QUEUE_NS, RETRIES, RETRY_DELAY_NS, RPC_GRPC_STATUS, RPC_METHOD, RPC_SERVICE, RPC_SYSTEM,
+)
 from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 
 # The status codes the proxy itself reports (OK, CANCELLED, ...): ``grpc.pxd``.
@@ -44,7 +47,9 @@ UPSTREAM_RESET = "upstream_reset"
 CONNECTION_LOST_ERROR = "connection_lost"
 
 logger = logging.getLogger(__name__)
-_PROXY_ERROR_HEADER = attr.PROXY_ERROR_HEADER.encode()
+_PROXY_ERROR_HEADER = PROXY_ERROR_HEADER.encode()
+_TRACEPARENT = b"traceparent"
+_TRACE_NAME_LENGTHS = frozenset(len(name) for name in TRACE_HEADER_NAMES)  # of names that may be one upper-cased
 _monotonic = time.monotonic
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
@@ -109,7 +114,7 @@ _PATH_NAMES_LIMIT = 10_000
 def _path_names(path: bytes) -> tuple[str, tuple]:
     service, method = split_path(path)
     names = (f"{service}/{method}" if service else method,
-             ((attr.RPC_SYSTEM, "grpc"), (attr.RPC_SERVICE, service), (attr.RPC_METHOD, method)))
+             ((RPC_SYSTEM, "grpc"), (RPC_SERVICE, service), (RPC_METHOD, method)))
     if len(_PATH_NAMES) >= _PATH_NAMES_LIMIT:
         _PATH_NAMES.clear()
     _PATH_NAMES[path] = names
@@ -228,19 +233,45 @@ class GrpcCall(StreamListener):
                 self.authority = value
             elif name[:1] != b":":
                 break
-        ctx = extract(headers)
+        self._join_trace(headers)
+        self.request_ended = end_stream
+        self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
+        self.tried: list = []
+        self._start()
+
+    def _join_trace(self, headers: list) -> None:
+        """This hop's span joins the caller's trace as a child (or starts a trace), and the upstream
+        request's trace headers make it the next hop's parent. The usual requests, with no trace header
+        or a lone traceparent, take one walk over the headers and the native W3C rules; any other trace
+        header (tracestate, B3, several, upper case) takes ``extract`` and ``inject``."""
+        lone = -1  # where the lone traceparent is; FULL_RULES when there is more
+        for index in range(len(headers)):
+            name = headers[index][0]
+            if name not in TRACE_HEADER_NAMES:
+                if len(name) not in _TRACE_NAME_LENGTHS or name.lower() not in TRACE_HEADER_NAMES:
+                    continue
+                lone = FULL_RULES
+                break
+            if name != _TRACEPARENT or lone != -1:
+                lone = FULL_RULES
+                break
+            lone = index
+        if lone == FULL_RULES:
+            ctx = extract(headers)
+        else:
+            ctx = None if lone < 0 else from_traceparent(headers[lone][1])
         if ctx is None:
             ctx, self.span_id = new_root()
         else:
             self.span_id = new_span_id()
         self.ctx = ctx
         self.sampled = ctx.sampled
-        self.upstream_headers = inject(headers, ctx, self.span_id)
-        self.request_ended = end_stream
-        self.backlog: list = []  # request frames that arrived before an upstream stream existed
-        self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
-        self.tried: list = []
-        self._start()
+        if lone == FULL_RULES:
+            self.upstream_headers = inject(headers, ctx, self.span_id)
+            return
+        upstream = list(headers) if lone < 0 else headers[:lone] + headers[lone + 1:]
+        upstream.append((_TRACEPARENT, f"00-{ctx.trace_id}-{self.span_id}-0{1 if self.sampled else 0}".encode()))
+        self.upstream_headers = upstream
 
     # ---- the call, top to bottom ----------------------------------------------------------
 
@@ -326,14 +357,16 @@ class GrpcCall(StreamListener):
         self.sent_ns = _monotonic_ns()
         if not self.forwarded:
             self.forwarded = True
-            backlog, self.backlog = self.backlog, []
+            backlog = self.backlog
+            self.backlog = None
             conn.send_headers(stream, self.upstream_headers, self.request_ended and not backlog)
-            down = self.down
-            for is_data, payload, end_stream in backlog:
-                if is_data:
-                    conn.send_data(stream, payload, end_stream, source=down)
-                else:
-                    conn.send_headers(stream, payload, end_stream)
+            if backlog:
+                down = self.down
+                for is_data, payload, end_stream in backlog:
+                    if is_data:
+                        conn.send_data(stream, payload, end_stream, down)
+                    else:
+                        conn.send_headers(stream, payload, end_stream)
         else:  # a replay: the caller ended its request and every byte of it is in self.replay (see _may_retry)
             body = b"".join(self.replay)
             conn.send_headers(stream, self.upstream_headers, not body)
@@ -431,7 +464,7 @@ class GrpcCall(StreamListener):
         if attempt is not None and attempt.stream.conn.streams.get(attempt.stream.id) is attempt.stream:
             attempt.stream.conn.send_data(attempt.stream, data, end_stream, source=self.down)
         elif attempt is None:
-            self.backlog.append((True, data, end_stream))
+            self._hold((True, data, end_stream))
         else:
             self.down.consumed(len(data))
 
@@ -443,7 +476,7 @@ class GrpcCall(StreamListener):
         self.request_ended = self.request_ended or end_stream
         attempt = self.attempt
         if attempt is None:
-            self.backlog.append((False, headers, end_stream))
+            self._hold((False, headers, end_stream))
         elif attempt.stream.conn.streams.get(attempt.stream.id) is attempt.stream:
             attempt.stream.conn.send_headers(attempt.stream, headers, end_stream)
 
@@ -457,6 +490,12 @@ class GrpcCall(StreamListener):
             stream = attempt.stream
             stream.conn.reset(stream, CANCEL if error_code == CONNECTION_LOST else error_code)
         self.finish(CANCELLED, "cancelled by caller")
+
+    def _hold(self, frame: tuple) -> None:
+        """A request frame that came before the first upstream stream: sent on when that opens."""
+        if self.backlog is None:
+            self.backlog = []
+        self.backlog.append(frame)
 
     # ---- upstream -> caller ------------------------------------------------------------------
 
@@ -542,29 +581,29 @@ class GrpcCall(StreamListener):
         stack = self.stack
         attributes = [
             *rpc_attributes,
-            (attr.RPC_GRPC_STATUS, self.status),
-            (attr.DIRECTION, stack.direction),
-            (attr.QUEUE_NS, self.queue_ns),
-            (attr.RETRIES, self.retries),
+            (RPC_GRPC_STATUS, self.status),
+            (DIRECTION, stack.direction),
+            (QUEUE_NS, self.queue_ns),
+            (RETRIES, self.retries),
         ]
         if stack.span_kind == KIND_CLIENT and self.destination is not None:
-            attributes.append((attr.PEER_SERVICE, self.destination.name))
+            attributes.append((PEER_SERVICE, self.destination.name))
         if self.endpoint is not None:
             attributes += [
-                (attr.ENDPOINT, self.endpoint.address),
-                (attr.ENDPOINT_LOAD, self.endpoint_load),
-                (attr.CONNECT_NS, self.connect_ns),
-                (attr.CONNECTION_REUSED, self.reused),
-                (attr.RETRY_DELAY_NS, self.retry_delay_ns),
+                (ENDPOINT, self.endpoint.address),
+                (ENDPOINT_LOAD, self.endpoint_load),
+                (CONNECT_NS, self.connect_ns),
+                (CONNECTION_REUSED, self.reused),
+                (RETRY_DELAY_NS, self.retry_delay_ns),
             ]
         if self.first_byte_ns:
             attributes += [
-                (attr.FIRST_BYTE_NS, self.first_byte_ns - self.sent_ns),
-                (attr.BODY_NS, ended - self.first_byte_ns),
+                (FIRST_BYTE_NS, self.first_byte_ns - self.sent_ns),
+                (BODY_NS, ended - self.first_byte_ns),
             ]
         if self.proxy_error:
-            attributes.append((attr.PROXY_ERROR, self.proxy_error))
-            attributes.append((attr.ERROR_TYPE, self.proxy_error))
+            attributes.append((PROXY_ERROR, self.proxy_error))
+            attributes.append((ERROR_TYPE, self.proxy_error))
         failed = self.status != OK
         return (
             self.ctx.trace_id, self.span_id, self.ctx.parent_id, name, stack.span_kind, self.start_ns, ended - self.started,

@@ -3,13 +3,15 @@
 cimport cython
 
 cdef Py_ssize_t _STATIC_COUNT, _HUFFMAN_CACHE_LIMIT, _BLOCK_CACHE_LIMIT, _SEEN_LIMIT, ENTRY_OVERHEAD
-cdef tuple STATIC_TABLE
-cdef dict _STATIC_INDEX, _STATIC_NAME_INDEX
+cdef tuple STATIC_TABLE, _SINGLE_BYTES
+cdef dict _STATIC_INDEX, _STATIC_NAME_INDEX, _UNINDEXED_HEADS
 cdef frozenset _NEVER_INDEXED_VALUES, _SENSITIVE
 
 @cython.locals(limit=Py_ssize_t)
 cdef bytes _encode_int(Py_ssize_t value, int prefix_bits, int first_byte_flags)
 cdef bytes _encode_string(bytes value)
+@cython.locals(name_index=Py_ssize_t)
+cdef bytes _literal_head(bytes name, int prefix_bits, int flags)
 
 cdef class HeaderDecoder:
     cdef public Py_ssize_t allowed_table_size, max_table_size, max_header_list_size, table_size, _pos
@@ -36,12 +38,12 @@ cdef class HeaderEncoder:
     cdef public dict inserted, _indexed, _blocks
     cdef public set _seen_once
     cdef public object _size_update
-    cdef public bint _stable
+    cdef public bint _cacheable
     cpdef set_peer_table_size(self, Py_ssize_t size)
     @cython.locals(key=tuple, block=bytes)
     cpdef bytes encode(self, headers)
     @cython.locals(out=list, indexed=dict, encoded=bytes)
     cdef bytes _encode(self, headers)
-    @cython.locals(static=object, inserted=object, name=bytes, value=bytes, name_index=Py_ssize_t, flags=int, prefix=int, head=bytes)
+    @cython.locals(static=object, inserted=object, name=bytes, value=bytes, flags=int, prefix=int, head=bytes)
     cdef bytes _encode_new(self, tuple header)
     cdef bint _room_for(self, tuple header)

@@ -10,8 +10,9 @@ lists over and over, so this codec is built for that:
 - encoding never Huffman-codes, and adds a header to the dynamic table only the second time it is seen
   and only while the table has room. Nothing is ever evicted, so an entry's index is plain arithmetic
   and a repeated header costs one dict lookup. Values that change on every call (trace ids, deadlines)
-  are never indexed, so they cannot crowd out the ones that repeat. Whole blocks are cached too, while
-  the table is unchanged.
+  are never indexed, so they cannot crowd out the ones that repeat; their names' encodings are made
+  once. Whole blocks without such values are cached too, while the table is unchanged (a block with
+  one, such as every relayed request with its new traceparent, would only push the others out).
 
 Decoded header lists may be shared between calls (the block cache): treat them as read-only.
 
@@ -50,10 +51,13 @@ class HeaderError(Exception):
     """A header block that cannot be decoded: a connection error (COMPRESSION_ERROR) in HTTP/2."""
 
 
+_SINGLE_BYTES = tuple(bytes((byte,)) for byte in range(256))
+
+
 def _encode_int(value: int, prefix_bits: int, first_byte_flags: int) -> bytes:
     limit = (1 << prefix_bits) - 1
     if value < limit:
-        return bytes((first_byte_flags | value,))
+        return _SINGLE_BYTES[first_byte_flags | value]
     out = bytearray((first_byte_flags | limit,))
     value -= limit
     while value >= 0x80:
@@ -65,6 +69,21 @@ def _encode_int(value: int, prefix_bits: int, first_byte_flags: int) -> bytes:
 
 def _encode_string(value: bytes) -> bytes:
     return _encode_int(len(value), 7, 0) + value
+
+
+def _literal_head(name: bytes, prefix_bits: int, flags: int) -> bytes:
+    """The start of a literal field: its name as a static table index, or as a string."""
+    name_index = _STATIC_NAME_INDEX.get(name, 0)
+    if name_index:
+        return _encode_int(name_index, prefix_bits, flags)
+    return _encode_int(0, prefix_bits, flags) + _encode_string(name)
+
+
+# The names whose fields are never indexed -> their literal heads (not indexed, or never indexed for
+# secrets). The static entries of these names all have empty values: a field with a value is never
+# one of them, so its encoding is always this head and the value.
+_UNINDEXED_HEADS = {name: _literal_head(name, 4, 0x10 if name in _SENSITIVE else 0x00)
+                    for name in _NEVER_INDEXED_VALUES | _SENSITIVE}
 
 
 class HeaderDecoder:
@@ -218,7 +237,7 @@ class HeaderEncoder:
         self._seen_once: set[tuple[bytes, bytes]] = set()
         self._size_update: int | None = None
         self._blocks: dict[tuple, bytes] = {}  # header list -> block, while the table is unchanged
-        self._stable = True
+        self._cacheable = True  # the block being encoded changed no state and has no per-request value
 
     def set_peer_table_size(self, size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE. Smaller than what we use: start over with an empty table."""
@@ -235,9 +254,9 @@ class HeaderEncoder:
         block = self._blocks.get(key)
         if block is not None:
             return block
-        self._stable = self._size_update is None  # cleared when this encoding changes our state
+        self._cacheable = self._size_update is None
         block = self._encode(headers)
-        if self._stable:
+        if self._cacheable:
             if len(self._blocks) >= _BLOCK_CACHE_LIMIT:
                 self._blocks.clear()
             self._blocks[key] = block
@@ -257,7 +276,12 @@ class HeaderEncoder:
         return b"".join(out)
 
     def _encode_new(self, header: tuple[bytes, bytes]) -> bytes:
-        header = (header[0], header[1])
+        name, value = header
+        head = _UNINDEXED_HEADS.get(name)
+        if head is not None and value:
+            if name not in _SENSITIVE:
+                self._cacheable = False
+            return head + _encode_string(value)
         static = _STATIC_INDEX.get(header)
         if static is not None:
             encoded = _encode_int(static, 7, 0x80)
@@ -268,8 +292,6 @@ class HeaderEncoder:
             encoded = _encode_int(_STATIC_COUNT + len(self.inserted) - inserted, 7, 0x80)
             self._indexed[header] = encoded
             return encoded
-        name, value = header
-        name_index = _STATIC_NAME_INDEX.get(name, 0)
         if name in _SENSITIVE:
             flags, prefix = 0x10, 4
         elif name not in _NEVER_INDEXED_VALUES and header in self._seen_once and self._room_for(header):
@@ -278,19 +300,15 @@ class HeaderEncoder:
             self.table_size += len(name) + len(value) + ENTRY_OVERHEAD
             self._indexed.clear()  # every older entry's index just moved by one
             self._blocks.clear()
-            self._stable = False
+            self._cacheable = False
         else:
             flags, prefix = 0x00, 4
             if name not in _NEVER_INDEXED_VALUES and header not in self._seen_once:
                 if len(self._seen_once) >= _SEEN_LIMIT:
                     self._seen_once.clear()
                 self._seen_once.add(header)
-                self._stable = False
-        if name_index:
-            head = _encode_int(name_index, prefix, flags)
-        else:
-            head = _encode_int(0, prefix, flags) + _encode_string(name)
-        return head + _encode_string(value)
+                self._cacheable = False
+        return _literal_head(name, prefix, flags) + _encode_string(value)
 
     def _room_for(self, header: tuple[bytes, bytes]) -> bool:
         return self.table_size + len(header[0]) + len(header[1]) + ENTRY_OVERHEAD <= self.capacity

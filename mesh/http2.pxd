@@ -50,6 +50,8 @@ cpdef enum:
     MAX_HEADER_LIST_SIZE = 256 * 1024
     LAST_CLIENT_STREAM_ID = 0x7FFFFFFF
 
+cdef unsigned long _uint32(bytes data, Py_ssize_t pos) except? 0
+
 cdef class StreamListener:
     cpdef on_headers(self, list headers, bint end_stream)
     cpdef on_data(self, bytes data, bint end_stream)
@@ -89,14 +91,14 @@ cdef class H2Connection:
     @cython.locals(stream=Stream, end_stream=bint, headers=list)
     cdef _headers_complete(self, long stream_id, int flags, bytes block)
     cdef _new_remote_stream(self, long stream_id, list headers, bint end_stream)
-    @cython.locals(stream=Stream)
+    @cython.locals(stream=Stream, offset=Py_ssize_t, key=int, value=cython.ulong, delta=cython.longlong)
     cdef _on_settings(self, bytes payload)
     @cython.locals(stream=Stream, increment=cython.longlong)
     cdef _on_window_update(self, long stream_id, bytes payload)
-    @cython.locals(stream=Stream)
+    @cython.locals(stream=Stream, last_stream_id=long)
     cdef _on_goaway(self, bytes payload)
     cdef bint _is_local(self, long stream_id)
-    @cython.locals(length=Py_ssize_t)
+    @cython.locals(length=Py_ssize_t, head=cython.uchar[9])
     cpdef write_frame(self, int frame_type, int flags, long stream_id, bytes payload)
     cpdef _flush(self)
     cpdef send_headers(self, Stream stream, list headers, bint end_stream=*)

@@ -37,12 +37,16 @@ from mesh.pool import ConnectError, split_address
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Frame types, flags, error codes, settings identifiers and window sizes: ``http2.pxd``.
 
-_FRAME_HEAD = struct.Struct(">BHBBI")  # 24-bit length as byte + short, type, flags, stream id
 _SETTING = struct.Struct(">HI")
 _UINT32 = struct.Struct(">I")
 _RST_OR_GOAWAY = struct.Struct(">II")
 
 Headers = list  # [(name: bytes, value: bytes), ...] in wire order, pseudo-headers first
+
+
+def _uint32(data: bytes, pos: int) -> int:
+    """The big-endian 32-bit number at ``data[pos:pos + 4]`` (the caller checked the length)."""
+    return data[pos] << 24 | data[pos + 1] << 16 | data[pos + 2] << 8 | data[pos + 3]
 
 
 class StreamListener:
@@ -197,22 +201,35 @@ class H2Connection:
         elif frame_type == HEADERS:
             self._on_headers(flags, stream_id, payload)
         elif frame_type == WINDOW_UPDATE:
-            self._on_window_update(stream_id, payload)
+            if len(payload) != 4:
+                self.close_with(FRAME_SIZE_ERROR)
+            else:
+                self._on_window_update(stream_id, payload)
         elif frame_type == SETTINGS:
-            if not flags & FLAG_ACK:
+            if len(payload) % 6:
+                self.close_with(FRAME_SIZE_ERROR)
+            elif not flags & FLAG_ACK:
                 self._on_settings(payload)
         elif frame_type == PING:
-            if not flags & FLAG_ACK:
+            if len(payload) != 8:
+                self.close_with(FRAME_SIZE_ERROR)
+            elif not flags & FLAG_ACK:
                 self.write_frame(PING, FLAG_ACK, 0, payload)
         elif frame_type == RST_STREAM:
+            if len(payload) != 4:
+                self.close_with(FRAME_SIZE_ERROR)
+                return
             stream = self.streams.pop(stream_id, None)
             if stream is not None:
                 self._blocked.pop(stream_id, None)
                 self._drop_pending(stream)
-                stream.listener.on_reset(_UINT32.unpack_from(payload)[0])
+                stream.listener.on_reset(_uint32(payload, 0))
                 self.close_when_idle()
         elif frame_type == GOAWAY:
-            self._on_goaway(payload)
+            if len(payload) < 8:
+                self.close_with(FRAME_SIZE_ERROR)
+            else:
+                self._on_goaway(payload)
         elif frame_type == CONTINUATION:
             self._on_continuation(flags, stream_id, payload)
         elif frame_type == PUSH_PROMISE:
@@ -226,7 +243,10 @@ class H2Connection:
             self.close_with(FLOW_CONTROL_ERROR)
             return
         if flags & FLAG_PADDED:
-            payload = payload[1:len(payload) - payload[0]]
+            if not flow_length or payload[0] >= flow_length:
+                self.close_with(PROTOCOL_ERROR)  # padding as long as the frame (RFC 9113 6.1)
+                return
+            payload = payload[1:flow_length - payload[0]]
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             # Late data for a stream we already reset: only the connection window needs its credit back.
@@ -256,9 +276,12 @@ class H2Connection:
         end = len(payload)
         if flags & FLAG_PADDED:
             start = 1
-            end -= payload[0]
+            end -= payload[0] if end else 0
         if flags & FLAG_PRIORITY:
             start += 5
+        if end < start:
+            self.close_with(PROTOCOL_ERROR)  # padding or priority longer than the frame (RFC 9113 6.2)
+            return
         fragment = payload[start:end]
         if flags & FLAG_END_HEADERS:
             self._headers_complete(stream_id, flags, fragment)
@@ -297,8 +320,9 @@ class H2Connection:
         """Headers for a stream we don't know: a new request on a server, a stale response on a client."""
 
     def _on_settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - len(payload) % 6, 6):
-            key, value = _SETTING.unpack_from(payload, offset)
+        for offset in range(0, len(payload), 6):
+            key = payload[offset] << 8 | payload[offset + 1]
+            value = _uint32(payload, offset + 2)
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     self.close_with(FLOW_CONTROL_ERROR)
@@ -319,9 +343,11 @@ class H2Connection:
                 self._flush_stream(stream)
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
-        increment = _UINT32.unpack_from(payload)[0] & 0x7FFFFFFF
+        increment = _uint32(payload, 0) & 0x7FFFFFFF
         if stream_id == 0:
             self.send_window += increment
+            if not self._blocked:
+                return
             blocked, self._blocked = self._blocked, {}
             for stream in blocked.values():
                 if self.streams.get(stream.id) is stream:
@@ -334,7 +360,7 @@ class H2Connection:
                 self._flush_stream(stream)
 
     def _on_goaway(self, payload: bytes) -> None:
-        last_stream_id = _UINT32.unpack_from(payload)[0] & 0x7FFFFFFF
+        last_stream_id = _uint32(payload, 0) & 0x7FFFFFFF
         self.going_away = True
         # Streams we opened beyond the peer's last one were never processed: safe to retry elsewhere.
         for stream_id in [sid for sid in self.streams if sid > last_stream_id and self._is_local(sid)]:
@@ -350,7 +376,17 @@ class H2Connection:
 
     def write_frame(self, frame_type: int, flags: int, stream_id: int, payload: bytes) -> None:
         length = len(payload)
-        self._out.append(_FRAME_HEAD.pack(length >> 16, length & 0xFFFF, frame_type, flags, stream_id))
+        # the 9-byte frame head (RFC 9113 4.1), written into ``head``, a C array (http2.pxd)
+        head[0] = length >> 16
+        head[1] = length >> 8
+        head[2] = length
+        head[3] = frame_type
+        head[4] = flags
+        head[5] = stream_id >> 24
+        head[6] = stream_id >> 16
+        head[7] = stream_id >> 8
+        head[8] = stream_id
+        self._out.append(head[:9])
         if length:
             self._out.append(payload)
         if not self._flush_scheduled:

@@ -119,12 +119,26 @@ def test_caller_that_stops_reading_bounds_what_the_proxy_buffers(proxy):
     assert total == 8 * (5 + 1048576)
 
 
-def test_malformed_header_block_ends_only_that_connection(proxy):
+def frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return FRAME_HEAD.pack(len(payload) >> 16, len(payload) & 0xFFFF, frame_type, flags, stream_id) + payload
+
+
+@pytest.mark.parametrize("malformed, error", [
+    pytest.param(frame(http2.HEADERS, http2.FLAG_END_HEADERS, 1, b"\xff\xff\xff\xff\x0f"), http2.COMPRESSION_ERROR,
+                 id="header index far beyond any table"),
+    pytest.param(frame(http2.WINDOW_UPDATE, 0, 0, b"\x00\x00\x01"), http2.FRAME_SIZE_ERROR, id="short WINDOW_UPDATE"),
+    pytest.param(frame(http2.RST_STREAM, 0, 1, b"\x00" * 5), http2.FRAME_SIZE_ERROR, id="long RST_STREAM"),
+    pytest.param(frame(http2.PING, 0, 0, b"1234"), http2.FRAME_SIZE_ERROR, id="short PING"),
+    pytest.param(frame(http2.SETTINGS, 0, 0, b"\x00\x04\x00\x00"), http2.FRAME_SIZE_ERROR, id="SETTINGS not in sixes"),
+    pytest.param(frame(http2.GOAWAY, 0, 0, b"\x00" * 4), http2.FRAME_SIZE_ERROR, id="short GOAWAY"),
+    pytest.param(frame(http2.DATA, http2.FLAG_PADDED, 1, b"\x05abc"), http2.PROTOCOL_ERROR, id="DATA padding too long"),
+    pytest.param(frame(http2.HEADERS, http2.FLAG_PADDED | http2.FLAG_END_HEADERS, 1, b"\x09ab"), http2.PROTOCOL_ERROR,
+                 id="HEADERS padding too long"),
+])  # fmt: skip
+def test_malformed_frame_ends_only_that_connection(proxy, malformed, error):
     _loop, address = proxy
     sock = connect(address)
-    bad_block = b"\xff\xff\xff\xff\x0f"  # an index far beyond any table
-    sock.sendall(http2.PREFACE + FRAME_HEAD.pack(0, 0, http2.SETTINGS, 0, 0)
-                 + FRAME_HEAD.pack(0, len(bad_block), http2.HEADERS, http2.FLAG_END_HEADERS, 1) + bad_block)
+    sock.sendall(http2.PREFACE + frame(http2.SETTINGS, 0, 0, b"") + malformed)
     received = b"".join(read_chunks(sock, 5))
     sock.close()
     frames = []
@@ -134,7 +148,7 @@ def test_malformed_header_block_ends_only_that_connection(proxy):
         frames.append((frame_type, received[9:9 + length]))
         received = received[9 + length:]
     goaways = [payload for frame_type, payload in frames if frame_type == http2.GOAWAY]
-    assert goaways and struct.unpack(">I", goaways[0][4:8])[0] == http2.COMPRESSION_ERROR
+    assert goaways and struct.unpack(">I", goaways[0][4:8])[0] == error
     with grpc.insecure_channel(address) as channel:
         assert channel.unary_unary(method("Unary"))(b"still serving", timeout=5) == b"still serving"
 
