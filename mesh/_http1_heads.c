@@ -751,9 +751,55 @@ static PyObject *whole_request(PyObject *module, PyObject *data) {
     return tuple_of(5, items);
 }
 
+/* request_head(method, target, lines, trace_lines, chunked) -> the head the proxy sends upstream:
+ * b"{method} {target} HTTP/1.1\r\n{lines}{trace_lines}" + b"transfer-encoding: chunked\r\n" when
+ * `chunked` + b"\r\n", in one allocation (a b"".join of its parts cost ~800 instructions per request).
+ * All but `chunked` are bytes; `lines` and `trace_lines` are whole "name: value\r\n" lines. */
+static PyObject *request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    static const char version[] = " HTTP/1.1\r\n", chunked_line[] = "transfer-encoding: chunked\r\n";
+    enum { VERSION = sizeof(version) - 1, CHUNKED = sizeof(chunked_line) - 1 };
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2]) ||
+        !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "request_head(method: bytes, target: bytes, lines: bytes, trace_lines: bytes, chunked: bool)");
+        return NULL;
+    }
+    int chunked = PyObject_IsTrue(args[4]);
+    if (chunked < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = 1 + VERSION + 2 + (chunked ? CHUNKED : 0);
+    for (int i = 0; i < 4; i++) {
+        if (PyBytes_GET_SIZE(args[i]) > PY_SSIZE_T_MAX / 4 - size) {
+            return PyErr_NoMemory();
+        }
+        size += PyBytes_GET_SIZE(args[i]);
+    }
+    PyObject *head = PyBytes_FromStringAndSize(NULL, size);
+    if (head == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(head);
+#define PUT(text, len) (memcpy(out, (text), (size_t)(len)), out += (len))
+    PUT(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]));
+    *out++ = ' ';
+    PUT(PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]));
+    PUT(version, VERSION);
+    PUT(PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
+    PUT(PyBytes_AS_STRING(args[3]), PyBytes_GET_SIZE(args[3]));
+    if (chunked) {
+        PUT(chunked_line, CHUNKED);
+    }
+    PUT("\r\n", 2);
+#undef PUT
+    return head;
+}
+
 static PyMethodDef methods[] = {
     {"request_fields", (PyCFunction)(void (*)(void))request_fields, METH_FASTCALL,
      "request_fields(headers, drop_host) -> (lines, host, content_length, chunked, traced)"},
+    {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
+     "request_head(method, target, lines, trace_lines, chunked) -> the head sent upstream"},
     {"response_head", response_head, METH_O, "response_head(head) -> (end_to_end_head, framing flags)"},
     {"whole_request", whole_request, METH_O,
      "whole_request(data) -> (method, target, version, headers, body) or None"},

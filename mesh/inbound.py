@@ -26,6 +26,7 @@ class InboundStack(Stack):
         self.span_kind = KIND_SERVER
         policy = dataclasses.replace(policy, failure_threshold=0)
         self.app = Destination(service, policy, (app_address,))
+        self.only_destination = self.app
 
     def resolve_authority(self, authority: bytes) -> Destination:
         if len(self.destination_by_authority) >= MAX_CACHED_AUTHORITIES:  # callers choose the Host values

@@ -9,7 +9,7 @@ from mesh.shed cimport AdmissionQueue
 from mesh.stack cimport Stack
 
 # flags the relay tests on every request: C ints, not Python ints (not visible from Python)
-cdef int PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, HAS_CONTENT_LENGTH, _PAUSED_BY_EXCHANGE
+cdef int PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, HAS_CONTENT_LENGTH, _PAUSED_BY_EXCHANGE, _SLASH
 
 cdef class Exchange:
     cdef public Stack stack
@@ -30,7 +30,7 @@ cdef class Exchange:
     cdef public tuple tried
     cdef public Http1Client conn
     cdef public int retries, status
-    @cython.locals(destination=Destination, admission=AdmissionQueue)
+    @cython.locals(destination=Destination, admission=AdmissionQueue, target=bytes)
     cpdef start(self)
     cpdef join_trace(self, ctx)
     @cython.locals(pool=EndpointPool, conn=Http1Client)

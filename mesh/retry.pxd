@@ -9,9 +9,9 @@ cdef class RetryBudget:
     cdef long long _withdrawals[10]
     cdef public long long _deposited, _withdrawn, _slot
     @cython.locals(slot=cython.longlong, index=cython.longlong)
-    cpdef deposit(self, now=*)
+    cpdef deposit(self, double now)
     @cython.locals(slot=cython.longlong)
     cpdef bint withdraw(self, now=*)
-    cdef long long _slot_at(self, now)
+    cdef long long _slot_at(self, double now)
     @cython.locals(expired=cython.longlong, index=cython.longlong)
     cpdef _advance(self, long long slot)

@@ -50,10 +50,10 @@ class RetryBudget:
             self._withdrawals[index] = 0
         self._deposited = 0  # sums over the window
         self._withdrawn = 0
-        self._slot = self._slot_at(now)
+        self._slot = self._slot_at(monotonic() if now is None else now)
 
-    def deposit(self, now: float | None = None) -> None:
-        """Count one original request (not a retry)."""
+    def deposit(self, now: float) -> None:
+        """Count one original request (not a retry) made at ``now``."""
         slot = self._slot_at(now)
         if slot != self._slot:
             self._advance(slot)
@@ -62,7 +62,7 @@ class RetryBudget:
 
     def withdraw(self, now: float | None = None) -> bool:
         """Take one retry from the budget; False (and nothing taken) when it is spent."""
-        slot = self._slot_at(now)
+        slot = self._slot_at(monotonic() if now is None else now)
         if slot != self._slot:
             self._advance(slot)
         if self._withdrawn + 1 > self.ratio * self._deposited + self.reserve + 1e-9:
@@ -71,9 +71,9 @@ class RetryBudget:
         self._withdrawn += 1
         return True
 
-    def _slot_at(self, now: float | None) -> int:
-        """The number of the slot ``now`` (the clock's time when None) falls in."""
-        return cython.cast(cython.longlong, (monotonic() if now is None else now) / self._slot_s)
+    def _slot_at(self, now: float) -> int:
+        """The number of the slot ``now`` falls in."""
+        return cython.cast(cython.longlong, now / self._slot_s)
 
     def _advance(self, slot: int) -> None:
         """Forget the slots that fell out of the window since the last call."""

@@ -1,5 +1,6 @@
 # Types for Cython (see setup.py): what the relay reads of its stack on every request.
 from mesh.deadlines cimport Deadlines
+from mesh.destination cimport Destination
 from mesh.export cimport SpanRecorder
 from mesh.metrics cimport ProxyMetrics
 from mesh.pool cimport Pools
@@ -15,3 +16,4 @@ cdef class Stack:
     cdef public object loop
     cdef public long long max_body_bytes
     cdef public dict span_attributes_cache, destination_by_authority
+    cdef public Destination only_destination

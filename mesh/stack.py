@@ -43,6 +43,9 @@ class Stack:
         # resolve_authority()'s answers by Host / :authority bytes, read by the relay before it calls
         # resolve_authority (a call and a decode per request cost more); kept current by whoever fills it
         self.destination_by_authority: dict = {}
+        # the destination of every request whatever its authority (inbound: the app), else None; the relay
+        # reads it before destination_by_authority (hashing a new Host value per request costs more)
+        self.only_destination = None
 
     def span_attributes(self, destination: str, endpoint) -> tuple:
         """The attributes every span of this stack's requests to ``destination`` via ``endpoint`` (a

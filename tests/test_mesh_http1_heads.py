@@ -9,6 +9,7 @@ from mesh._http1_heads import (
     HAS_CONTENT_LENGTH,
     HAS_TRANSFER_ENCODING,
     request_fields,
+    request_head,
     response_head,
     whole_request,
     whole_response,
@@ -86,6 +87,28 @@ def test_request_fields_refuses_what_cannot_be_framed(headers, message):
 def test_request_fields_rejects_anything_but_byte_pairs(headers):
     with pytest.raises(TypeError):
         request_fields(headers, False)
+
+
+def test_request_head_is_the_forwarded_head_parsed_back_as_sent():
+    lines, trace = b"host: app\r\nx-a: 1\r\n", b"traceparent: 00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01\r\n"
+    plain = request_head(b"GET", b"/a?b=c", lines, trace, False)
+    assert plain == b"GET /a?b=c HTTP/1.1\r\n" + lines + trace + b"\r\n"
+    chunked = request_head(b"POST", b"/", lines, b"", True)
+    assert chunked == b"POST / HTTP/1.1\r\n" + lines + b"transfer-encoding: chunked\r\n\r\n"
+    seen = []
+
+    class Heads:
+        def on_header(self, name, value):
+            seen.append((name.lower(), value))
+
+    httptools.HttpRequestParser(Heads()).feed_data(chunked + b"0\r\n\r\n")
+    assert seen == [(b"host", b"app"), (b"x-a", b"1"), (b"transfer-encoding", b"chunked")]
+
+
+@pytest.mark.parametrize("args", [(b"GET", "/", b"", b"", False), (b"GET", b"/", b"", None, False), (b"GET", b"/", b"", b"")])
+def test_request_head_rejects_anything_but_bytes_parts(args):
+    with pytest.raises(TypeError):
+        request_head(*args)
 
 
 def test_response_head_without_hop_by_hop_fields_is_the_same_object():
