@@ -593,9 +593,12 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
     }
 }
 
-/* whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) | None
- * `data` is one read starting at a response; `head_only` when the request was HEAD (no body). The head
- * is as response_head() returns it. */
+/* whole_response(data, head_only) -> (status, message, framing, keep_alive, head_len) | None
+ * `data` is one read starting at a response; `head_only` when the request was HEAD (no body).
+ * `message` is the response as the proxy forwards it: its first `head_len` bytes the head as
+ * response_head() returns it, then the body; `data` itself when that is the same bytes (an HTTP/1.1
+ * response without hop-by-hop lines), else one copy (the head and body apart, then joined to be
+ * written, took three). */
 static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "whole_response(data: bytes, head_only: bool)");
@@ -640,38 +643,45 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
         Py_RETURN_NONE; /* the body is not all here, or more follows */
     }
     int framing = facts.content_length >= 0 ? HAS_CONTENT_LENGTH : 0;
-    PyObject *head;
-    if (facts.dropped_count == 0 && body_len == 0) {
-        Py_INCREF(args[0]); /* the read is the head, forwarded as it came */
-        head = args[0];
+    Py_ssize_t head_len = head_end - text;
+    PyObject *message;
+    if (facts.dropped_count == 0) {
+        Py_INCREF(args[0]); /* the read is the message, forwarded as it came */
+        message = args[0];
     } else if (facts.dropped_count <= MAX_DROPPED_LINES) {
-        /* The head without the hop-by-hop lines the scan found: the lines between them, copied. */
+        /* The head without the hop-by-hop lines the scan found (the lines between them), then the body. */
         size_t dropped_size = 0;
         for (int i = 0; i < facts.dropped_count; i++) {
             dropped_size += facts.dropped[i].len;
         }
-        head = PyBytes_FromStringAndSize(NULL, (head_end - text) - (Py_ssize_t)dropped_size);
-        if (head == NULL) {
+        head_len -= (Py_ssize_t)dropped_size;
+        message = PyBytes_FromStringAndSize(NULL, head_len + body_len);
+        if (message == NULL) {
             return NULL;
         }
-        char *out = PyBytes_AS_STRING(head);
+        char *out = PyBytes_AS_STRING(message);
         const char *from = (const char *)text;
         for (int i = 0; i < facts.dropped_count; i++) {
             memcpy(out, from, (size_t)(facts.dropped[i].start - from));
             out += facts.dropped[i].start - from;
             from = facts.dropped[i].start + facts.dropped[i].len;
         }
-        memcpy(out, from, (size_t)((const char *)head_end - from));
+        memcpy(out, from, (size_t)((const char *)head_end - from) + (size_t)body_len);
     } else {
-        head = end_to_end_head(args[0], (const char *)text, (const char *)head_end, &framing);
-        if (head == NULL) {
+        message = end_to_end_head(args[0], (const char *)text, (const char *)head_end, &framing);
+        if (message == NULL) {
+            return NULL;
+        }
+        head_len = PyBytes_GET_SIZE(message);
+        PyObject *body = PyBytes_FromStringAndSize((const char *)head_end, body_len);
+        PyBytes_ConcatAndDel(&message, body);
+        if (message == NULL) {
             return NULL;
         }
     }
     PyObject *items[5] = {
-        PyLong_FromLong(status), as_http11(head), PyLong_FromLong(framing),
-        new_bool(http11 ? !facts.close : facts.keep_alive),
-        PyBytes_FromStringAndSize((const char *)head_end, body_len),
+        PyLong_FromLong(status), as_http11(message), PyLong_FromLong(framing),
+        new_bool(http11 ? !facts.close : facts.keep_alive), PyLong_FromSsize_t(head_len),
     };
     return tuple_of(5, items);
 }
@@ -804,7 +814,7 @@ static PyMethodDef methods[] = {
     {"whole_request", whole_request, METH_O,
      "whole_request(data) -> (method, target, version, headers, body) or None"},
     {"whole_response", (PyCFunction)(void (*)(void))whole_response, METH_FASTCALL,
-     "whole_response(data, head_only) -> (status, end_to_end_head, framing, keep_alive, body) or None"},
+     "whole_response(data, head_only) -> (status, message, framing, keep_alive, head_len) or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -311,22 +311,15 @@ class Http1Client:
             if not self._in_body:
                 # Between messages: a whole response in this read is taken without the parser.
                 whole = whole_response(data, self._expect_head_only)
-                if whole is not None:  # relayed as llhttp's callbacks would
-                    status, head, framing, keep_alive, body = whole
+                if whole is not None:  # relayed as llhttp's callbacks would, head and body in one write
+                    status, message, framing, keep_alive, head_len = whole
                     if not self.first_byte_ns:
                         self.first_byte_ns = monotonic_ns()
                     if not keep_alive:
                         self.reusable = False
-                    if downstream.write_buffer is None:
-                        downstream.write_buffer = []
-                    try:
-                        exchange.response_head(status, head, framing)
-                        if self.exchange is exchange:  # else the exchange dropped this connection (a retry, an abort)
-                            if body:
-                                exchange.response_body(body)
-                            exchange.response_complete()
-                    finally:
-                        downstream.flush()
+                    exchange.response_head(status, message, framing, head_len)
+                    if self.exchange is exchange:  # else the exchange dropped this connection (a retry, an abort)
+                        exchange.response_complete()
                     return
         else:
             self.head_buffer += data
@@ -444,7 +437,7 @@ class Http1Client:
         if not parser.should_keep_alive():
             self.reusable = False
         head, self.response_framing = response_head(head)
-        exchange.response_head(status, head, self.response_framing)
+        exchange.response_head(status, head, self.response_framing, len(head))
         if self.exchange is not exchange:
             return  # the exchange dropped this connection (a retry, an abort)
         if self._expect_head_only:

@@ -41,7 +41,7 @@ cdef class Exchange:
     cpdef request_complete(self)
     cpdef request_aborted(self, str reason)
     cpdef interim_response(self, bytes head)
-    cpdef response_head(self, int status, bytes head, int framing)
+    cpdef response_head(self, int status, bytes message, int framing, Py_ssize_t head_len)
     cpdef response_body(self, bytes data)
     cpdef response_complete(self)
     cpdef upstream_failed(self, str kind)

@@ -250,9 +250,10 @@ class Exchange:
         if self.version == "1.1":
             self.downstream.write(_response_head(head)[0])
 
-    def response_head(self, status: int, head: bytes, framing: int) -> None:
+    def response_head(self, status: int, message: bytes, framing: int, head_len: int) -> None:
         """Relay the response head: the upstream's bytes minus hop-by-hop lines, labelled HTTP/1.1
-        (``head``, whose ``framing`` flags say how its body is delimited), plus our framing."""
+        (the first ``head_len`` bytes of ``message``; ``framing`` flags say how its body is delimited),
+        plus our framing. A response read whole has its whole body after the head, relayed with it."""
         if status >= 502 and status <= 504 and self.retry(status, ""):
             return
         self.status = status
@@ -278,7 +279,12 @@ class Exchange:
             extra += b"connection: close\r\n"
         elif self.version == "1.0":
             extra += b"connection: keep-alive\r\n"
-        self.downstream.write(head[:-2] + extra + b"\r\n" if extra else head)
+        if head_len < len(message):
+            self.response_bytes = len(message) - head_len
+            if self.response_bytes > self.stack.max_body_bytes:
+                self.abort("response_too_large")
+                return
+        self.downstream.write(message[: head_len - 2] + extra + message[head_len - 2 :] if extra else message)
 
     def response_body(self, data: bytes) -> None:
         self.response_bytes += len(data)

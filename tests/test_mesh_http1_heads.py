@@ -179,7 +179,8 @@ def _assert_as_llhttp(data: bytes, head_only: bool) -> bool:
     whole = whole_response(data, head_only)
     if whole is None:
         return False
-    status, head, framing, keep_alive, body = whole
+    status, message, framing, keep_alive, head_len = whole
+    head, body = message[:head_len], message[head_len:]
     parsed = _ParsedByLlhttp(data, head_only)
     assert parsed.complete == 1 and len(parsed.heads) == 1, data
     assert (status, keep_alive, body) == (parsed.status, parsed.keep_alive, parsed.body), data
@@ -197,13 +198,19 @@ _WHOLE = (
 
 
 def test_whole_response_takes_a_complete_response_with_its_body():
-    status, head, framing, keep_alive, body = whole_response(_WHOLE, False)
-    assert (status, framing, keep_alive, body) == (200, HAS_CONTENT_LENGTH, True, b"hello world\n")
-    assert head == b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+    status, message, framing, keep_alive, head_len = whole_response(_WHOLE, False)
+    assert (status, framing, keep_alive) == (200, HAS_CONTENT_LENGTH, True)
+    head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+    assert (message, head_len) == (head + b"hello world\n", len(head))  # without its Connection line
     assert _assert_as_llhttp(_WHOLE, False)
+    as_is = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    assert whole_response(as_is, False)[1] is as_is  # nothing to drop: the read itself is forwarded
     empty = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-    assert whole_response(empty, False) == (404, b"HTTP/1.1" + empty[8:], HAS_CONTENT_LENGTH, False, b"")
+    assert whole_response(empty, False) == (404, b"HTTP/1.1" + empty[8:], HAS_CONTENT_LENGTH, False, len(empty))
     assert empty == b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"  # the read itself is left alone
+    many = b"HTTP/1.1 200 OK\r\n" + b"".join(b"Keep-Alive: %d\r\n" % n for n in range(12)) + b"Content-Length: 2\r\n\r\nhi"
+    assert whole_response(many, False)[1:] == (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", HAS_CONTENT_LENGTH, True, 38)
+    assert _assert_as_llhttp(many, False)
     assert _assert_as_llhttp(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", True)
 
 
