@@ -26,7 +26,11 @@ def native_modules() -> list[Extension]:
 
 def cython_modules() -> list[Extension]:
     sources = sorted(pxd.with_suffix(".py") for package in PACKAGES for pxd in Path(package).rglob("*.pxd"))
-    extensions = [Extension(".".join(source.with_suffix("").parts), [str(source)], extra_compile_args=["-O2"]) for source in sources]
+    # include_dirs: a .pxd may declare a C API by its header's path from the repository root (spans/otlp_spans.h)
+    extensions = [
+        Extension(".".join(source.with_suffix("").parts), [str(source)], include_dirs=["."], extra_compile_args=["-O2"])
+        for source in sources
+    ]
     return cythonize(
         extensions,
         language_level=3,

@@ -1,7 +1,8 @@
 """Getting the proxy's spans to the collector without ever slowing a request down.
 
-The data path hands each span tuple to a bounded buffer (``SpanRecorder.record``: the span is encoded
-there and then by native code, ~0.5 µs in all, never blocks, never raises). ``OtlpExporter`` is one
+The data path hands each span to a bounded buffer (``SpanRecorder.record``, or ``record_http`` with an
+HTTP exchange's fields as C values: the span is encoded there and then by native code, ~0.5 µs in all,
+never blocks, never raises). ``OtlpExporter`` is one
 task on the proxy's event loop: it takes a batch of encoded spans off the buffer, frames it as one
 request and sends it to the collector over OTLP/HTTP (``http://host:port``: a raw asyncio connection
 on the same loop, so no thread and no GIL hand-offs; no grpcio: 10 MB less RSS) or OTLP/gRPC
@@ -31,12 +32,16 @@ from spans.otlp_encode import (
     HTTP_SPAN_KEYS,
     AttributeValue,
     ExportRequestFramer,
+    SpanBatch,
     SpanRecord,
-    append_http_span,
     append_span,
     http_span_record,
     parse_export_response,
 )
+
+# The encoder's C API (spans/otlp_spans.h, declared in export.pxd), imported once: record_http passes an
+# exchange's fields to it as C values, with no tuple and no Python call.
+otlp_spans_import()
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +260,11 @@ class SpanRecorder:
     batch is closed at ``batch_size`` spans (the exporter sets its own). Capacity 0 is for a proxy
     without a collector: nothing is kept or encoded, every span is counted as dropped.
 
+    A batch (``SpanBatch``) starts with room for as many bytes as the largest batch so far, and the
+    exporter hands each one back once framed (``recycle``) for the next batch to fill again: a batch
+    that started empty regrew and was copied every few spans (~800 instructions a span), and its fresh
+    memory was page-faulted in again each time. At most one such spare is kept.
+
     Not shared between threads: ``record()`` and ``take()`` both run on the loop (a span recorded
     from another thread could land in a batch after its count was read).
 
@@ -273,9 +283,12 @@ class SpanRecorder:
         self.taps: tuple = ()
         self.on_full_batch: Callable[[], None] | None = None  # called as a batch closes (the exporter's wake-up)
         self._spans = 0  # buffered, in all batches
-        self._closed: collections.deque[tuple[bytearray, int]] = collections.deque()  # full batches, oldest first
-        self._open = bytearray()  # span fields of the batch being filled
+        self._closed: collections.deque[tuple[SpanBatch, int]] = collections.deque()  # full batches, oldest first
+        self._open = SpanBatch()  # span fields of the batch being filled
         self._open_spans = 0
+        self._spare: SpanBatch | None = None  # a framed batch, emptied, for the next one to fill
+        self._batch_bytes = 0  # the size of the largest closed batch: the room a new batch starts with
+        self._http_keys = HTTP_SPAN_KEYS
 
     def record(self, span: SpanRecord) -> None:
         if self._spans < self.capacity:
@@ -286,15 +299,28 @@ class SpanRecorder:
             for tap in self.taps:
                 tap.offer(span)
 
-    def record_http(self, fields: tuple) -> None:
-        """Records the span of one HTTP exchange from its fields (see ``append_http_span``): no
-        SpanRecord is built unless a tap is open."""
+    def record_http(
+        self, trace_id, span_id, parent_span_id, kind, start_ns, duration_ns, status_code, constant_attributes,
+        method, target, queue_ns, connect_ns, connection_reused, retries, retry_delay_ns, first_byte_ns, body_ns,
+        endpoint_load, http_status, proxy_error, error_type,
+    ) -> None:  # fmt: skip
+        """Records the span of one HTTP exchange from its fields (those of ``append_http_span``, typed in
+        export.pxd), which reach the encoder as C values: no tuple of them and no SpanRecord is built
+        unless a tap is open."""
         if self._spans < self.capacity:
-            self._appended(append_http_span(self._open, HTTP_SPAN_KEYS, fields))
+            self._appended(otlp_append_http_span(
+                self._open, self._http_keys, trace_id, span_id, parent_span_id, kind, start_ns, duration_ns,
+                status_code, constant_attributes, method, target, queue_ns, connect_ns, connection_reused, retries,
+                retry_delay_ns, first_byte_ns, body_ns, endpoint_load, http_status, proxy_error, error_type,
+            ))  # fmt: skip
         else:
             self.dropped += 1
         if self.taps:
-            span = http_span_record(fields)
+            span = http_span_record((
+                trace_id, span_id, parent_span_id, kind, start_ns, duration_ns, status_code, constant_attributes,
+                method, target, queue_ns, connect_ns, connection_reused, retries, retry_delay_ns, first_byte_ns,
+                body_ns, endpoint_load, http_status, proxy_error, error_type,
+            ))  # fmt: skip
             for tap in self.taps:
                 tap.offer(span)
 
@@ -310,10 +336,18 @@ class SpanRecorder:
             self._count_malformed(malformed)
 
     def _close_batch(self) -> None:
+        self._batch_bytes = max(self._batch_bytes, len(self._open))
         self._closed.append((self._open, self._open_spans))
-        self._open, self._open_spans = bytearray(), 0
+        self._open, self._open_spans = self._fresh_batch(), 0
         if self.on_full_batch is not None:
             self.on_full_batch()
+
+    def _fresh_batch(self) -> SpanBatch:
+        spare = self._spare
+        if spare is None:
+            return SpanBatch(self._batch_bytes)
+        self._spare = None
+        return spare
 
     def __len__(self) -> int:
         return self._spans
@@ -322,16 +356,22 @@ class SpanRecorder:
     def full_batch_waiting(self) -> bool:
         return bool(self._closed)
 
-    def take(self) -> tuple[bytearray, int]:
+    def take(self) -> tuple[SpanBatch, int]:
         """Removes the oldest batch, full or not: its span fields (for ``ExportRequestFramer``) and how
         many spans they hold. One consumer: the exporter."""
         if self._closed:
             span_fields, count = self._closed.popleft()
         else:
             span_fields, count = self._open, self._open_spans
-            self._open, self._open_spans = bytearray(), 0
+            self._open, self._open_spans = self._fresh_batch(), 0
         self._spans -= count
         return span_fields, count
+
+    def recycle(self, span_fields: SpanBatch) -> None:
+        """Takes back a batch from ``take()`` whose bytes are no longer needed (framed into a request):
+        emptied, it is the next batch to fill, with the memory it has."""
+        span_fields.clear()
+        self._spare = span_fields
 
     def _count_malformed(self, reason: str) -> None:
         self.malformed += 1
@@ -448,7 +488,9 @@ class OtlpExporter:
             while await self._batch_due():
                 span_fields, count = self.recorder.take()
                 self._next_batch_at = time.monotonic() + self.interval_s
-                if await self._send(self._framer.request(span_fields), count):
+                payload = self._framer.request(span_fields)
+                self.recorder.recycle(span_fields)
+                if await self._send(payload, count):
                     pause = 0.0
                 elif self._stopping:
                     break  # the collector is not taking spans: do not spend the flush time on it

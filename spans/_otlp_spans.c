@@ -16,13 +16,20 @@
  * reserved space without further checks. The parts every span of a proxy shares (the keys of an HTTP
  * span, an endpoint's constant attributes) are read or encoded once and cached (see read_keys). Attribute
  * values are typed as in the OTLP AnyValue: str, bool, int (int64), float; anything else (an int
- * beyond int64, a subclass, another object) travels as its str() text. */
+ * beyond int64, a subclass, another object) travels as its str() text.
+ *
+ * Spans are appended to a SpanBatch (below), whose memory is kept for the next batch. An HTTP
+ * exchange's span can also be appended from C values through the C API of otlp_spans.h. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
+
+#define OTLP_SPANS_MODULE /* the API's provider: no imported table here */
+#include "otlp_spans.h"
 
 /* Protobuf refuses messages of 2 GiB or more; a span that large is a bug, not data. Holding every
  * string and running total to this also keeps the size arithmetic far from overflowing. */
@@ -548,9 +555,130 @@ static enum outcome parse_message(PyObject *message, SpanHead *head, Scratch *sc
     return utf8_of(message, &head->message, &head->message_len, scratch) < 0 ? FAILED : ENCODED;
 }
 
+/* The span fields of one export batch (`ScopeSpans.spans`, what ExportRequestFramer wraps), appended span
+ * by span into memory the batch keeps when it is cleared for the next one. Why not a bytearray: one
+ * cannot keep room beyond its size (shrinking it below half its allocation reallocates), so every batch
+ * started empty and regrew, and once glibc had raised its mmap threshold each regrowth was a realloc
+ * copying the batch so far: ~800 instructions a span at 512 spans a batch. A batch made at the size
+ * batches reach, and reused once its bytes are framed, grows only when a batch outgrows it. Its bytes are
+ * read through the buffer protocol (bytes(batch), b"".join(...)); while read, the batch cannot change. */
+typedef struct {
+    PyObject_HEAD
+    char *bytes;
+    Py_ssize_t len, capacity;
+    Py_ssize_t exports; /* buffer views open on the bytes */
+} SpanBatch;
+
+static PyTypeObject SpanBatch_Type;
+
+/* Where `more` bytes can be written after the batch's bytes (it grows when short); NULL with an
+ * exception. The caller adds what it wrote to `len`. */
+static char *batch_room(SpanBatch *batch, size_t more) {
+    if (batch->exports) {
+        PyErr_SetString(PyExc_BufferError, "a SpanBatch cannot change while its bytes are being read");
+        return NULL;
+    }
+    if (more > (size_t)(batch->capacity - batch->len)) {
+        if (more > (size_t)(PY_SSIZE_T_MAX - batch->len)) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        Py_ssize_t needed = batch->len + (Py_ssize_t)more;
+        Py_ssize_t capacity = batch->capacity < PY_SSIZE_T_MAX / 2 ? 2 * batch->capacity : PY_SSIZE_T_MAX;
+        capacity = capacity < needed ? needed : capacity < 4096 ? 4096 : capacity;
+        char *bytes = PyMem_Realloc(batch->bytes, (size_t)capacity);
+        if (bytes == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        batch->bytes = bytes;
+        batch->capacity = capacity;
+    }
+    return batch->bytes + batch->len;
+}
+
+static PyObject *batch_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"capacity", NULL};
+    Py_ssize_t capacity = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:SpanBatch", keywords, &capacity)) {
+        return NULL;
+    }
+    if (capacity < 0) {
+        return PyErr_Format(PyExc_ValueError, "SpanBatch capacity must be >= 0, got %zd", capacity);
+    }
+    SpanBatch *batch = (SpanBatch *)type->tp_alloc(type, 0);
+    if (batch != NULL && capacity && (batch->bytes = PyMem_Malloc((size_t)capacity)) == NULL) {
+        Py_DECREF(batch);
+        return PyErr_NoMemory();
+    }
+    if (batch != NULL) {
+        batch->capacity = capacity;
+    }
+    return (PyObject *)batch;
+}
+
+static void batch_dealloc(SpanBatch *batch) {
+    PyMem_Free(batch->bytes);
+    Py_TYPE(batch)->tp_free((PyObject *)batch);
+}
+
+static Py_ssize_t batch_length(SpanBatch *batch) { return batch->len; }
+
+static int batch_getbuffer(SpanBatch *batch, Py_buffer *view, int flags) {
+    if (PyBuffer_FillInfo(view, (PyObject *)batch, batch->bytes ? batch->bytes : "", batch->len, 1, flags) < 0) {
+        return -1;
+    }
+    batch->exports++;
+    return 0;
+}
+
+static void batch_releasebuffer(SpanBatch *batch, Py_buffer *view) { batch->exports--; }
+
+static PyObject *batch_clear(SpanBatch *batch, PyObject *unused) {
+    if (batch->exports) {
+        PyErr_SetString(PyExc_BufferError, "a SpanBatch cannot change while its bytes are being read");
+        return NULL;
+    }
+    batch->len = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef batch_methods[] = {
+    {"clear", (PyCFunction)batch_clear, METH_NOARGS, "Empties the batch and keeps its memory for the next spans."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef batch_members[] = {
+    {"capacity", T_PYSSIZET, offsetof(SpanBatch, capacity), READONLY, "bytes the batch holds room for"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods batch_as_sequence = {.sq_length = (lenfunc)batch_length};
+static PyBufferProcs batch_as_buffer = {
+    .bf_getbuffer = (getbufferproc)batch_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)batch_releasebuffer,
+};
+
+static PyTypeObject SpanBatch_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "spans._otlp_spans.SpanBatch",
+    .tp_doc = PyDoc_STR("SpanBatch(capacity=0)\n\n"
+                        "The encoded spans of one export batch, with room for `capacity` bytes to start with.\n"
+                        "len() is its size in bytes; its bytes are read through the buffer protocol;\n"
+                        "clear() empties it for reuse, keeping its memory."),
+    .tp_basicsize = sizeof(SpanBatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = batch_new,
+    .tp_dealloc = (destructor)batch_dealloc,
+    .tp_as_sequence = &batch_as_sequence,
+    .tp_as_buffer = &batch_as_buffer,
+    .tp_methods = batch_methods,
+    .tp_members = batch_members,
+};
+
 /* Appends one `ScopeSpans.spans` field of `head` and the encoded attribute fields in `scratch` to
- * the bytearray `buffer`. */
-static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Scratch *scratch, PyObject **reason) {
+ * `batch`. */
+static enum outcome write_span(SpanBatch *batch, const SpanHead *head, const Scratch *scratch, PyObject **reason) {
     size_t attributes_size = scratch->len;
     size_t status_size = 0;
     if (head->message_len) {
@@ -570,25 +698,10 @@ static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Scr
         return malformed(reason, "span too large to encode");
     }
     size_t total = field_size(body);
-    Py_ssize_t used = PyByteArray_GET_SIZE(buffer);
-    if (total > (size_t)(PY_SSIZE_T_MAX - used)) {
-        PyErr_NoMemory();
+    char *start_of_field = batch_room(batch, total), *out = start_of_field;
+    if (start_of_field == NULL) {
         return FAILED;
     }
-    Py_ssize_t needed = used + (Py_ssize_t)total;
-    if (needed >= ((PyByteArrayObject *)buffer)->ob_alloc) {
-        /* bytearray grows its allocation by 1/8 at a time, which copied a batch's bytes about 8
-         * times over; grow it by half instead (an exact "major upsize"), then set the size back,
-         * which bytearray does in place while the size stays at least half the allocation */
-        Py_ssize_t grown = needed < PY_SSIZE_T_MAX / 3 * 2 ? needed + needed / 2 : needed;
-        if (PyByteArray_Resize(buffer, grown) < 0) {
-            return FAILED;
-        }
-    }
-    if (PyByteArray_Resize(buffer, needed) < 0) {
-        return FAILED;
-    }
-    char *start_of_field = PyByteArray_AS_STRING(buffer) + used, *out = start_of_field;
     *out++ = TAG_SPANS;
     out = put_varint(out, body);
     out = put_bytes_field(out, TAG_TRACE_ID, (const char *)head->trace_id, head->trace_len);
@@ -624,12 +737,13 @@ static enum outcome write_span(PyObject *buffer, const SpanHead *head, const Scr
         PyErr_SetString(PyExc_SystemError, "span encoder wrote a different size than it measured");
         return FAILED;
     }
+    batch->len += (Py_ssize_t)total;
     return ENCODED;
 }
 
-/* Appends one `ScopeSpans.spans` field for `record` to the bytearray `buffer`, or reports why it cannot
- * (and appends nothing). */
-static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *buffer, PyObject **reason) {
+/* Appends one `ScopeSpans.spans` field for `record` to `batch`, or reports why it cannot (and appends
+ * nothing). */
+static enum outcome encode_span(PyObject *record, Scratch *scratch, SpanBatch *batch, PyObject **reason) {
     if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != RECORD_FIELDS) {
         return bad_value(reason, -1, "a span record", "a tuple of 10 fields", record);
     }
@@ -653,17 +767,18 @@ static enum outcome encode_span(PyObject *record, Scratch *scratch, PyObject *bu
     if ((outcome = encode_attributes(fields[9], TAG_SPAN_ATTRIBUTE, scratch, &count, &plain, reason))) {
         return outcome;
     }
-    return write_span(buffer, &head, scratch, reason);
+    return write_span(batch, &head, scratch, reason);
 }
 
-/* The fields of an HTTP exchange's span (append_http_span), by position; the keyed values last. */
+/* The fields of an HTTP exchange's span (append_http_span's tuple, an OtlpHttpSpan), by position; from
+ * the method on, keys[i] names fields[HTTP_METHOD + i]. */
 enum {
     HTTP_TRACE_ID, HTTP_SPAN_ID, HTTP_PARENT_ID, HTTP_KIND, HTTP_START, HTTP_DURATION, HTTP_STATUS_CODE,
-    HTTP_CONSTANT_ATTRIBUTES, HTTP_METHOD, HTTP_TARGET, /* ... the other keyed values */
-    HTTP_KEYED = 13, /* keys[i] names fields[HTTP_METHOD + i] */
-    HTTP_FIELDS = HTTP_METHOD + HTTP_KEYED,
-    HTTP_PROXY_ERROR = HTTP_FIELDS - 2, /* also the status message */
-    HTTP_OPTIONAL = HTTP_FIELDS - 3, /* from here on (status, proxy error, error type), 0 or '' is no attribute */
+    HTTP_CONSTANT_ATTRIBUTES, HTTP_METHOD, HTTP_TARGET, HTTP_QUEUE, HTTP_CONNECT, HTTP_REUSED, HTTP_RETRIES,
+    HTTP_RETRY_DELAY, HTTP_FIRST_BYTE, HTTP_BODY, HTTP_ENDPOINT_LOAD, HTTP_STATUS, HTTP_PROXY_ERROR, HTTP_ERROR_TYPE,
+    HTTP_FIELDS,
+    HTTP_KEYED = HTTP_FIELDS - HTTP_METHOD,
+    HTTP_OPTIONAL = HTTP_STATUS, /* from here on (status, proxy error, error type), 0 or '' is no attribute */
 };
 
 /* Text from latin-1 bytes (HTTP's method and target) as UTF-8: the bytes themselves when ASCII (as in
@@ -701,15 +816,6 @@ static enum outcome measure_latin1_value(PyObject *bytes, int stop, Py_ssize_t i
     measured->type = VALUE_STRING;
     measured->len = field_size((size_t)measured->text_len);
     return ENCODED;
-}
-
-/* Whether an optional value stands for "no attribute": the int 0 or ''. */
-static int absent(PyObject *value) {
-    if (PyLong_CheckExact(value)) {
-        int overflow = 0;
-        return PyLong_AsLongLongAndOverflow(value, &overflow) == 0 && !overflow;
-    }
-    return PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) == 0;
 }
 
 /* Two caches spare a proxy re-reading what is the same for each of its spans; each is keyed by a
@@ -778,22 +884,26 @@ static const Key *read_keys(PyObject *keys, Key *local, Scratch *scratch) {
     return cached_key_texts;
 }
 
-/* The encoded attribute fields of constant-attributes tuples (a proxy has one per endpoint), in a
- * direct-mapped table by address: a miss costs what no cache would and a bytes object, and at most
- * CONSTANT_SLOTS tuples are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a
- * span; copying them, ~30. */
-enum { CONSTANT_SLOTS = 256 };
+/* The encoded attribute fields of constant-attributes tuples (a proxy has one per endpoint), in a table
+ * of sets by address, two tuples a set: a miss costs what no cache would and a bytes object, and at most
+ * CONSTANT_SETS * 2 tuples are held. Encoding a proxy's 3-4 constant pairs cost ~500 instructions a
+ * span; copying them, ~30. Two ways, because a proxy's few endpoints' tuples can land in one set by
+ * their addresses: with one tuple a slot, two of four endpoints did, and every other span missed. */
+enum { CONSTANT_SETS = 128 };
 static struct {
     PyObject *attributes, *encoded;
-} constant_cache[CONSTANT_SLOTS];
+} constant_cache[CONSTANT_SETS][2]; /* [set][0] the most recently encoded */
 
 /* Appends the fields of the constant attributes (see encode_attributes); `*count` out. */
 static enum outcome encode_constant_attributes(PyObject *attributes, Scratch *scratch, Py_ssize_t *count,
                                                PyObject **reason) {
     uintptr_t address = (uintptr_t)attributes;
-    size_t slot = (size_t)(address >> 4 ^ address >> 12) % CONSTANT_SLOTS; /* objects are 16-byte aligned */
-    if (constant_cache[slot].attributes == attributes) {
-        PyObject *encoded = constant_cache[slot].encoded;
+    size_t set = (size_t)(address >> 4 ^ address >> 12) % CONSTANT_SETS; /* objects are 16-byte aligned */
+    int way = constant_cache[set][0].attributes == attributes   ? 0
+              : constant_cache[set][1].attributes == attributes ? 1
+                                                                : -1;
+    if (way >= 0) {
+        PyObject *encoded = constant_cache[set][way].encoded;
         size_t len = (size_t)PyBytes_GET_SIZE(encoded); /* at most MAX_MESSAGE: it was appended once */
         if (len) {
             enum outcome outcome = scratch_reserve(scratch, len, reason);
@@ -817,74 +927,123 @@ static enum outcome encode_constant_attributes(PyObject *attributes, Scratch *sc
     if (encoded == NULL) {
         return FAILED;
     }
-    PyObject *replaced_attributes = constant_cache[slot].attributes, *replaced_encoded = constant_cache[slot].encoded;
-    constant_cache[slot].attributes = Py_NewRef(attributes);
-    constant_cache[slot].encoded = encoded;
+    /* the older of the two leaves the set */
+    PyObject *replaced_attributes = constant_cache[set][1].attributes, *replaced_encoded = constant_cache[set][1].encoded;
+    constant_cache[set][1] = constant_cache[set][0];
+    constant_cache[set][0].attributes = Py_NewRef(attributes);
+    constant_cache[set][0].encoded = encoded;
     Py_XDECREF(replaced_attributes); /* plain pairs: releasing them runs no code */
     Py_XDECREF(replaced_encoded);
     return ENCODED;
 }
 
+/* A number of an HTTP span's head in [0, max] (`expected` says so in words). */
+static inline enum outcome head_number(long long value, long long max, const char *what, const char *expected,
+                                       uint64_t *out, PyObject **reason) {
+    if (value < 0 || value > max) {
+        return malformed(reason, "%s must be %s, got %lld", what, expected, value);
+    }
+    *out = (uint64_t)value;
+    return ENCODED;
+}
+
+static inline Value int_value(long long number) {
+    /* protobuf int64: a negative number is a 10-byte two's complement */
+    return (Value){.type = VALUE_INT, .bits = (uint64_t)number, .len = 1 + varint_size((uint64_t)number)};
+}
+
+/* What append_http_span encodes: the fields and the keys naming them. */
+typedef struct {
+    PyObject *keys;
+    const OtlpHttpSpan *span;
+} HttpSpanInput;
+
 /* append_http_span's work: the span of one HTTP exchange from its fields, without a record tuple. */
-static enum outcome encode_http_span(PyObject *const *keys_and_fields, Scratch *scratch, PyObject *buffer,
-                                     PyObject **reason) {
-    PyObject *keys = keys_and_fields[0], *fields = keys_and_fields[1];
+static enum outcome encode_http_span(const void *input, Scratch *scratch, SpanBatch *batch, PyObject **reason) {
+    PyObject *keys = ((const HttpSpanInput *)input)->keys;
+    const OtlpHttpSpan *span = ((const HttpSpanInput *)input)->span;
     if (!PyTuple_CheckExact(keys) || PyTuple_GET_SIZE(keys) != HTTP_KEYED) {
         return bad_value(reason, -1, "keys", "a tuple of 13 str", keys);
-    }
-    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != HTTP_FIELDS) {
-        return bad_value(reason, -1, "fields", "a tuple of 21", fields);
     }
     Key local_keys[HTTP_KEYED];
     const Key *key_texts = read_keys(keys, local_keys, scratch);
     if (key_texts == NULL) {
         return FAILED;
     }
-    PyObject *const *args = &PyTuple_GET_ITEM(fields, 0);
     SpanHead head;
     enum outcome outcome;
-    if ((outcome = parse_head(args[HTTP_TRACE_ID], args[HTTP_SPAN_ID], args[HTTP_PARENT_ID], args[HTTP_KIND],
-                              args[HTTP_START], args[HTTP_DURATION], args[HTTP_STATUS_CODE], &head, reason)) ||
-        (outcome = parse_message(args[HTTP_PROXY_ERROR], &head, scratch, reason))) {
+    if ((outcome = parse_id(span->trace_id, "trace_id", TRACE_ID_BYTES, 0, head.trace_id, &head.trace_len, reason)) ||
+        (outcome = parse_id(span->span_id, "span_id", SPAN_ID_BYTES, 0, head.span_id, &head.span_len, reason)) ||
+        (outcome = parse_id(span->parent_span_id, "parent_span_id", SPAN_ID_BYTES, 1, head.parent_id, &head.parent_len,
+                            reason)) ||
+        (outcome = head_number(span->kind, INT32_MAX, "kind", "an int from 0 to 2**31-1", &head.kind, reason)) ||
+        (outcome = head_number(span->start_ns, INT64_MAX, "start_ns", "an int from 0 to 2**63-1", &head.start, reason)) ||
+        (outcome = head_number(span->duration_ns, INT64_MAX, "duration_ns", "an int from 0 to 2**63-1", &head.duration,
+                               reason)) ||
+        (outcome = head_number(span->status_code, INT32_MAX, "status_code", "an int from 0 to 2**31-1",
+                               &head.status_code, reason)) ||
+        (outcome = parse_message(span->proxy_error, &head, scratch, reason))) {
         return outcome;
     }
-    if (!PyBytes_Check(args[HTTP_METHOD])) {
-        return bad_value(reason, -1, "method", "bytes", args[HTTP_METHOD]);
+    if (!PyBytes_Check(span->method)) {
+        return bad_value(reason, -1, "method", "bytes", span->method);
     }
-    if (latin1_text(PyBytes_AS_STRING(args[HTTP_METHOD]), PyBytes_GET_SIZE(args[HTTP_METHOD]), &head.name,
-                    &head.name_len, scratch) < 0) {
+    if (!PyUnicode_Check(span->error_type)) {
+        return bad_value(reason, -1, "error_type", "a str", span->error_type);
+    }
+    if (latin1_text(PyBytes_AS_STRING(span->method), PyBytes_GET_SIZE(span->method), &head.name, &head.name_len,
+                    scratch) < 0) {
         return FAILED;
     }
     Py_ssize_t count;
-    if ((outcome = encode_constant_attributes(args[HTTP_CONSTANT_ATTRIBUTES], scratch, &count, reason))) {
+    if ((outcome = encode_constant_attributes(span->constant_attributes, scratch, &count, reason))) {
         return outcome;
     }
+    /* the keyed values, by keys' order; the method is the span's name again, the proxy error its message */
+    Value values[HTTP_KEYED] = {
+        [HTTP_METHOD - HTTP_METHOD] = {.type = VALUE_STRING, .text = head.name, .text_len = head.name_len,
+                                       .len = field_size((size_t)head.name_len)},
+        [HTTP_QUEUE - HTTP_METHOD] = int_value(span->queue_ns),
+        [HTTP_CONNECT - HTTP_METHOD] = int_value(span->connect_ns),
+        [HTTP_REUSED - HTTP_METHOD] = {.type = VALUE_BOOL, .bits = span->connection_reused != 0, .len = 2},
+        [HTTP_RETRIES - HTTP_METHOD] = int_value(span->retries),
+        [HTTP_RETRY_DELAY - HTTP_METHOD] = int_value(span->retry_delay_ns),
+        [HTTP_FIRST_BYTE - HTTP_METHOD] = int_value(span->first_byte_ns),
+        [HTTP_BODY - HTTP_METHOD] = int_value(span->body_ns),
+        [HTTP_ENDPOINT_LOAD - HTTP_METHOD] = {.type = VALUE_DOUBLE, .len = 9},
+        [HTTP_STATUS - HTTP_METHOD] = int_value(span->http_status),
+        [HTTP_PROXY_ERROR - HTTP_METHOD] = {.type = VALUE_STRING, .text = head.message, .text_len = head.message_len,
+                                            .len = field_size((size_t)head.message_len)},
+    };
+    memcpy(&values[HTTP_ENDPOINT_LOAD - HTTP_METHOD].bits, &span->endpoint_load, sizeof(uint64_t));
+    if ((outcome = measure_latin1_value(span->target, '?', count + 1, &values[HTTP_TARGET - HTTP_METHOD], scratch,
+                                        reason))) {
+        return outcome;
+    }
+    Value *error_type = &values[HTTP_ERROR_TYPE - HTTP_METHOD];
+    if (utf8_of(span->error_type, &error_type->text, &error_type->text_len, scratch) < 0) {
+        return FAILED;
+    }
+    if ((size_t)error_type->text_len > MAX_MESSAGE) {
+        return malformed(reason, "error_type too large");
+    }
+    error_type->type = VALUE_STRING;
+    error_type->len = field_size((size_t)error_type->text_len);
+    int present[HTTP_KEYED - (HTTP_OPTIONAL - HTTP_METHOD)] = {
+        span->http_status != 0, head.message_len != 0, error_type->text_len != 0};
     for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
-        Py_ssize_t arg = HTTP_METHOD + i;
-        PyObject *value = args[arg];
-        if (arg >= HTTP_OPTIONAL && absent(value)) {
+        if (i >= HTTP_OPTIONAL - HTTP_METHOD && !present[i - (HTTP_OPTIONAL - HTTP_METHOD)]) {
             continue;
         }
         if (key_texts[i].text == NULL) {
             return bad_value(reason, count, "key", "a str", PyTuple_GET_ITEM(keys, i));
         }
-        Value measured;
-        int plain = 1; /* (unused: these values are not cached) */
-        if (arg == HTTP_METHOD) { /* the span's name again */
-            measured.type = VALUE_STRING;
-            measured.text = head.name;
-            measured.text_len = head.name_len;
-            measured.len = field_size((size_t)head.name_len);
-        } else if ((outcome = arg == HTTP_TARGET ? measure_latin1_value(value, '?', count, &measured, scratch, reason)
-                                                 : measure_value(value, count, &measured, &plain, scratch, reason))) {
-            return outcome;
-        }
-        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, &key_texts[i], &measured, count, reason))) {
+        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, &key_texts[i], &values[i], count, reason))) {
             return outcome;
         }
         count++;
     }
-    return write_span(buffer, &head, scratch, reason);
+    return write_span(batch, &head, scratch, reason);
 }
 
 /* Working memory kept from one call to the next (a call per span: allocating it each time would cost
@@ -896,14 +1055,14 @@ enum { KEPT_BYTES = 64 * 1024 }; /* a hostile record's huge attributes are not k
 
 /* Runs one span's encoder with working memory: the shared one, or (nested) its own. Returns what
  * append_span and append_http_span return: None, the reason a span is malformed, or NULL. */
-static PyObject *append_with(enum outcome (*encode)(PyObject *const *, Scratch *, PyObject *, PyObject **),
-                             PyObject *const *fields, PyObject *buffer) {
+static PyObject *append_with(enum outcome (*encode)(const void *, Scratch *, SpanBatch *, PyObject **),
+                             const void *input, SpanBatch *batch) {
     Scratch nested = {0};
     Scratch *scratch = shared_scratch_busy ? &nested : &shared_scratch;
     int owns_shared = scratch == &shared_scratch;
     shared_scratch_busy = 1;
     PyObject *reason = NULL;
-    enum outcome outcome = encode(fields, scratch, buffer, &reason);
+    enum outcome outcome = encode(input, scratch, batch, &reason);
     if (owns_shared) {
         scratch_release_temps(scratch);
         scratch->len = 0;
@@ -922,51 +1081,122 @@ static PyObject *append_with(enum outcome (*encode)(PyObject *const *, Scratch *
     return outcome == MALFORMED ? reason : Py_NewRef(Py_None);
 }
 
-static enum outcome encode_record(PyObject *const *fields, Scratch *scratch, PyObject *buffer, PyObject **reason) {
-    return encode_span(fields[0], scratch, buffer, reason);
+static enum outcome encode_record(const void *record, Scratch *scratch, SpanBatch *batch, PyObject **reason) {
+    return encode_span((PyObject *)record, scratch, batch, reason);
 }
 
-/* The bytearray a span is appended to, or NULL with TypeError. */
-static PyObject *buffer_arg(const char *function, PyObject *buffer) {
-    if (!PyByteArray_Check(buffer)) {
-        PyErr_Format(PyExc_TypeError, "%s() buffer must be a bytearray, got %.80s", function, Py_TYPE(buffer)->tp_name);
+/* The SpanBatch a span is appended to, or NULL with TypeError. */
+static SpanBatch *batch_arg(const char *function, PyObject *batch) {
+    if (!Py_IS_TYPE(batch, &SpanBatch_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s() batch must be a SpanBatch, got %.80s", function, Py_TYPE(batch)->tp_name);
         return NULL;
     }
-    return buffer;
+    return (SpanBatch *)batch;
 }
 
 PyDoc_STRVAR(append_span_doc,
-             "append_span(buffer, record, /) -> None | str\n\n"
+             "append_span(batch, record, /) -> None | str\n\n"
              "Appends the ScopeSpans `spans` field (tag, length, Span message) of a SpanRecord to the\n"
-             "bytearray `buffer`. Returns None, or why the record is malformed (nothing is appended then).");
+             "SpanBatch `batch`. Returns None, or why the record is malformed (nothing is appended then).");
 
 static PyObject *append_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         return PyErr_Format(PyExc_TypeError, "append_span() takes 2 arguments (%zd given)", nargs);
     }
-    PyObject *buffer = buffer_arg("append_span", args[0]);
-    return buffer == NULL ? NULL : append_with(encode_record, args + 1, buffer);
+    SpanBatch *batch = batch_arg("append_span", args[0]);
+    return batch == NULL ? NULL : append_with(encode_record, args[1], batch);
+}
+
+/* The C API's append_http_span (otlp_spans.h). */
+static PyObject *append_http_span_struct(PyObject *batch, PyObject *keys, const OtlpHttpSpan *span) {
+    SpanBatch *checked = batch_arg("append_http_span", batch);
+    HttpSpanInput input = {.keys = keys, .span = span};
+    return checked == NULL ? NULL : append_with(encode_http_span, &input, checked);
+}
+
+static const OtlpSpansApi c_api = {.append_http_span = append_http_span_struct};
+
+/* A number field of append_http_span's tuple as a C long long; MALFORMED unless an int within 64 bits
+ * (a bool is not taken for an int). */
+static enum outcome int64_field(PyObject *fields, Py_ssize_t position, const char *what, long long *out,
+                                PyObject **reason) {
+    PyObject *number = PyTuple_GET_ITEM(fields, position);
+    if (PyLong_Check(number) && !PyBool_Check(number)) {
+        int overflow = 0;
+        *out = PyLong_AsLongLongAndOverflow(number, &overflow);
+        if (!overflow) {
+            return ENCODED;
+        }
+    }
+    return bad_value(reason, -1, what, "an int of 64 bits", number);
+}
+
+/* The OtlpHttpSpan of append_http_span's tuple: its objects as they are (the encoder checks them),
+ * its numbers converted. */
+static enum outcome http_span_of(PyObject *fields, OtlpHttpSpan *span, PyObject **reason) {
+    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != HTTP_FIELDS) {
+        return bad_value(reason, -1, "fields", "a tuple of 21", fields);
+    }
+    PyObject *const *items = &PyTuple_GET_ITEM(fields, 0);
+    *span = (OtlpHttpSpan){
+        .trace_id = items[HTTP_TRACE_ID], .span_id = items[HTTP_SPAN_ID], .parent_span_id = items[HTTP_PARENT_ID],
+        .constant_attributes = items[HTTP_CONSTANT_ATTRIBUTES], .method = items[HTTP_METHOD],
+        .target = items[HTTP_TARGET], .proxy_error = items[HTTP_PROXY_ERROR], .error_type = items[HTTP_ERROR_TYPE],
+    };
+    if (!PyBool_Check(items[HTTP_REUSED])) {
+        return bad_value(reason, -1, "connection_reused", "a bool", items[HTTP_REUSED]);
+    }
+    span->connection_reused = items[HTTP_REUSED] == Py_True;
+    if (!PyFloat_Check(items[HTTP_ENDPOINT_LOAD])) {
+        return bad_value(reason, -1, "endpoint_load", "a float", items[HTTP_ENDPOINT_LOAD]);
+    }
+    span->endpoint_load = PyFloat_AS_DOUBLE(items[HTTP_ENDPOINT_LOAD]);
+    enum outcome outcome;
+    if ((outcome = int64_field(fields, HTTP_KIND, "kind", &span->kind, reason)) ||
+        (outcome = int64_field(fields, HTTP_START, "start_ns", &span->start_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_DURATION, "duration_ns", &span->duration_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_STATUS_CODE, "status_code", &span->status_code, reason)) ||
+        (outcome = int64_field(fields, HTTP_QUEUE, "queue_ns", &span->queue_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_CONNECT, "connect_ns", &span->connect_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_RETRIES, "retries", &span->retries, reason)) ||
+        (outcome = int64_field(fields, HTTP_RETRY_DELAY, "retry_delay_ns", &span->retry_delay_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_FIRST_BYTE, "first_byte_ns", &span->first_byte_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_BODY, "body_ns", &span->body_ns, reason)) ||
+        (outcome = int64_field(fields, HTTP_STATUS, "http_status", &span->http_status, reason))) {
+        return outcome;
+    }
+    return ENCODED;
 }
 
 PyDoc_STRVAR(append_http_span_doc,
-             "append_http_span(buffer, keys, fields, /) -> None | str\n\n"
+             "append_http_span(batch, keys, fields, /) -> None | str\n\n"
              "append_span for the span of one HTTP exchange, from its fields rather than a record tuple:\n"
              "(trace_id, span_id, parent_span_id, kind, start_ns, duration_ns, status_code, constant_attributes,\n"
              " method, target, queue_ns, connect_ns, connection_reused, retries, retry_delay_ns, first_byte_ns,\n"
              " body_ns, endpoint_load, http_status, proxy_error, error_type).\n"
-             "Its name is `method` (latin-1 bytes); `proxy_error` is also its status message. Its attributes:\n"
-             "the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th field from\n"
-             "`method` on: the method, the path of `target` (latin-1 bytes, up to '?'), the values as typed\n"
-             "as a record's; `http_status`, `proxy_error` and `error_type` only when not 0 or ''.\n"
+             "Its name is `method` (latin-1 bytes); `proxy_error` (a str) is also its status message. Its\n"
+             "attributes: the (key, value) pairs of `constant_attributes`, then `keys[i]` with the i-th field\n"
+             "from `method` on: the method, the path of `target` (latin-1 bytes, up to '?'), then ints of 64\n"
+             "bits, `connection_reused` a bool, `endpoint_load` a float, `error_type` a str;\n"
+             "`http_status`, `proxy_error` and `error_type` only when not 0 or ''.\n"
              "Pass the same `keys` tuple, and the same `constant_attributes` tuple for the same attributes:\n"
-             "both are read once and kept (with a reference to the tuple) while they come again.");
+             "both are read once and kept (with a reference to the tuple) while they come again.\n"
+             "Compiled callers pass the fields as C values instead (spans/otlp_spans.h).");
 
 static PyObject *append_http_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         return PyErr_Format(PyExc_TypeError, "append_http_span() takes 3 arguments (%zd given)", nargs);
     }
-    PyObject *buffer = buffer_arg("append_http_span", args[0]);
-    return buffer == NULL ? NULL : append_with(encode_http_span, args + 1, buffer);
+    if (batch_arg("append_http_span", args[0]) == NULL) {
+        return NULL;
+    }
+    OtlpHttpSpan span;
+    PyObject *reason = NULL;
+    enum outcome outcome = http_span_of(args[2], &span, &reason);
+    if (outcome != ENCODED) {
+        return outcome == MALFORMED ? reason : NULL;
+    }
+    return append_http_span_struct(args[0], args[1], &span);
 }
 
 PyDoc_STRVAR(encode_resource_doc,
@@ -997,12 +1227,32 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The SpanBatch type, and the C API's table as a capsule (otlp_spans.h). */
+static int module_exec(PyObject *module) {
+    if (PyType_Ready(&SpanBatch_Type) < 0 || PyModule_AddObjectRef(module, "SpanBatch", (PyObject *)&SpanBatch_Type) < 0) {
+        return -1;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&c_api, OTLP_SPANS_CAPSULE, NULL);
+    if (capsule == NULL) {
+        return -1;
+    }
+    int added = PyModule_AddObjectRef(module, "_C_API", capsule);
+    Py_DECREF(capsule);
+    return added;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "spans._otlp_spans",
     .m_doc = "Span records -> OTLP protobuf span fields (the proxy's per-request export cost).",
     .m_size = 0,
     .m_methods = methods,
+    .m_slots = slots,
 };
 
 PyMODINIT_FUNC PyInit__otlp_spans(void) {

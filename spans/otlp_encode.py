@@ -5,8 +5,9 @@ The proxy records every request as a plain tuple (``SpanRecord``, see mesh-contr
 same request with the protobuf library's message objects costs about 20 µs per span with proxy-sized
 attribute sets (upb backend), and writing the wire format in Python still 5-9 µs, a quarter of a
 proxy's CPU per request. So spans are written by a native module (``append_span``: about 0.3 µs per
-proxy span, every record checked), one at a time as they are recorded; ``ExportRequestFramer`` wraps
-a batch of them in the resource/scope header and the request framing. Tests decode the output with
+proxy span, every record checked), one at a time as they are recorded, into a ``SpanBatch`` whose memory
+is reused from batch to batch; ``ExportRequestFramer`` wraps a batch of them in the resource/scope header
+and the request framing. Tests decode the output with
 the official ``opentelemetry-proto`` classes to hold it to the schema.
 
     SpanRecord = (trace_id: 32 hex, span_id: 16 hex, parent_span_id: 16 hex or '', name, kind,
@@ -23,10 +24,11 @@ from collections.abc import Mapping, Sequence
 from typing import Union
 
 from spans import conventions as conv
-from spans._otlp_spans import append_http_span, append_span, encode_resource
+from spans._otlp_spans import SpanBatch, append_http_span, append_span, encode_resource
 
-__all__ = ["AttributeValue", "SpanRecord", "append_span", "HTTP_SPAN_KEYS", "append_http_span", "http_span_record",
-           "encode_spans", "ExportRequestFramer", "encode_export_request", "parse_export_response"]  # fmt: skip
+__all__ = ["AttributeValue", "SpanRecord", "SpanBatch", "append_span", "HTTP_SPAN_KEYS", "append_http_span",
+           "http_span_record", "encode_spans", "ExportRequestFramer", "encode_export_request",
+           "parse_export_response"]  # fmt: skip
 
 AttributeValue = Union[str, int, float, bool]
 SpanRecord = tuple[str, str, str, str, int, int, int, int, str, tuple[tuple[str, AttributeValue], ...]]
@@ -78,9 +80,9 @@ def _length_delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-def encode_spans(records: Sequence[SpanRecord]) -> tuple[bytearray, list[tuple[int, str]]]:
+def encode_spans(records: Sequence[SpanRecord]) -> tuple[SpanBatch, list[tuple[int, str]]]:
     """The span fields of every well-formed record, and (index, why) for each one left out."""
-    span_fields = bytearray()
+    span_fields = SpanBatch()
     malformed = []
     for index, record in enumerate(records):
         reason = append_span(span_fields, record)
@@ -101,7 +103,7 @@ class ExportRequestFramer:
         self._resource_field = _length_delimited(_FIELD_1, encode_resource(tuple(resource_attrs.items())))
         self._scope_field = _length_delimited(_FIELD_1, scope)
 
-    def request(self, span_fields: bytes | bytearray) -> bytes:
+    def request(self, span_fields: SpanBatch | bytes) -> bytes:
         # Nested length-delimited messages, joined once (the span fields are most of the bytes):
         # request{ resource_spans{ resource, scope_spans{ scope, spans... } } }
         scope_spans_len = len(self._scope_field) + len(span_fields)

@@ -4,6 +4,7 @@ and hostile span records cost only themselves, each with a clear reason, never a
 
 from __future__ import annotations
 
+import asyncio
 import random
 import tracemalloc
 
@@ -16,10 +17,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from mesh.export import SpanRecorder
+from mesh.tap import TapHub, parse_filter
 from spans import conventions, model
 from spans.otlp_encode import (
     HTTP_SPAN_KEYS,
     ExportRequestFramer,
+    SpanBatch,
     append_http_span,
     append_span,
     encode_export_request,
@@ -185,17 +189,86 @@ def test_http_spans_written_from_fields_equal_their_records_written_by_the_offic
     rng = random.Random(11)
     for _ in range(2000):
         fields = _http_fields(rng)
-        buffer = bytearray()
+        buffer = SpanBatch()
         assert append_http_span(buffer, HTTP_SPAN_KEYS, fields) is None
         record = http_span_record(fields)
         assert ScopeSpans.FromString(bytes(buffer)).spans == [_expected_span(record)]
-        from_record = bytearray()
+        from_record = SpanBatch()
         assert append_span(from_record, record) is None
-        assert buffer == from_record
+        assert bytes(buffer) == bytes(from_record)
+
+
+def test_the_proxy_records_http_spans_through_the_c_api_with_the_bytes_of_their_fields():
+    # SpanRecorder.record_http passes the fields as C values (spans/otlp_spans.h): the same spans, byte for byte,
+    # as the fields' tuple through append_http_span (held to the official classes above); a tap gets their records
+    rng = random.Random(29)
+    recorder = SpanRecorder(capacity=3000, batch_size=3000)
+    tap = TapHub(recorder, "client").open(parse_filter(""), capacity=3000)
+    expected = SpanBatch()
+    records = []
+    for _ in range(2000):
+        fields = _http_fields(rng)
+        recorder.record_http(*fields)
+        assert append_http_span(expected, HTTP_SPAN_KEYS, fields) is None
+        records.append(http_span_record(fields))
+    span_fields, count = recorder.take()
+    assert (count, recorder.malformed, recorder.dropped) == (2000, 0, 0)
+    assert bytes(span_fields) == bytes(expected)
+    assert asyncio.run(tap.take()) == records
+
+
+@pytest.mark.parametrize(
+    "position, value, reason",
+    [
+        (0, None, "trace_id must be 32 hex digits, got a NoneType"),
+        (5, -1, "duration_ns must be an int from 0 to 2**63-1, got -1"),
+        (6, -1, "status_code must be an int from 0 to 2**31-1, got -1"),
+        (3, -2, "kind must be an int from 0 to 2**31-1, got -2"),
+        (8, "GET", "method must be bytes, got 'GET'"),
+        (20, None, "error_type must be a str, got a NoneType"),
+    ],
+)
+def test_malformed_fields_recorded_through_the_c_api_are_counted_and_not_kept(position, value, reason, caplog):
+    recorder = SpanRecorder()
+    fields = list(_http_fields(random.Random(31)))
+    recorder.record_http(*fields)
+    fields[position] = value
+    recorder.record_http(*fields)
+    assert (len(recorder), recorder.malformed) == (1, 1)
+    assert reason in caplog.text
+    span_fields, count = recorder.take()
+    assert count == 1 and len(ScopeSpans.FromString(bytes(span_fields)).spans) == 1
+
+
+def test_a_span_batch_keeps_its_memory_when_cleared_and_cannot_change_while_read():
+    batch = SpanBatch(1000)
+    assert (len(batch), batch.capacity, bytes(batch)) == (0, 1000, b"")
+    records = [_with(1, "%016x" % (n + 1)) for n in range(50)]
+    for record in records:
+        assert append_span(batch, record) is None
+    grown = batch.capacity
+    assert grown >= len(batch) > 1000
+    written = bytes(batch)
+    assert ScopeSpans.FromString(written).spans == [_expected_span(record) for record in records]
+    batch.clear()
+    assert (len(batch), batch.capacity) == (0, grown)
+    for record in records:  # refilled in place: the same bytes, no more room
+        assert append_span(batch, record) is None
+    assert (bytes(batch), batch.capacity) == (written, grown)
+    with memoryview(batch) as view:  # what a reader sees stays as it is
+        with pytest.raises(BufferError):
+            append_span(batch, CLIENT_SPAN)
+        with pytest.raises(BufferError):
+            batch.clear()
+        assert view.readonly and view.tobytes() == written
+    batch.clear()
+    assert append_span(batch, CLIENT_SPAN) is None
+    with pytest.raises(ValueError):
+        SpanBatch(-1)
 
 
 def _http_span_bytes(fields: tuple, keys: tuple = HTTP_SPAN_KEYS) -> bytes:
-    buffer = bytearray()
+    buffer = SpanBatch()
     assert append_http_span(buffer, keys, fields) is None
     return bytes(buffer)
 
@@ -269,14 +342,14 @@ def test_keys_given_as_another_tuple_or_with_a_key_that_is_not_text_are_read_eac
     fields = (*fields[:7], HTTP_CONSTANT[:3], *fields[8:18], 200, "", "")
     odd_keys = (*HTTP_SPAN_KEYS[:-1], 42)
     assert _http_span_bytes(fields, odd_keys) == _http_span_bytes(fields)
-    buffer = bytearray()
+    buffer = SpanBatch()
     odd_keys = (*HTTP_SPAN_KEYS[:2], b"queue", *HTTP_SPAN_KEYS[3:])
     assert append_http_span(buffer, odd_keys, fields) == "attribute 5 key must be a str, got a bytes"
     assert not buffer
 
 
 def test_a_value_whose_str_records_another_http_span_leaves_both_spans_and_the_caches_right():
-    buffer = bytearray()
+    buffer = SpanBatch()
     inner_constant = ((conventions.SERVER_ADDRESS, "inner"),)
     inner_keys = tuple(f"inner.{key}" for key in HTTP_SPAN_KEYS)
     inner_fields = (*_http_fields(random.Random(17))[:7], inner_constant, *_http_fields(random.Random(17))[8:])
@@ -303,7 +376,7 @@ def test_a_value_whose_str_records_another_http_span_leaves_both_spans_and_the_c
 def test_an_http_span_names_its_method_and_path_and_leaves_out_what_did_not_happen():
     fields = (TRACE_ID, "00f067aa0ba902b7", "", model.KIND_SERVER, START, 5_000, model.STATUS_ERROR, HTTP_CONSTANT[:3],
               b"GET", b"/caf\xe9?q=1", 0, 0, True, 0, 0, 0, 0, 0.0, 0, "timeout", "timeout")  # fmt: skip
-    buffer = bytearray()
+    buffer = SpanBatch()
     assert append_http_span(buffer, HTTP_SPAN_KEYS, fields) is None
     (span,) = ScopeSpans.FromString(bytes(buffer)).spans
     attributes = {kv.key: kv.value for kv in span.attributes}
@@ -325,17 +398,27 @@ def test_an_http_span_names_its_method_and_path_and_leaves_out_what_did_not_happ
         (8, "GET", "method must be bytes, got 'GET'"),
         (9, None, "attribute 1 value must be bytes, got a NoneType"),
         (19, 5, "status_message must be a str, got 5"),
+        (5, -3, "duration_ns must be an int from 0 to 2**63-1, got -3"),
+        (3, 2**31, "kind must be an int from 0 to 2**31-1, got 2147483648"),
+        (10, 2**64, "queue_ns must be an int of 64 bits, got an int beyond 64 bits"),
+        (13, True, "retries must be an int of 64 bits, got a bool"),
+        (12, 1, "connection_reused must be a bool, got 1"),
+        (17, 1, "endpoint_load must be a float, got 1"),
+        (20, None, "error_type must be a str, got a NoneType"),
     ],
 )
 def test_malformed_http_span_fields_append_nothing_and_say_why(position, value, reason):
-    fields = list(_http_fields(random.Random(3)))
-    fields[7] = ()
+    good = list(_http_fields(random.Random(3)))
+    good[7] = ()
+    fields = list(good)
     fields[position] = value
-    buffer = bytearray(b"kept")
+    buffer = SpanBatch()
+    assert append_span(buffer, CLIENT_SPAN) is None
+    kept = bytes(buffer)
     assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields)) == reason
-    assert append_http_span(buffer, HTTP_SPAN_KEYS[:-1], tuple(fields)).startswith("keys must be a tuple of 13 str")
+    assert append_http_span(buffer, HTTP_SPAN_KEYS[:-1], tuple(good)).startswith("keys must be a tuple of 13 str")
     assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields[:-1])).startswith("fields must be a tuple of 21")
-    assert buffer == b"kept"
+    assert bytes(buffer) == kept
     with pytest.raises(TypeError):
         append_http_span(buffer, HTTP_SPAN_KEYS)
 
@@ -523,7 +606,7 @@ def test_every_ascii_character_in_every_id_position_is_read_as_bytes_fromhex_rea
             for code in range(128):
                 value = ids[field][:position] + chr(code) + ids[field][position + 1 :]
                 record = (*ids[:field], value, *ids[field + 1 :], *CLIENT_SPAN[3:])
-                buffer = bytearray()
+                buffer = SpanBatch()
                 reason = append_span(buffer, record)
                 if chr(code) in "0123456789abcdefABCDEF":
                     assert reason is None
@@ -535,7 +618,7 @@ def test_every_ascii_character_in_every_id_position_is_read_as_bytes_fromhex_rea
 
 
 def test_a_value_whose_str_records_a_span_itself_gets_both_spans_written_whole():
-    buffer = bytearray()
+    buffer = SpanBatch()
 
     class Recording:
         def __str__(self):
@@ -549,11 +632,11 @@ def test_a_value_whose_str_records_a_span_itself_gets_both_spans_written_whole()
 
 def test_interrupts_and_wrong_buffers_are_not_a_records_fault():
     with pytest.raises(KeyboardInterrupt):
-        append_span(bytearray(), _with(9, (("k", _Interrupting()),)))
-    with pytest.raises(TypeError, match="buffer must be a bytearray, got bytes"):
-        append_span(b"", CLIENT_SPAN)
+        append_span(SpanBatch(), _with(9, (("k", _Interrupting()),)))
+    with pytest.raises(TypeError, match="batch must be a SpanBatch, got bytearray"):
+        append_span(bytearray(), CLIENT_SPAN)
     with pytest.raises(TypeError, match="takes 2 arguments"):
-        append_span(bytearray())
+        append_span(SpanBatch())
     with pytest.raises(ValueError, match="attribute 0 key must be a str"):
         ExportRequestFramer({1: "one"}, "s")
 
@@ -561,7 +644,7 @@ def test_interrupts_and_wrong_buffers_are_not_a_records_fault():
 def test_encoding_hostile_batches_again_and_again_does_not_grow_memory():
     records = [CLIENT_SPAN, *(hostile for hostile, _ in HOSTILE_RECORDS[:-1])]  # (the 5000-digit str() is slow)
     def encode(records):
-        buffer = bytearray()
+        buffer = SpanBatch()
         return [append_span(buffer, record) for record in records]
 
     for _ in range(50):  # warm: interned reasons, allocator pools
@@ -581,7 +664,7 @@ def test_http_spans_of_ever_new_constant_tuples_hold_no_more_memory_than_the_bou
     fields = list(_http_fields(random.Random(23)))
 
     def encode(first: int) -> None:
-        buffer = bytearray()
+        buffer = SpanBatch()
         for n in range(first, first + 1000):  # a new tuple each time: every span stores it, dropping another
             fields[7] = ((conventions.SERVER_ADDRESS, f"service-{n}"), (conventions.ENDPOINT, "10.0.0.1:80"))
             assert append_http_span(buffer, HTTP_SPAN_KEYS, tuple(fields)) is None

@@ -120,6 +120,27 @@ def test_recorder_keeps_order_in_batches_and_counts_what_does_not_fit():
             SpanRecorder(**bad)
 
 
+def test_a_framed_batch_is_filled_again_and_new_batches_start_with_room_for_the_largest():
+    recorder = SpanRecorder(capacity=10, batch_size=4)
+    for n in range(4):
+        recorder.record(span(n))
+    first, count = recorder.take()
+    size, first_bytes = len(first), bytes(first)
+    assert count == 4 and ScopeSpans.FromString(first_bytes).spans[3].span_id.hex() == "%016x" % 4
+    recorder.recycle(first)  # as the exporter does once a batch is framed
+    assert len(first) == 0 and first.capacity >= size
+    for n in range(4, 12):
+        recorder.record(span(n))
+    assert (len(recorder), recorder.dropped) == (8, 0)
+    second, _ = recorder.take()  # made while no framed batch was back: with room for a full one from the start
+    assert second is not first and second.capacity == size == len(second)
+    third, _ = recorder.take()  # the first batch's memory, filled again
+    assert third is first and len(third) == size
+    recorder.record(span(12))
+    assert taken_span_ids(recorder) == ([12], 1)
+    assert ScopeSpans.FromString(bytes(third)).spans[0].span_id.hex() == "%016x" % 9
+
+
 def test_a_malformed_record_is_not_kept_and_is_counted():
     recorder = SpanRecorder()
     recorder.record(("not-hex", *span(1)[1:]))
