@@ -21,7 +21,14 @@ C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 def native_modules() -> list[Extension]:
     sources = sorted(path for package in PACKAGES for path in Path(package).rglob("_*.c"))
-    return [Extension(".".join(source.with_suffix("").parts), [str(source)], extra_compile_args=C_FLAGS) for source in sources]
+    # depends: a header beside a module (its C API, shared tables) rebuilds the module when it changes
+    return [
+        Extension(
+            ".".join(source.with_suffix("").parts), [str(source)],
+            depends=sorted(str(header) for header in source.parent.glob("*.h")), extra_compile_args=C_FLAGS,
+        )
+        for source in sources
+    ]  # fmt: skip
 
 
 def cython_modules() -> list[Extension]:
