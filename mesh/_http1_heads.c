@@ -15,6 +15,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Fields that Connection names are hop-by-hop too; a longer list than this is refused (400/502). */
@@ -218,9 +219,116 @@ static PyObject *new_bool(int value) {
     return result;
 }
 
+/* A request's fields come either as llhttp's callbacks give them, a [(name, value)] list of bytes, or
+ * as whole_request() keeps them: the field lines of the head as one bytes object ("name: value\r\n"
+ * each), which spares a tuple and two bytes objects per field on the fast path. */
+typedef struct {
+    const char *name, *value;
+    size_t name_len, value_len;
+    PyObject *value_object; /* borrowed: the value's bytes object when the fields are a list, else NULL */
+} field;
+
+typedef struct {
+    PyObject *list; /* the fields as a list, or NULL when they are lines */
+    Py_ssize_t index;
+    const char *at, *end; /* the lines not read yet */
+} field_reader;
+
+/* 0 with a reader of `fields` (a list or bytes), -1 with TypeError for anything else. */
+static int read_fields(field_reader *reader, PyObject *fields) {
+    if (PyList_Check(fields)) {
+        *reader = (field_reader){.list = fields};
+        return 0;
+    }
+    if (PyBytes_Check(fields)) {
+        *reader = (field_reader){.at = PyBytes_AS_STRING(fields), .end = PyBytes_AS_STRING(fields) + PyBytes_GET_SIZE(fields)};
+        return 0;
+    }
+    PyErr_SetString(PyExc_TypeError, "headers must be a list of (bytes, bytes) pairs or field lines (bytes)");
+    return -1;
+}
+
+static const char *line_end(const char *at, const char *end);
+
+/* 1 with the next field in *out, 0 after the last, -1 with an error set (a list item that is not a
+ * pair of bytes, a line without a colon). A line's value is what follows the colon and its spaces, up
+ * to the line's CRLF (or LF, or the end), as llhttp reports it. */
+static int next_field(field_reader *reader, field *out) {
+    if (reader->list != NULL) {
+        if (reader->index >= PyList_GET_SIZE(reader->list)) {
+            return 0;
+        }
+        PyObject *item = PyList_GET_ITEM(reader->list, reader->index++);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "headers must be (bytes, bytes) pairs");
+            return -1;
+        }
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        *out = (field){PyBytes_AS_STRING(name), PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(name),
+                       (size_t)PyBytes_GET_SIZE(value), value};
+        return 1;
+    }
+    if (reader->at >= reader->end) {
+        return 0;
+    }
+    const char *line = reader->at, *stop = line_end(line, reader->end);
+    const char *colon = memchr(line, ':', (size_t)(stop - line));
+    if (colon == NULL) {
+        PyErr_SetString(PyExc_ValueError, "a field line without a colon");
+        return -1;
+    }
+    const char *value = colon + 1, *value_end = stop;
+    while (value < stop && is_space(*value)) {
+        value++;
+    }
+    if (value_end > value && value_end[-1] == '\n') {
+        value_end--;
+    }
+    if (value_end > value && value_end[-1] == '\r') {
+        value_end--;
+    }
+    *out = (field){line, value, (size_t)(colon - line), (size_t)(value_end - value), NULL};
+    reader->at = stop;
+    return 1;
+}
+
+/* A field's value as a new bytes object. */
+static PyObject *value_bytes(const field *f) {
+    if (f->value_object != NULL) {
+        Py_INCREF(f->value_object);
+        return f->value_object;
+    }
+    return PyBytes_FromStringAndSize(f->value, (Py_ssize_t)f->value_len);
+}
+
+/* field_pairs(headers) -> [(name, value)]: the fields as llhttp's callbacks give them (a list is
+ * returned as it is), for the full trace-context rules, which walk them. */
+static PyObject *field_pairs(PyObject *module, PyObject *headers) {
+    field_reader reader;
+    if (read_fields(&reader, headers) < 0) {
+        return NULL;
+    }
+    if (reader.list != NULL) {
+        Py_INCREF(headers);
+        return headers;
+    }
+    PyObject *pairs = PyList_New(0);
+    field f;
+    int got;
+    while (pairs != NULL && (got = next_field(&reader, &f)) != 0) {
+        PyObject *item = got < 0 ? NULL : pair(PyBytes_FromStringAndSize(f.name, (Py_ssize_t)f.name_len), value_bytes(&f));
+        if (item == NULL || PyList_Append(pairs, item) < 0) {
+            Py_CLEAR(pairs);
+        }
+        Py_XDECREF(item);
+    }
+    return pairs;
+}
+
 /* request_fields(headers, drop_host) -> (lines, host, content_length, chunked, traced)
  *
- * `headers` is the request's [(name, value)] list of bytes. `lines` are the fields to forward as
+ * `headers` are the request's fields, a list or lines (see field_reader). `lines` are the fields to forward as
  * "name: value\r\n" lines (hop-by-hop fields, the fields Connection names, trace headers and, with
  * `drop_host`, Host left out); `host` the first Host value (b"" if none); `content_length` -1 when
  * absent; `chunked` whether Transfer-Encoding is present (llhttp accepts no coding but a final
@@ -228,40 +336,38 @@ static PyObject *new_bool(int value) {
  * that is the only trace header (the usual traced request: the relay parses it without walking the
  * headers again), else True. */
 static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "request_fields(headers: list, drop_host: bool)");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "request_fields(headers: list | bytes, drop_host: bool)");
         return NULL;
     }
-    PyObject *headers = args[0];
+    field_reader reader;
+    if (read_fields(&reader, args[0]) < 0) {
+        return NULL;
+    }
     int drop_host = PyObject_IsTrue(args[1]);
     if (drop_host < 0) {
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(headers);
     token_list connection = {.count = 0};
-    PyObject *host = NULL; /* borrowed */
+    field host = {.name = NULL}, traceparent = {.name = NULL}; /* the first Host, the last traceparent */
     long long content_length = -1;
-    int chunked = 0, trace_fields = 0;
-    PyObject *traceparent = NULL; /* borrowed: the value of the last traceparent field */
+    int chunked = 0, trace_fields = 0, got;
     size_t size = 0; /* of the forwarded lines */
-    /* First pass: check the items, find Connection's tokens and the framing facts. */
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(headers, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0)) ||
-            !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
-            PyErr_SetString(PyExc_TypeError, "headers must be (bytes, bytes) pairs");
+    field f;
+    /* First pass: check the fields, find Connection's tokens and the framing facts. */
+    while ((got = next_field(&reader, &f)) != 0) {
+        if (got < 0) {
             return NULL;
         }
-        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
-        const char *value_text = PyBytes_AS_STRING(value);
-        size_t value_len = (size_t)PyBytes_GET_SIZE(value);
-        switch (field_kind(PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name))) {
+        const char *value_text = f.value;
+        size_t value_len = f.value_len;
+        switch (field_kind(f.name, f.name_len)) {
         case HOST:
-            if (host == NULL) {
-                host = value;
+            if (host.name == NULL) {
+                host = f;
             }
             if (!drop_host) {
-                size += (size_t)PyBytes_GET_SIZE(name) + value_len + 4;
+                size += f.name_len + value_len + 4;
             }
             break;
         case CONTENT_LENGTH: {
@@ -274,7 +380,7 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
                 return NULL;
             }
             content_length = length;
-            size += (size_t)PyBytes_GET_SIZE(name) + value_len + 4;
+            size += f.name_len + value_len + 4;
             break;
         }
         case CONNECTION:
@@ -286,7 +392,7 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
             chunked = 1;
             break;
         case TRACEPARENT:
-            traceparent = value;
+            traceparent = f;
             trace_fields++;
             break;
         case TRACE:
@@ -295,7 +401,7 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
         case HOP_BY_HOP:
             break;
         case FORWARD:
-            size += (size_t)PyBytes_GET_SIZE(name) + value_len + 4;
+            size += f.name_len + value_len + 4;
             break;
         }
     }
@@ -306,11 +412,10 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
     }
     char *out = PyBytes_AS_STRING(lines);
     char *const out_end = out + size;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(headers, i);
-        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
-        const char *name_text = PyBytes_AS_STRING(name);
-        size_t name_len = (size_t)PyBytes_GET_SIZE(name), value_len = (size_t)PyBytes_GET_SIZE(value);
+    read_fields(&reader, args[0]);
+    while (next_field(&reader, &f) > 0) {
+        const char *name_text = f.name;
+        size_t name_len = f.name_len, value_len = f.value_len;
         enum field_kind kind = field_kind(name_text, name_len);
         int forwarded = kind == FORWARD || kind == CONTENT_LENGTH || (kind == HOST && !drop_host);
         if (!forwarded) {
@@ -319,7 +424,7 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
         if (connection.count && named_by_connection(&connection, name_text, name_len)) {
             continue;
         }
-        /* The list is ours alone (the GIL is held), so the sizes cannot have changed since pass one. */
+        /* The fields are ours alone (the GIL is held), so the sizes cannot have changed since pass one. */
         if ((size_t)(out_end - out) < name_len + value_len + 4) {
             Py_DECREF(lines);
             PyErr_SetString(PyExc_RuntimeError, "headers changed while being read");
@@ -329,7 +434,7 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
         out += name_len;
         *out++ = ':';
         *out++ = ' ';
-        memcpy(out, PyBytes_AS_STRING(value), value_len);
+        memcpy(out, f.value, value_len);
         out += value_len;
         *out++ = '\r';
         *out++ = '\n';
@@ -337,18 +442,17 @@ static PyObject *request_fields(PyObject *module, PyObject *const *args, Py_ssiz
     if (out != out_end && _PyBytes_Resize(&lines, (Py_ssize_t)(out - PyBytes_AS_STRING(lines))) < 0) {
         return NULL;
     }
-    if (host == NULL) {
-        host = PyBytes_FromStringAndSize("", 0);
-        if (host == NULL) {
-            Py_DECREF(lines);
-            return NULL;
-        }
+    PyObject *traced;
+    if (trace_fields == 1 && traceparent.name != NULL) {
+        traced = value_bytes(&traceparent);
     } else {
-        Py_INCREF(host);
+        traced = trace_fields ? Py_True : Py_False;
+        Py_INCREF(traced);
     }
-    PyObject *traced = trace_fields == 1 && traceparent != NULL ? traceparent : trace_fields ? Py_True : Py_False;
-    Py_INCREF(traced);
-    PyObject *items[5] = {lines, host, PyLong_FromLongLong(content_length), new_bool(chunked), traced};
+    PyObject *items[5] = {
+        lines, host.name != NULL ? value_bytes(&host) : PyBytes_FromStringAndSize("", 0),
+        PyLong_FromLongLong(content_length), new_bool(chunked), traced,
+    };
     return tuple_of(5, items); /* not Py_BuildValue: its format parsing cost ~450 instructions a call */
 }
 
@@ -492,6 +596,27 @@ enum { MAX_FAST_HEAD = 64 * 1024, MAX_FAST_FIELDS = 128, MAX_LENGTH_DIGITS = 15 
 /* A field value or reason phrase character (VCHAR, SP, HTAB, obs-text). */
 static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
+/* The first character from `at` that is not is_text (or `end`). Eight characters at a time while none
+ * of them is a control character or DEL (word tests exact for "some byte is below 0x20" and "some byte
+ * is 0x7f"), then one at a time: field values are most of a head's bytes, and a byte loop over them
+ * was the largest single cost of the fast path. */
+static const unsigned char *skip_text(const unsigned char *at, const unsigned char *end) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - at >= 8) {
+        uint64_t word, del;
+        memcpy(&word, at, 8);
+        del = word ^ (0x7f * ones);
+        if (((word - 0x20 * ones) & ~word & highs) | ((del - ones) & ~del & highs)) {
+            break;
+        }
+        at += 8;
+    }
+    while (at < end && is_text(*at)) {
+        at++;
+    }
+    return at;
+}
+
 enum { MAX_DROPPED_LINES = 8 };
 
 /* What the fields of a message said about its framing and connection. */
@@ -502,13 +627,11 @@ typedef struct {
     int dropped_count;        /* MAX_DROPPED_LINES + 1 when there were more */
 } field_facts;
 
-enum { REFUSED = 0, TAKEN = 1, FAILED = -1 };
+enum { REFUSED = 0, TAKEN = 1 };
 
-/* Scans the fields from *at to the empty line (which *at is moved past). With `list`, appends each
- * field to it as (name, value) bytes, the value without leading whitespace (as llhttp reports it).
- * REFUSED for anything the fast path leaves to llhttp, FAILED with a Python error set. */
-static int scan_fields(const unsigned char **at_io, const unsigned char *end, int request, field_facts *facts,
-                       PyObject *list) {
+/* Scans the fields from *at to the empty line (which *at is moved past). REFUSED for anything the
+ * fast path leaves to llhttp. */
+static int scan_fields(const unsigned char **at_io, const unsigned char *end, int request, field_facts *facts) {
     const unsigned char *at = *at_io;
     int fields = 0;
     facts->content_length = -1;
@@ -538,9 +661,7 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
             at++;
         }
         const unsigned char *value = at;
-        while (at < end && is_text(*at)) {
-            at++;
-        }
+        at = skip_text(at, end);
         if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
             return REFUSED;
         }
@@ -581,15 +702,6 @@ static int scan_fields(const unsigned char **at_io, const unsigned char *end, in
                                           (request && same_name((const char *)name, name_len, "upgrade", 7)))) {
             return REFUSED; /* llhttp reads Proxy-Connection as Connection; a request Upgrade is refused upstream */
         }
-        if (list != NULL) {
-            PyObject *field = pair(PyBytes_FromStringAndSize((const char *)name, (Py_ssize_t)name_len),
-                                   PyBytes_FromStringAndSize((const char *)value, (Py_ssize_t)value_len));
-            if (field == NULL || PyList_Append(list, field) < 0) {
-                Py_XDECREF(field);
-                return FAILED;
-            }
-            Py_DECREF(field);
-        }
     }
 }
 
@@ -619,16 +731,13 @@ static PyObject *whole_response(PyObject *module, PyObject *const *args, Py_ssiz
     }
     int http11 = text[7] == '1';
     int status = (text[9] - '0') * 100 + (text[10] - '0') * 10 + (text[11] - '0');
-    const unsigned char *at = text + 13;
-    while (at < end && is_text(*at)) {
-        at++;
-    }
+    const unsigned char *at = skip_text(text + 13, end);
     if (end - at < 2 || at[0] != '\r' || at[1] != '\n') {
         Py_RETURN_NONE;
     }
     at += 2;
     field_facts facts;
-    if (scan_fields(&at, end, 0, &facts, NULL) != TAKEN) {
+    if (scan_fields(&at, end, 0, &facts) != TAKEN) {
         Py_RETURN_NONE;
     }
     const unsigned char *head_end = at;
@@ -694,7 +803,7 @@ static PyObject *version_objects[2]; /* "1.0", "1.1", as httptools' get_http_ver
 
 /* whole_request(data) -> (method, target, version, headers, body) | None
  * `data` is one read starting at a keep-alive request with an origin-form target ("/..."); `headers`
- * the [(name, value)] list llhttp's on_header calls would have given. */
+ * its field lines (see field_reader), the fields llhttp's on_header calls would have given. */
 static PyObject *whole_request(PyObject *module, PyObject *data) {
     if (!PyBytes_Check(data)) {
         PyErr_SetString(PyExc_TypeError, "whole_request(data: bytes)");
@@ -729,24 +838,15 @@ static PyObject *whole_request(PyObject *module, PyObject *data) {
     }
     int http11 = at[8] == '1';
     at += 11;
-    PyObject *headers = PyList_New(0);
-    if (headers == NULL) {
-        return NULL;
-    }
+    const unsigned char *fields = at;
     field_facts facts;
-    int scanned = scan_fields(&at, end, 1, &facts, headers);
-    if (scanned != TAKEN) {
-        Py_DECREF(headers);
-        if (scanned == FAILED) {
-            return NULL;
-        }
+    if (scan_fields(&at, end, 1, &facts) != TAKEN) {
         Py_RETURN_NONE;
     }
     Py_ssize_t body_len = facts.content_length > 0 ? (Py_ssize_t)facts.content_length : 0;
     /* Not when the body is not all here or more follows, nor for a last request (keep-alive off):
      * llhttp must know the connection is done, it refuses whatever the client sends after that. */
     if (size - (at - text) != body_len || (http11 ? facts.close : !facts.keep_alive)) {
-        Py_DECREF(headers);
         Py_RETURN_NONE;
     }
     Py_INCREF(method_objects[method]);
@@ -755,7 +855,7 @@ static PyObject *whole_request(PyObject *module, PyObject *data) {
         method_objects[method],
         PyBytes_FromStringAndSize((const char *)target, target_end - target),
         version_objects[http11],
-        headers,
+        PyBytes_FromStringAndSize((const char *)fields, at - 2 - fields), /* without the empty line */
         PyBytes_FromStringAndSize((const char *)at, body_len),
     };
     return tuple_of(5, items);
@@ -808,6 +908,7 @@ static PyObject *request_head(PyObject *module, PyObject *const *args, Py_ssize_
 static PyMethodDef methods[] = {
     {"request_fields", (PyCFunction)(void (*)(void))request_fields, METH_FASTCALL,
      "request_fields(headers, drop_host) -> (lines, host, content_length, chunked, traced)"},
+    {"field_pairs", field_pairs, METH_O, "field_pairs(headers) -> [(name, value)]"},
     {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
      "request_head(method, target, lines, trace_lines, chunked) -> the head sent upstream"},
     {"response_head", response_head, METH_O, "response_head(head) -> (end_to_end_head, framing flags)"},

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from cython.cimports.cpython.time import monotonic, monotonic_ns  # C calls, no Python call per read
 
 import httptools
+from cython.cimports.cpython.time import monotonic, monotonic_ns  # C calls, no Python call per read
+from cython.cimports.mesh.relay import new_exchange  # a C call (relay and this module type each other)
 
 from mesh._http1_heads import response_head, whole_request, whole_response
 from mesh.http1_framing import PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, error_response
-import mesh.relay as relay  # a module object: relay types these connections and may be imported first
 
 MAX_HEAD_BYTES = 64 * 1024  # request line/status line plus headers (checked per read, so approximately)
 MAX_HEADERS = 128
@@ -155,7 +155,7 @@ class Http1Server:
 
     def _request(self, method, target, version, headers, keep_alive, upgrade) -> None:
         """A request head is in: its exchange starts, or waits behind the ones being answered."""
-        exchange = relay.new_exchange(self.stack, self, method, target, version, headers, keep_alive, upgrade)
+        exchange = new_exchange(self.stack, self, method, target, version, headers, keep_alive, upgrade)
         self.receiving = exchange
         if self.answering is None:
             self.answering = exchange

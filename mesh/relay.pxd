@@ -59,3 +59,6 @@ cdef class Exchange:
     cpdef finish(self, bint reusable)
     @cython.locals(duration=cython.longlong, sent=cython.longlong, status=int)
     cdef record(self, long long end, long long first_byte_ns)
+
+cdef Exchange new_exchange(Stack stack, Http1Server downstream, bytes method, bytes target, version, headers,
+                           bint keep_alive, bint upgrade)

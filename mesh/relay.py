@@ -25,8 +25,8 @@ import asyncio
 from cython.cimports.cpython.time import monotonic, monotonic_ns, time_ns  # C calls, no Python call per read
 
 from mesh import trace_context
-from mesh._http1_heads import HAS_CONTENT_LENGTH, request_fields as _request_fields, request_head as _request_head
-from mesh._http1_heads import response_head as _response_head
+from mesh._http1_heads import HAS_CONTENT_LENGTH, field_pairs as _field_pairs, request_fields as _request_fields
+from mesh._http1_heads import request_head as _request_head, response_head as _response_head
 from mesh.http1_framing import LAST_CHUNK, PAUSE_UNSENT_BODY, PAUSE_UPSTREAM_FULL, chunk, error_response
 from mesh.pool import ConnectError
 from mesh.retry import CONNECT_FAILED, CONNECTION_LOST, MAX_REPLAY_BODY, backoff, http_retryable
@@ -68,7 +68,7 @@ class Exchange:
         if not traced:
             ctx = self.join_trace(None)
         elif traced is True:  # tracestate, B3 or several trace headers: the full rules
-            ctx = self.join_trace(_extract(headers))
+            ctx = self.join_trace(_extract(_field_pairs(headers)))
         else:  # the only trace header, a traceparent (its value): parsed without a walk over the headers
             ctx = self.join_trace(_from_traceparent(traced))
         span_id = self.span_id
@@ -485,7 +485,7 @@ def new_exchange(stack, downstream, method, target, version, headers, keep_alive
     exchange.method = method
     exchange.target = target
     exchange.version = version
-    exchange.headers = headers  # [(name, value)] as received
+    exchange.headers = headers  # as received: [(name, value)] from llhttp, field lines from whole_request
     exchange.keep_alive = keep_alive
     exchange.upgrade = upgrade
     exchange.start_ns = time_ns()

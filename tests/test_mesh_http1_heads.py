@@ -8,6 +8,7 @@ import pytest
 from mesh._http1_heads import (
     HAS_CONTENT_LENGTH,
     HAS_TRANSFER_ENCODING,
+    field_pairs,
     request_fields,
     request_head,
     response_head,
@@ -83,8 +84,27 @@ def test_request_fields_refuses_what_cannot_be_framed(headers, message):
         request_fields(headers, False)
 
 
+def test_request_fields_read_field_lines_as_they_read_pairs():
+    pairs = [(b"Host", b"a:1"), (b"Connection", b"x-hop"), (b"X-Hop", b"1"), (b"traceparent", b"00-x"), (b"V", b"")]
+    lines = b"Host:a:1\r\nConnection:  x-hop\r\nX-Hop: 1\r\ntraceparent: 00-x\r\nV:\r\n"
+    assert field_pairs(lines) == pairs and field_pairs(pairs) is pairs
+    for drop_host in (False, True):
+        assert request_fields(lines, drop_host) == request_fields(pairs, drop_host)
+    assert request_fields(b"Host: a\nX: b", False)[:2] == (b"Host: a\r\nX: b\r\n", b"a")  # bare LF, no last CRLF
+    with pytest.raises(ValueError, match="colon"):
+        request_fields(b"Host a\r\n", False)
+    with pytest.raises(ValueError, match="colon"):
+        field_pairs(b"X: 1\r\nno colon\r\n")
+
+
 @pytest.mark.parametrize("headers", [[(b"a",)], [("a", b"b")], [(b"a", "b")], [b"ab"]])
 def test_request_fields_rejects_anything_but_byte_pairs(headers):
+    with pytest.raises(TypeError):
+        request_fields(headers, False)
+
+
+@pytest.mark.parametrize("headers", [(), "Host: a\r\n", None])
+def test_request_fields_rejects_anything_but_a_list_or_lines(headers):
     with pytest.raises(TypeError):
         request_fields(headers, False)
 
@@ -294,11 +314,12 @@ def _request_as_llhttp(data: bytes) -> bool:
     whole = whole_request(data)
     if whole is None:
         return False
-    method, target, version, headers, body = whole
+    method, target, version, lines, body = whole
     parsed = _RequestByLlhttp(data)
     assert parsed.error is None and parsed.complete == 1, data
     assert parsed.head == (method, version, True, False), data
-    assert (parsed.url, parsed.headers, parsed.body) == (target, headers, body), data
+    assert (parsed.url, parsed.headers, parsed.body) == (target, field_pairs(lines), body), data
+    assert request_fields(lines, False) == request_fields(parsed.headers, False), data
     return True
 
 
@@ -306,9 +327,9 @@ _REQUEST = b"POST /orders?id=7 HTTP/1.1\r\nHost: shop:8080\r\nUser-Agent:  curl 
 
 
 def test_whole_request_takes_a_complete_keep_alive_request():
-    assert whole_request(_REQUEST) == (
-        b"POST", b"/orders?id=7", "1.1", [(b"Host", b"shop:8080"), (b"User-Agent", b"curl "), (b"Content-Length", b"5")], b"hello"
-    )  # fmt: skip
+    lines = b"Host: shop:8080\r\nUser-Agent:  curl \r\nContent-Length: 5\r\n"
+    assert whole_request(_REQUEST) == (b"POST", b"/orders?id=7", "1.1", lines, b"hello")
+    assert field_pairs(lines) == [(b"Host", b"shop:8080"), (b"User-Agent", b"curl "), (b"Content-Length", b"5")]
     assert _request_as_llhttp(_REQUEST)
     assert _request_as_llhttp(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
 
