@@ -559,6 +559,7 @@ class GrpcCall(StreamListener):
                 attempt.endpoint.breaker.success()
             elif not self.proxy_error and grpc_retryable(status, destination.policy.grpc_retryable):
                 self.endpoint_failed(attempt.endpoint, attempt.ewma_t0)
+            self.attempt = None  # it refers back to this call; both go as soon as nothing else holds them
         self.backlog = self.replay = None
         if self.admitted:
             destination.admission.release()

@@ -155,7 +155,7 @@ class H2Connection:
         for stream in streams.values():
             self._drop_pending(stream)
             if stream.listener is not None:
-                stream.listener.on_reset(CONNECTION_LOST)
+                self._tell_reset(stream, CONNECTION_LOST)
         if self.on_close is not None:
             self.on_close(self)
 
@@ -223,7 +223,7 @@ class H2Connection:
             if stream is not None:
                 self._blocked.pop(stream_id, None)
                 self._drop_pending(stream)
-                stream.listener.on_reset(_uint32(payload, 0))
+                self._tell_reset(stream, _uint32(payload, 0))
                 self.close_when_idle()
         elif frame_type == GOAWAY:
             if len(payload) < 8:
@@ -253,16 +253,17 @@ class H2Connection:
             self._credit_connection(flow_length)
             return
         stream.recv_window -= flow_length
+        listener = stream.listener  # (let go of as the stream closes)
         if stream.recv_window < 0:
             self.reset(stream, FLOW_CONTROL_ERROR)
-            stream.listener.on_reset(FLOW_CONTROL_ERROR)
+            listener.on_reset(FLOW_CONTROL_ERROR)
             return
         if flow_length != len(payload):
             stream.consumed(flow_length - len(payload))
         end_stream = bool(flags & FLAG_END_STREAM)
         if end_stream:
             self._remote_closed(stream)
-        stream.listener.on_data(payload, end_stream)
+        listener.on_data(payload, end_stream)
 
     def _credit_connection(self, nbytes: int) -> None:
         self.recv_unacked += nbytes
@@ -312,9 +313,10 @@ class H2Connection:
         if stream.remote_closed:
             self.reset(stream, STREAM_CLOSED)
             return
+        listener = stream.listener  # (let go of as the stream closes)
         if end_stream:
             self._remote_closed(stream)
-        stream.listener.on_headers(headers, end_stream)
+        listener.on_headers(headers, end_stream)
 
     def _new_remote_stream(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
         """Headers for a stream we don't know: a new request on a server, a stale response on a client."""
@@ -366,7 +368,7 @@ class H2Connection:
         for stream_id in [sid for sid in self.streams if sid > last_stream_id and self._is_local(sid)]:
             stream = self.streams.pop(stream_id)
             self._drop_pending(stream)
-            stream.listener.on_reset(REFUSED_STREAM)
+            self._tell_reset(stream, REFUSED_STREAM)
         self.close_when_idle()
 
     def _is_local(self, stream_id: int) -> bool:
@@ -502,7 +504,18 @@ class H2Connection:
             self._stream_closed(stream)
 
     def _stream_closed(self, stream: Stream) -> None:
+        """The stream is done and hears nothing more, so it lets go of its listener: a listener (a gRPC
+        call) refers back to its stream, and a pair that kept each other would wait for the garbage
+        collector."""
+        stream.listener = None
         self.close_when_idle()
+
+    def _tell_reset(self, stream: Stream, error_code: int) -> None:
+        """A stream ended by the peer or with the connection (already out of ``streams``): its listener
+        hears why and is let go of, as in ``_stream_closed``."""
+        listener = stream.listener
+        stream.listener = None
+        listener.on_reset(error_code)
 
     def close_when_idle(self) -> None:
         if self.going_away and not self.streams and not self.closed and self.transport is not None:

@@ -350,3 +350,52 @@ def test_unsampled_trace_is_propagated_but_not_recorded(channel, hop, app):
     channel.unary_unary(method("Unary"))(b"sampled", timeout=5)  # recorded after the unsampled call, if it were
     recorded = wait_for_spans(hop["outbound_spans"], 1) + wait_for_spans(hop["inbound_spans"], 1)
     assert len(recorded) == 2 and trace_id not in {span[0] for span in recorded}
+
+
+def test_tracestate_and_b3_are_continued_and_rewritten(channel, hop, app):
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = [("traceparent", f"00-{trace_id}-{caller_span}-01"), ("tracestate", "vendor=opaque"),
+                ("b3", f"{trace_id}-{caller_span}-1")]
+    channel.unary_unary(method("Unary"))(b"b3", metadata=metadata, timeout=5)
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    server = wait_for_spans(hop["inbound_spans"], 1)[0]
+    assert (client[0], client[2]) == (trace_id, caller_span) and (server[0], server[2]) == (trace_id, client[1])
+    seen = app.seen_metadata[-1]
+    assert seen["traceparent"] == f"00-{trace_id}-{server[1]}-01"
+    assert seen["tracestate"] == "vendor=opaque"
+    assert seen["b3"] == f"{trace_id}-{server[1]}-1-{client[1]}"
+
+
+def test_malformed_traceparent_starts_a_new_trace(channel, hop, app):
+    channel.unary_unary(method("Unary"))(b"bad", metadata=[("traceparent", "00-not-a-trace-01")], timeout=5)
+    client = wait_for_spans(hop["outbound_spans"], 1)[0]
+    server = wait_for_spans(hop["inbound_spans"], 1)[0]
+    assert client[2] == "" and len(client[0]) == 32 and server[0] == client[0]
+    assert app.seen_metadata[-1]["traceparent"] == f"00-{server[0]}-{server[1]}-01"
+
+
+def test_finished_calls_are_freed_without_the_garbage_collector(channel, hop):
+    """A call and its streams refer to each other while it runs; once it is over nothing may keep such a
+    cycle, or every call waits for a collection (measured: ~5% of a relayed call's instructions)."""
+    import gc
+
+    from mesh.grpc import GrpcCall
+
+    def calls_alive() -> int:
+        return sum(1 for obj in gc.get_objects() if type(obj) is GrpcCall)
+
+    unary = channel.unary_unary(method("Unary"))
+    unary(b"warm", timeout=5)
+    gc.collect()
+    before = calls_alive()
+    gc.disable()
+    try:
+        for n in range(20):
+            unary(b"x" * n, timeout=5)
+        with pytest.raises(grpc.RpcError):
+            channel.unary_unary(method("Fail"))(b"5|gone", timeout=5)
+        wait_for_spans(hop["inbound_spans"], 21)
+        alive = calls_alive()
+    finally:
+        gc.enable()
+    assert alive == before
