@@ -75,7 +75,10 @@ class ProxyMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._targets: dict[tuple[str, str, str], _Target] = {}
+        self._targets: dict[tuple[str, str, str], _Target] = {}  # by their labels, what a scrape walks
+        # the same targets as direction -> destination -> endpoint -> target, the data path's lookup:
+        # three lookups of strs (whose hashes are cached) cost less than building and hashing a key tuple
+        self._target_index: dict[str, dict[str, dict[str, _Target]]] = {}
         self._proxy_errors: dict[tuple[str, str, str], int] = {}  # (direction, destination, error kind)
         self._retries: dict[tuple[str, str], int] = {}  # (direction, destination)
         self._shed: dict[tuple[str, str, str], int] = {}  # (direction, destination, reason)
@@ -96,9 +99,11 @@ class ProxyMetrics:
     ) -> None:
         """Counts one finished request: its HTTP ``status`` (0 if none), ``grpc_status`` for gRPC calls,
         the proxy ``error_kind`` ('' if the proxy did not fail it), latency, and retries made."""
-        target = self._targets.get((direction, destination, endpoint)) or self._new_target(
-            direction, destination, endpoint
-        )
+        by_destination = self._target_index.get(direction)
+        by_endpoint = by_destination.get(destination) if by_destination is not None else None
+        target = by_endpoint.get(endpoint) if by_endpoint is not None else None
+        if target is None:
+            target = self._new_target(direction, destination, endpoint)
         if grpc_status is None:
             target.latency.observe_http(seconds, status)
         else:
@@ -180,12 +185,16 @@ class ProxyMetrics:
         )
 
     def _new_target(self, direction: str, destination: str, endpoint: str) -> _Target:
-        key = (direction, destination, endpoint)
+        """The target of labels not seen before; past ``MAX_SERIES``, the direction's ``other`` one (not
+        indexed under the new labels: a flood of them must not grow the index)."""
         if len(self._targets) >= MAX_SERIES:
             key = (direction, OTHER, OTHER)
-            if key in self._targets:
-                return self._targets[key]
-        target = self._targets[key] = _Target()
+            target = self._targets.get(key)
+            if target is None:
+                target = self._targets[key] = _Target()
+            return target
+        target = self._targets[(direction, destination, endpoint)] = _Target()
+        self._target_index.setdefault(direction, {}).setdefault(destination, {})[endpoint] = target
         return target
 
 
