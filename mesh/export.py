@@ -262,8 +262,8 @@ class SpanRecorder:
 
     A batch (``SpanBatch``) starts with room for as many bytes as the largest batch so far, and the
     exporter hands each one back once framed (``recycle``) for the next batch to fill again: a batch
-    that started empty regrew and was copied every few spans (~800 instructions a span), and its fresh
-    memory was page-faulted in again each time. At most one such spare is kept.
+    that started empty regrew, copying itself every few spans (300-840 instructions a span by callgrind).
+    At most one such spare is kept.
 
     Not shared between threads: ``record()`` and ``take()`` both run on the loop (a span recorded
     from another thread could land in a batch after its count was read).
@@ -288,7 +288,7 @@ class SpanRecorder:
         self._open_spans = 0
         self._spare: SpanBatch | None = None  # a framed batch, emptied, for the next one to fill
         self._batch_bytes = 0  # the size of the largest closed batch: the room a new batch starts with
-        self._http_keys = HTTP_SPAN_KEYS
+        self._http_keys = HTTP_SPAN_KEYS  # (a typed field: no module-global lookup per span)
 
     def record(self, span: SpanRecord) -> None:
         if self._spans < self.capacity:

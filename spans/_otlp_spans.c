@@ -559,7 +559,7 @@ static enum outcome parse_message(PyObject *message, SpanHead *head, Scratch *sc
  * by span into memory the batch keeps when it is cleared for the next one. Why not a bytearray: one
  * cannot keep room beyond its size (shrinking it below half its allocation reallocates), so every batch
  * started empty and regrew, and once glibc had raised its mmap threshold each regrowth was a realloc
- * copying the batch so far: ~800 instructions a span at 512 spans a batch. A batch made at the size
+ * copying the batch so far: 300-840 instructions a span at 512 spans a batch. A batch made at the size
  * batches reach, and reused once its bytes are framed, grows only when a batch outgrows it. Its bytes are
  * read through the buffer protocol (bytes(batch), b"".join(...)); while read, the batch cannot change. */
 typedef struct {
