@@ -22,6 +22,9 @@ cpdef enum:
 cdef enum:
     FULL_RULES = -2  # GrpcCall._join_trace: the request's trace headers need extract() and inject()
 
+cdef frozenset TRACE_HEADER_NAMES
+@cython.locals(byte=cython.uchar)
+cdef bint _lowercase(bytes name)
 cpdef str decode_message(bytes value)
 @cython.locals(status=object, message=bytes, name=bytes, value=bytes)
 cpdef tuple status_of(list headers)

@@ -49,10 +49,18 @@ CONNECTION_LOST_ERROR = "connection_lost"
 logger = logging.getLogger(__name__)
 _PROXY_ERROR_HEADER = PROXY_ERROR_HEADER.encode()
 _TRACEPARENT = b"traceparent"
-_TRACE_NAME_LENGTHS = frozenset(len(name) for name in TRACE_HEADER_NAMES)  # of names that may be one upper-cased
 _monotonic = time.monotonic
 _monotonic_ns = time.monotonic_ns
 _time_ns = time.time_ns
+
+
+def _lowercase(name: bytes) -> bool:
+    """``name`` has no ASCII capital letter (HTTP/2 field names must not, RFC 9113 8.2.1; ``extract``
+    still reads a trace header whose name breaks that)."""
+    for byte in name:
+        if 0x41 <= byte <= 0x5A:
+            return False
+    return True
 
 
 def split_path(path: bytes) -> tuple[str, str]:
@@ -248,7 +256,7 @@ class GrpcCall(StreamListener):
         for index in range(len(headers)):
             name = headers[index][0]
             if name not in TRACE_HEADER_NAMES:
-                if len(name) not in _TRACE_NAME_LENGTHS or name.lower() not in TRACE_HEADER_NAMES:
+                if _lowercase(name) or name.lower() not in TRACE_HEADER_NAMES:
                     continue
                 lone = FULL_RULES
                 break

@@ -78,7 +78,8 @@ cdef class H2Connection:
     cdef public long long peer_initial_window, peer_max_frame, peer_max_streams, send_window, recv_window, recv_unacked
     @cython.locals(stream=Stream)
     cpdef connection_lost(self, exc)
-    @cython.locals(pos=Py_ssize_t, size=Py_ssize_t, length=Py_ssize_t, end=Py_ssize_t, frame_type=int, flags=int, stream_id=long)
+    @cython.locals(pos=Py_ssize_t, size=Py_ssize_t, length=Py_ssize_t, end=Py_ssize_t, frame_type=int, flags=int, stream_id=long,
+                   buf=cython.p_uchar, payload=bytes)
     cpdef data_received(self, bytes data)
     @cython.locals(stream=Stream)
     cdef _handle_frame(self, int frame_type, int flags, long stream_id, bytes payload)

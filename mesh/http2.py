@@ -31,6 +31,9 @@ import struct
 import time
 from typing import Callable
 
+import cython
+from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize  # frames cut without slicing
+
 from mesh.hpack_codec import HeaderDecoder, HeaderEncoder, HeaderError
 from mesh.pool import ConnectError, split_address
 
@@ -173,18 +176,19 @@ class H2Connection:
             self._awaiting_preface = False
         pos = 0
         size = len(data)
+        buf = cython.cast(cython.p_uchar, PyBytes_AS_STRING(data))  # data's bytes, read below ``size`` only
         while size - pos >= 9:
-            length = data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]
-            frame_type = data[pos + 3]
-            flags = data[pos + 4]
-            stream_id = (data[pos + 5] & 0x7F) << 24 | data[pos + 6] << 16 | data[pos + 7] << 8 | data[pos + 8]
+            length = buf[pos] << 16 | buf[pos + 1] << 8 | buf[pos + 2]
+            frame_type = buf[pos + 3]
+            flags = buf[pos + 4]
+            stream_id = (buf[pos + 5] & 0x7F) << 24 | buf[pos + 6] << 16 | buf[pos + 7] << 8 | buf[pos + 8]
             if length > DEFAULT_MAX_FRAME:  # we never advertise a larger SETTINGS_MAX_FRAME_SIZE
                 self.close_with(FRAME_SIZE_ERROR)
                 return
             end = pos + 9 + length
             if end > size:
                 break
-            payload = data[pos + 9:end]
+            payload = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + pos + 9, length)
             pos = end
             self._handle_frame(frame_type, flags, stream_id, payload)
             if self.closed:
