@@ -78,18 +78,12 @@ class Http1Server:
             # Between messages: a whole request in this read is taken without the parser.
             whole = whole_request(data)
             if whole is not None:  # a keep-alive request, handled as llhttp's callbacks would
+                # (unbuffered: this read holds no other request whose answer could share the write)
                 method, target, version, headers, body = whole
-                self.write_buffer = []
-                try:
-                    self._request(method, target, version, headers, True, False)
-                    if body:
-                        self.on_body(body)
-                    self.on_message_complete()
-                finally:
-                    if self.write_buffer:
-                        self.flush()
-                    else:  # the usual case: the request went upstream, nothing to write yet (no call)
-                        self.write_buffer = None
+                self._request(method, target, version, headers, True, False)
+                if body:
+                    self.on_body(body)
+                self.on_message_complete()
                 return
         self.write_buffer = []
         try:

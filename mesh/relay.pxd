@@ -22,7 +22,7 @@ cdef class Exchange:
     cdef public bint finished, admitted, started, chunked, message_complete
     cdef public long long start_ns, t_start, queue_ns, connect_ns, sent_ns, retry_delay_ns, body_bytes
     cdef public long long response_bytes, content_length
-    cdef public list body
+    cdef public list body  # request body chunks not sent yet or kept for a replay; None when there are none
     cdef public Destination destination
     cdef public str destination_name, error
     cdef public double deadline, endpoint_load, ewma_t0

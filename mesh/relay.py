@@ -202,7 +202,7 @@ class Exchange:
                 parts.append(LAST_CHUNK)
             data = b"".join(parts)
             if not self.replayable:
-                self.body = []
+                self.body = None
         elif self.request_done and self.chunked:
             data = self.forward_head + LAST_CHUNK
         else:
@@ -220,16 +220,17 @@ class Exchange:
         if self.body_bytes > self.stack.max_body_bytes:
             self.fail("request_too_large", 413)
             return
-        if self.replayable:
-            self.body.append(data)
+        if self.replayable or self.conn is None:  # kept for a replay, or until there is a connection
+            if self.body is None:
+                self.body = [data]
+            else:
+                self.body.append(data)
             if self.body_bytes > MAX_REPLAY_BODY:
                 self.replayable = False
-        elif self.conn is None:
-            self.body.append(data)
         if self.conn is not None:
             self.conn.write(chunk(data) if self.chunked else data)
             if not self.replayable:
-                self.body = []
+                self.body = None
         elif self.body_bytes > MAX_REPLAY_BODY:
             self.downstream.pause(PAUSE_UNSENT_BODY)
 
@@ -491,7 +492,6 @@ def new_exchange(stack, downstream, method, target, version, headers, keep_alive
     exchange.start_ns = time_ns()
     exchange.t_start = monotonic_ns()
     exchange.request_done = True  # until a body is announced
-    exchange.body = []  # request body chunks received and not sent yet, or kept for a replay
     exchange.replayable = True  # body still holds the whole body received so far
     exchange.content_length = -1
     exchange.destination_name = ""
