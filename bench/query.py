@@ -32,7 +32,6 @@ SERVICES = 20
 OPERATIONS_PER_SERVICE = 10
 HOUR_NS = 3600 * 10**9
 SPREAD_NS = 24 * HOUR_NS  # traces start within the last day (two day partitions, usually)
-FILL_CHUNK = 1_000_000
 
 # Synthetic spans: trace number t = number / 10, span s = number % 10; span 0 is the root (SERVER),
 # the rest are its CLIENT children on other services. About 2% of spans are errors (status 500).
@@ -80,10 +79,10 @@ def trace_id_of(trace_no: int) -> str:
     return hashlib.md5(str(trace_no).encode()).hexdigest()
 
 
-def fill(backend, spans: int, first_start_ns: int) -> float:
+def fill(backend, spans: int, first_start_ns: int, chunk: int) -> float:
     started = time.perf_counter()
-    for offset in range(0, spans, FILL_CHUNK):
-        count = min(FILL_CHUNK, spans - offset)
+    for offset in range(0, spans, chunk):
+        count = min(chunk, spans - offset)
         params = dict(
             spans_per_trace=SPANS_PER_TRACE,
             operations=OPERATIONS_PER_SERVICE,
@@ -151,6 +150,12 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=10_000_000, help="spans to store first (default 10,000,000)")
     parser.add_argument("--runs", type=int, default=15, help="runs per query; the median is reported")
     parser.add_argument(
+        "--fill-rows",
+        type=int,
+        default=1_000_000,
+        help="spans per fill insert (default %(default)s; the collector inserts 100,000 at a time, which leaves more parts)",
+    )
+    parser.add_argument(
         "--filled",
         action="store_true",
         help="the store already holds --spans spans from an earlier run (within the last hour or so): only query",
@@ -165,14 +170,14 @@ def main() -> int:
     try:
         now_ns = time.time_ns()
         if not args.filled:
-            fill_store(store, backend, args.spans, now_ns)
+            fill_store(store, backend, args.spans, now_ns, args.fill_rows)
         query_store(store, args.spans, args.runs, now_ns)
     finally:
         store.close()
     return 0
 
 
-def fill_store(store: SpanStore, backend, spans: int, now_ns: int) -> None:
+def fill_store(store: SpanStore, backend, spans: int, now_ns: int, fill_rows: int) -> None:
     batch = python_batch(50_000, now_ns - SPREAD_NS - HOUR_NS)
     store.insert(batch)  # warm-up: the first insert creates the day partitions' first parts
     cpu_before = process_cpu_s()
@@ -184,7 +189,7 @@ def fill_store(store: SpanStore, backend, spans: int, now_ns: int) -> None:
         " (chDB: includes the engine's work; server: client side only)"
     )
     print(f"filling {spans:,} spans ({SPANS_PER_TRACE} per trace, {SERVICES} services, over 24 h)")
-    fill_s = fill(backend, spans, now_ns - SPREAD_NS)
+    fill_s = fill(backend, spans, now_ns - SPREAD_NS, fill_rows)
     print(f"fill: {fill_s:.1f} s ({spans / fill_s:,.0f} spans/s incl. materialized views)")
 
 

@@ -128,3 +128,17 @@ def test_an_upgrade_interrupted_after_dropping_the_old_views_completes_on_the_ne
         assert_old_and_new_spans_answer(store)
     finally:
         store.close()
+
+
+def test_the_span_tables_merge_wider_where_the_server_has_the_setting(store_url):
+    store = SpanStore(open_backend(store_url))
+    try:
+        tables = store._backend.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
+            " AND name IN ('spans', 'span_search_hashed', 'trace_times') ORDER BY name"
+        )
+        widened = ["merge_selector_base = 20" in engine for engine in tables["engine_full"]]
+        assert tables["name"] == ["span_search_hashed", "spans", "trace_times"]
+        assert widened == [store.features.has("merge_selector_base")] * 3
+    finally:
+        store.close()

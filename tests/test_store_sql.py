@@ -40,9 +40,9 @@ def test_script_runs_a_statement_only_where_its_feature_exists():
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        ("18.16.1", {"experimental_low_cardinality": True, "skip_indexes": False, "ttl": False}),
-        ("20.8.3.18", {"experimental_low_cardinality": False, "skip_indexes": True, "ttl": True}),
-        ("26.9.2.1", {"experimental_low_cardinality": False, "skip_indexes": True, "ttl": True}),
+        ("18.16.1", {"experimental_low_cardinality": True, "skip_indexes": False, "ttl": False, "merge_selector_base": False}),
+        ("20.8.3.18", {"experimental_low_cardinality": False, "skip_indexes": True, "ttl": True, "merge_selector_base": False}),
+        ("26.9.2.1", {"experimental_low_cardinality": False, "skip_indexes": True, "ttl": True, "merge_selector_base": True}),
     ],
 )
 def test_features_follow_the_server_version(version, expected):

@@ -22,6 +22,9 @@ _FEATURES = {
     "skip_indexes": lambda version: version >= (20, 1),
     # Table TTL together with ttl_only_drop_parts and materialize_ttl_after_modify.
     "ttl": lambda version: version >= (20, 5),
+    # The MergeTree setting merge_selector_base (migration 5). Present in 26.9; the threshold is kept
+    # late on purpose, since a server that does not know a setting rejects the ALTER.
+    "merge_selector_base": lambda version: version >= (25, 6),
 }
 
 
