@@ -74,6 +74,8 @@ cdef class GrpcCall(StreamListener):
     cdef public list backlog  # request frames that arrived before an upstream stream existed (None: none did)
     cdef public list replay  # every request DATA payload while they fit MAX_REPLAY_BODY (None after)
     cdef public list tried
+    @cython.locals(name=bytes, value=bytes)
+    cdef _read_pseudo_headers(self, list headers)
     @cython.locals(lone=Py_ssize_t, index=Py_ssize_t, name=bytes, upstream=list)
     cdef _join_trace(self, list headers)
     @cython.locals(stack=Stack, destination=Destination)

@@ -233,19 +233,23 @@ class GrpcCall(StreamListener):
         self.started = _monotonic_ns()
         self.message = self.proxy_error = ""
         self.reused = True
+        self._read_pseudo_headers(headers)
+        self._join_trace(headers)
+        self.request_ended = end_stream
+        self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
+        self.tried: list = []
+        self._start()
+
+    def _read_pseudo_headers(self, headers: list) -> None:
+        """:path and :authority (b"" when missing); pseudo-header fields come first (RFC 9113 8.3)."""
         self.path = self.authority = b""
         for name, value in headers:
             if name == b":path":
                 self.path = value
             elif name == b":authority":
                 self.authority = value
-            elif name[:1] != b":":
+            elif not name.startswith(b":"):
                 break
-        self._join_trace(headers)
-        self.request_ended = end_stream
-        self.replay: list[bytes] | None = []  # every request DATA payload while they fit MAX_REPLAY_BODY
-        self.tried: list = []
-        self._start()
 
     def _join_trace(self, headers: list) -> None:
         """This hop's span joins the caller's trace as a child (or starts a trace), and the upstream
@@ -564,7 +568,8 @@ class GrpcCall(StreamListener):
             if up.conn.streams.get(up.id) is up:
                 up.conn.reset(up, CANCEL)
             if status == OK:
-                attempt.endpoint.breaker.success()
+                if attempt.endpoint.breaker.consecutive_failures:  # else a success changes nothing
+                    attempt.endpoint.breaker.success()
             elif not self.proxy_error and grpc_retryable(status, destination.policy.grpc_retryable):
                 self.endpoint_failed(attempt.endpoint, attempt.ewma_t0)
             self.attempt = None  # it refers back to this call; both go as soon as nothing else holds them
