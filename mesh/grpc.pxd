@@ -6,7 +6,7 @@ from mesh.breaker cimport FailureAccrual
 from mesh.destination cimport Destination
 from mesh.http2 cimport (
     CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM,
-    H2ClientConnection, H2Connection, H2Pool, Stream, StreamListener,
+    H2ClientConnection, H2Connection, H2Pool, Stream, StreamListener, Writes,
 )
 from mesh.stack cimport Stack
 
@@ -32,6 +32,7 @@ cpdef tuple status_of(list headers)
 cdef class GrpcRelay:
     cdef public Stack stack
     cdef public bint retries  # outbound: retryable statuses are retried (inbound would retry the app's answer)
+    cdef public Writes writes
     cdef public H2Pool pool
     cdef public set connections
     cpdef _start_call(self, Stream stream, list headers, bint end_stream)

@@ -26,7 +26,7 @@ import logging
 import time
 from urllib.parse import quote, unquote_to_bytes
 
-from mesh.http2 import H2Pool, H2ServerConnection, StreamListener
+from mesh.http2 import H2Pool, H2ServerConnection, StreamListener, Writes
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -135,11 +135,12 @@ class GrpcRelay:
     def __init__(self, stack) -> None:
         self.stack = stack
         self.retries = stack.retry_on_status
-        self.pool = H2Pool()
+        self.writes = Writes()  # both sides' connections: what one read causes goes out as it is handled
+        self.pool = H2Pool(self.writes)
         self.connections: set[H2ServerConnection] = set()
 
     def connection(self) -> H2ServerConnection:
-        conn = H2ServerConnection(self._start_call, self.connections.discard)
+        conn = H2ServerConnection(self._start_call, self.connections.discard, self.writes)
         self.connections.add(conn)
         return conn
 

@@ -67,7 +67,14 @@ cdef class Stream:
     @cython.locals(conn=H2Connection)
     cpdef consumed(self, Py_ssize_t nbytes)
 
+cdef class Writes:
+    cdef public bint reading
+    cdef public list dirty
+    @cython.locals(conn=H2Connection)
+    cpdef flush(self)
+
 cdef class H2Connection:
+    cdef public Writes writes
     cdef public bint client_side, closed, going_away, _awaiting_preface, _flush_scheduled
     cdef public object on_close, transport, loop, _header_block
     cdef public dict streams, _blocked
@@ -78,9 +85,11 @@ cdef class H2Connection:
     cdef public long long peer_initial_window, peer_max_frame, peer_max_streams, send_window, recv_window, recv_unacked
     @cython.locals(stream=Stream)
     cpdef connection_lost(self, exc)
+    @cython.locals(writes=Writes)
+    cpdef data_received(self, bytes data)
     @cython.locals(pos=Py_ssize_t, size=Py_ssize_t, length=Py_ssize_t, end=Py_ssize_t, frame_type=int, flags=int, stream_id=long,
                    buf=cython.p_uchar, payload=bytes)
-    cpdef data_received(self, bytes data)
+    cdef _read(self, bytes data)
     @cython.locals(stream=Stream)
     cdef _handle_frame(self, int frame_type, int flags, long stream_id, bytes payload)
     @cython.locals(flow_length=Py_ssize_t, stream=Stream, end_stream=bint, listener=StreamListener)
@@ -136,6 +145,7 @@ cdef class H2ClientConnection(H2Connection):
     cdef _on_goaway(self, bytes payload)
 
 cdef class H2Pool:
+    cdef public Writes writes
     cdef public dict _connections, _connecting
     @cython.locals(conn=H2ClientConnection)
     cpdef H2ClientConnection reusable(self, str address)
