@@ -778,7 +778,6 @@ enum {
     HTTP_RETRY_DELAY, HTTP_FIRST_BYTE, HTTP_BODY, HTTP_ENDPOINT_LOAD, HTTP_STATUS, HTTP_PROXY_ERROR, HTTP_ERROR_TYPE,
     HTTP_FIELDS,
     HTTP_KEYED = HTTP_FIELDS - HTTP_METHOD,
-    HTTP_OPTIONAL = HTTP_STATUS, /* from here on (status, proxy error, error type), 0 or '' is no attribute */
 };
 
 /* Text from latin-1 bytes (HTTP's method and target) as UTF-8: the bytes themselves when ASCII (as in
@@ -952,6 +951,33 @@ static inline Value int_value(long long number) {
     return (Value){.type = VALUE_INT, .bits = (uint64_t)number, .len = 1 + varint_size((uint64_t)number)};
 }
 
+static inline Value bool_value(int truth) { return (Value){.type = VALUE_BOOL, .bits = truth != 0, .len = 2}; }
+
+static inline Value double_value(double real) {
+    Value value = {.type = VALUE_DOUBLE, .len = 9};
+    memcpy(&value.bits, &real, sizeof value.bits);
+    return value;
+}
+
+/* Text already UTF-8 (checked to be within MAX_MESSAGE). */
+static inline Value string_value(const char *text, Py_ssize_t len) {
+    return (Value){.type = VALUE_STRING, .text = text, .text_len = len, .len = field_size((size_t)len)};
+}
+
+/* Appends the value of field `field` (from HTTP_METHOD on), named by its key, as the span's attribute
+ * `*count`. */
+static Py_ALWAYS_INLINE inline enum outcome append_keyed(Scratch *scratch, PyObject *keys, const Key *key_texts,
+                                                         Py_ssize_t field, Value value, Py_ssize_t *count,
+                                                         PyObject **reason) {
+    const Key *key = &key_texts[field - HTTP_METHOD];
+    if (key->text == NULL) {
+        return bad_value(reason, *count, "key", "a str", PyTuple_GET_ITEM(keys, field - HTTP_METHOD));
+    }
+    enum outcome outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, key, &value, *count, reason);
+    *count += outcome == ENCODED;
+    return outcome;
+}
+
 /* What append_http_span encodes: the fields and the keys naming them. */
 typedef struct {
     PyObject *keys;
@@ -999,49 +1025,42 @@ static enum outcome encode_http_span(const void *input, Scratch *scratch, SpanBa
     if ((outcome = encode_constant_attributes(span->constant_attributes, scratch, &count, reason))) {
         return outcome;
     }
-    /* the keyed values, by keys' order; the method is the span's name again, the proxy error its message */
-    Value values[HTTP_KEYED] = {
-        [HTTP_METHOD - HTTP_METHOD] = {.type = VALUE_STRING, .text = head.name, .text_len = head.name_len,
-                                       .len = field_size((size_t)head.name_len)},
-        [HTTP_QUEUE - HTTP_METHOD] = int_value(span->queue_ns),
-        [HTTP_CONNECT - HTTP_METHOD] = int_value(span->connect_ns),
-        [HTTP_REUSED - HTTP_METHOD] = {.type = VALUE_BOOL, .bits = span->connection_reused != 0, .len = 2},
-        [HTTP_RETRIES - HTTP_METHOD] = int_value(span->retries),
-        [HTTP_RETRY_DELAY - HTTP_METHOD] = int_value(span->retry_delay_ns),
-        [HTTP_FIRST_BYTE - HTTP_METHOD] = int_value(span->first_byte_ns),
-        [HTTP_BODY - HTTP_METHOD] = int_value(span->body_ns),
-        [HTTP_ENDPOINT_LOAD - HTTP_METHOD] = {.type = VALUE_DOUBLE, .len = 9},
-        [HTTP_STATUS - HTTP_METHOD] = int_value(span->http_status),
-        [HTTP_PROXY_ERROR - HTTP_METHOD] = {.type = VALUE_STRING, .text = head.message, .text_len = head.message_len,
-                                            .len = field_size((size_t)head.message_len)},
-    };
-    memcpy(&values[HTTP_ENDPOINT_LOAD - HTTP_METHOD].bits, &span->endpoint_load, sizeof(uint64_t));
-    if ((outcome = measure_latin1_value(span->target, '?', count + 1, &values[HTTP_TARGET - HTTP_METHOD], scratch,
-                                        reason))) {
+    Value target, error_type;
+    if ((outcome = measure_latin1_value(span->target, '?', count + 1, &target, scratch, reason))) {
         return outcome;
     }
-    Value *error_type = &values[HTTP_ERROR_TYPE - HTTP_METHOD];
-    if (utf8_of(span->error_type, &error_type->text, &error_type->text_len, scratch) < 0) {
+    if (utf8_of(span->error_type, &error_type.text, &error_type.text_len, scratch) < 0) {
         return FAILED;
     }
-    if ((size_t)error_type->text_len > MAX_MESSAGE) {
+    if ((size_t)error_type.text_len > MAX_MESSAGE) {
         return malformed(reason, "error_type too large");
     }
-    error_type->type = VALUE_STRING;
-    error_type->len = field_size((size_t)error_type->text_len);
-    int present[HTTP_KEYED - (HTTP_OPTIONAL - HTTP_METHOD)] = {
-        span->http_status != 0, head.message_len != 0, error_type->text_len != 0};
-    for (Py_ssize_t i = 0; i < HTTP_KEYED; i++) {
-        if (i >= HTTP_OPTIONAL - HTTP_METHOD && !present[i - (HTTP_OPTIONAL - HTTP_METHOD)]) {
-            continue;
-        }
-        if (key_texts[i].text == NULL) {
-            return bad_value(reason, count, "key", "a str", PyTuple_GET_ITEM(keys, i));
-        }
-        if ((outcome = append_attribute(scratch, TAG_SPAN_ATTRIBUTE, &key_texts[i], &values[i], count, reason))) {
-            return outcome;
-        }
-        count++;
+    error_type = string_value(error_type.text, error_type.text_len);
+    /* the keyed values in keys' order, one call each (inlined with its value's type known, no loop over
+     * a table of values); the method is the span's name again, the proxy error its message; the last
+     * three only when not 0 or '' */
+    if ((outcome = append_keyed(scratch, keys, key_texts, HTTP_METHOD, string_value(head.name, head.name_len), &count,
+                                reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_TARGET, target, &count, reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_QUEUE, int_value(span->queue_ns), &count, reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_CONNECT, int_value(span->connect_ns), &count, reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_REUSED, bool_value(span->connection_reused), &count,
+                                reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_RETRIES, int_value(span->retries), &count, reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_RETRY_DELAY, int_value(span->retry_delay_ns), &count,
+                                reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_FIRST_BYTE, int_value(span->first_byte_ns), &count,
+                                reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_BODY, int_value(span->body_ns), &count, reason)) ||
+        (outcome = append_keyed(scratch, keys, key_texts, HTTP_ENDPOINT_LOAD, double_value(span->endpoint_load), &count,
+                                reason)) ||
+        (span->http_status &&
+         (outcome = append_keyed(scratch, keys, key_texts, HTTP_STATUS, int_value(span->http_status), &count, reason))) ||
+        (head.message_len && (outcome = append_keyed(scratch, keys, key_texts, HTTP_PROXY_ERROR,
+                                                     string_value(head.message, head.message_len), &count, reason))) ||
+        (error_type.text_len &&
+         (outcome = append_keyed(scratch, keys, key_texts, HTTP_ERROR_TYPE, error_type, &count, reason)))) {
+        return outcome;
     }
     return write_span(batch, &head, scratch, reason);
 }
