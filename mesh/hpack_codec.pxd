@@ -35,13 +35,14 @@ cdef class HeaderDecoder:
 
 cdef class HeaderEncoder:
     cdef public Py_ssize_t capacity, table_size
-    cdef public dict inserted, _indexed, _blocks
+    cdef public dict inserted, _indexed, _blocks, _by_list
     cdef public set _seen_once
     cdef public object _size_update
     cdef public bint _cacheable
     cpdef set_peer_table_size(self, Py_ssize_t size)
-    @cython.locals(key=tuple, block=bytes)
-    cpdef bytes encode(self, headers)
+    @cython.locals(key=tuple, block=bytes, same=tuple)
+    cpdef bytes encode(self, list headers)
+    cdef _forget_blocks(self)
     @cython.locals(out=list, indexed=dict, encoded=bytes)
     cdef bytes _encode(self, headers)
     @cython.locals(static=object, inserted=object, name=bytes, value=bytes, flags=int, prefix=int, head=bytes)

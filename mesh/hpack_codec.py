@@ -237,6 +237,7 @@ class HeaderEncoder:
         self._seen_once: set[tuple[bytes, bytes]] = set()
         self._size_update: int | None = None
         self._blocks: dict[tuple, bytes] = {}  # header list -> block, while the table is unchanged
+        self._by_list: dict[int, tuple[list, bytes]] = {}  # id of a list given before -> (it, its block), as _blocks
         self._cacheable = True  # the block being encoded changed no state and has no per-request value
 
     def set_peer_table_size(self, size: int) -> None:
@@ -246,21 +247,36 @@ class HeaderEncoder:
             self.table_size = 0
             self.inserted.clear()
             self._indexed.clear()
-            self._blocks.clear()
+            self._forget_blocks()
             self._size_update = size
 
-    def encode(self, headers) -> bytes:
+    def encode(self, headers: list) -> bytes:
+        """The block for ``headers``. A list must not change once it has been encoded: blocks are also
+        kept by the list itself, found by identity (the decoder hands out the same list for a block it
+        has seen before, and the relay never changes a list it has sent)."""
+        same = self._by_list.get(id(headers))
+        if same is not None and same[0] is headers:
+            return same[1]
+        if headers and headers[-1][1] and headers[-1][0] in _NEVER_INDEXED_VALUES:
+            return self._encode(headers)  # ends in a per-request value (a relayed request's traceparent): never kept
         key = tuple(headers)
         block = self._blocks.get(key)
-        if block is not None:
-            return block
-        self._cacheable = self._size_update is None
-        block = self._encode(headers)
-        if self._cacheable:
+        if block is None:
+            self._cacheable = self._size_update is None
+            block = self._encode(headers)
+            if not self._cacheable:
+                return block
             if len(self._blocks) >= _BLOCK_CACHE_LIMIT:
-                self._blocks.clear()
+                self._forget_blocks()
             self._blocks[key] = block
+        if len(self._by_list) >= _BLOCK_CACHE_LIMIT:
+            self._by_list.clear()
+        self._by_list[id(headers)] = (headers, block)
         return block
+
+    def _forget_blocks(self) -> None:
+        self._blocks.clear()
+        self._by_list.clear()
 
     def _encode(self, headers) -> bytes:
         out = []
@@ -299,7 +315,7 @@ class HeaderEncoder:
             self.inserted[header] = len(self.inserted)
             self.table_size += len(name) + len(value) + ENTRY_OVERHEAD
             self._indexed.clear()  # every older entry's index just moved by one
-            self._blocks.clear()
+            self._forget_blocks()
             self._cacheable = False
         else:
             flags, prefix = 0x00, 4
