@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from urllib.parse import quote, unquote_to_bytes
+
+from cython.cimports.cpython.time import monotonic, monotonic_ns, time_ns  # C calls, no Python call per read
 
 from mesh.http2 import H2Pool, H2ServerConnection, StreamListener, Writes
 from mesh.pool import ConnectError
@@ -49,9 +50,6 @@ CONNECTION_LOST_ERROR = "connection_lost"
 logger = logging.getLogger(__name__)
 _PROXY_ERROR_HEADER = PROXY_ERROR_HEADER.encode()
 _TRACEPARENT = b"traceparent"
-_monotonic = time.monotonic
-_monotonic_ns = time.monotonic_ns
-_time_ns = time.time_ns
 
 
 def _lowercase(name: bytes) -> bool:
@@ -176,7 +174,7 @@ class _Attempt(StreamListener):
             return
         if not self.answered:
             self.settle()
-            call.first_byte_ns = _monotonic_ns()
+            call.first_byte_ns = monotonic_ns()
             if end_stream:
                 status, _message = status_of(headers)
                 if call.may_retry_status(status):
@@ -215,7 +213,7 @@ class _Attempt(StreamListener):
     def settle(self) -> None:
         if not self.answered:
             self.answered = True
-            self.endpoint.ewma.finish(self.ewma_t0, _monotonic())
+            self.endpoint.ewma.finish(self.ewma_t0, monotonic())
 
 
 class GrpcCall(StreamListener):
@@ -230,8 +228,8 @@ class GrpcCall(StreamListener):
         self.stack = relay.stack
         self.down = down
         down.listener = self
-        self.start_ns = _time_ns()
-        self.started = _monotonic_ns()
+        self.start_ns = time_ns()
+        self.started = monotonic_ns()
         self.message = self.proxy_error = ""
         self.reused = True
         self._read_pseudo_headers(headers)
@@ -320,7 +318,7 @@ class GrpcCall(StreamListener):
     def _admitted(self) -> None:
         self.admitted = True
         destination = self.destination
-        now = _monotonic()
+        now = monotonic()
         destination.retry_budget.deposit(now)
         self.deadline = now + destination.policy.timeout_s
         self.stack.deadlines.pending.add(self)
@@ -333,7 +331,7 @@ class GrpcCall(StreamListener):
         balancer = self.destination.balancer
         if len(self.tried) >= len(balancer.endpoints):
             self.tried.clear()  # every endpoint was tried once: any may take the retry
-        now = _monotonic()
+        now = monotonic()
         endpoint = balancer.pick(now, self.tried)
         if endpoint is None:
             self.fail(UNAVAILABLE, f"no available endpoint for {self.destination.name}", NO_ENDPOINTS)
@@ -363,11 +361,11 @@ class GrpcCall(StreamListener):
         attempt = _Attempt()
         attempt.call = self
         attempt.endpoint = endpoint
-        attempt.ewma_t0 = endpoint.ewma.start(_monotonic())
+        attempt.ewma_t0 = endpoint.ewma.start(monotonic())
         self.attempt = attempt
         stream = conn.open_stream(attempt)
         attempt.stream = stream
-        self.sent_ns = _monotonic_ns()
+        self.sent_ns = monotonic_ns()
         if not self.forwarded:
             self.forwarded = True
             backlog = self.backlog
@@ -390,7 +388,7 @@ class GrpcCall(StreamListener):
         """Failure accrual for ``endpoint`` (an attempt sent at ``sent_at`` failed); ejections are counted."""
         breaker = endpoint.breaker
         ejections = breaker.ejections
-        breaker.failure(_monotonic(), sent_at)
+        breaker.failure(monotonic(), sent_at)
         metrics = self.stack.metrics
         if breaker.ejections != ejections and metrics is not None:
             metrics.observe_ejection(self.destination.name, endpoint.address)
@@ -577,7 +575,7 @@ class GrpcCall(StreamListener):
         self.backlog = self.replay = None
         if self.admitted:
             destination.admission.release()
-        ended = _monotonic_ns()
+        ended = monotonic_ns()
         stack = self.stack
         if stack.metrics is not None:
             stack.metrics.observe_request(
