@@ -2,6 +2,7 @@
 
     python bench/grpc_unary.py serve PORT
     python bench/grpc_unary.py load HOST:PORT [--duration 10] [--concurrency 32] [--rate 0] [--authority NAME]
+    python bench/grpc_unary.py callgrind [--calls 2000] [--outbound]
 
 ``load`` keeps ``--concurrency`` calls in flight on one channel (grpc.aio) for ``--duration`` seconds,
 or, with ``--rate``, starts one call every 1/rate s (at most ``--concurrency`` in flight), and prints
@@ -9,6 +10,12 @@ one JSON line: rps, requests, p50/p99 in ms (from each call's start to its answe
 and missed paced slots. ``--authority`` sets :authority (the service name an outbound proxy routes by).
 Both sides are grpcio, as the apps beside a Tracemesh proxy would be; the 16-byte message keeps the
 server cheap so the proxy's cost shows.
+
+``callgrind`` counts the instructions one proxy spends per relayed call: the proxy (inbound in front of
+the echo app, or with ``--outbound`` routing by :authority to it) runs under valgrind's callgrind,
+exporting spans to bench/proxy.py's discarding sink, and relays ``--calls`` sequential unary calls
+between zeroing and dumping its counters (after 300 warm-up calls): a figure that other load on the
+machine cannot move, for comparing changes to the relay.
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import signal
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 
@@ -135,6 +146,51 @@ async def paced(one, end: float, concurrency: int, interval: float) -> int:
     return missed + skipped
 
 
+def callgrind_instructions(calls: int, outbound: bool) -> float:
+    """Instructions per call of one proxy relaying ``calls`` sequential unary calls (see the module doc)."""
+    import proxy as proxy_bench  # bench/proxy.py: process handling, proxy command lines, the OTLP sink
+
+    with tempfile.TemporaryDirectory(prefix="tracemesh-grpc-callgrind-") as tmp:
+        workdir = Path(tmp)
+        procs = proxy_bench.Processes(workdir)
+        try:
+            app_port, sink_port, port = proxy_bench.free_port(), proxy_bench.free_port(), proxy_bench.free_port()
+            procs.start("app", [sys.executable, __file__, "serve", str(app_port)], app_port)
+            procs.start("sink", [sys.executable, proxy_bench.__file__, "--sink", str(sink_port), "--otlp", "http"], sink_port)
+            if outbound:
+                (workdir / "endpoints.yaml").write_text(f'echo: ["127.0.0.1:{app_port}"]\n')
+                flags = {"outbound": f"127.0.0.1:{port}", "endpoints": str(workdir / "endpoints.yaml")}
+            else:
+                flags = {"inbound": f"127.0.0.1:{port}", "app": f"127.0.0.1:{app_port}"}
+            out = workdir / "callgrind.out"
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + proxy_bench.proxy_args(
+                "echo", collector=f"http://127.0.0.1:{sink_port}", admin=f"127.0.0.1:{proxy_bench.free_port()}", **flags
+            )
+            log = open(workdir / "callgrind.log", "wb")
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=proxy_bench.REPO_ROOT,
+                                       start_new_session=True)  # fmt: skip
+            procs.running.append(process)  # stopped with the rest
+            proxy_bench.wait_for_port(port, process, timeout=300)  # starting under valgrind is slow
+            options = [("grpc.default_authority", "echo")] if outbound else []
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+                call = channel.unary_unary(METHOD)
+                for _ in range(300):  # warm-up: connections up and pooled, paths hot
+                    call(MESSAGE, timeout=60)
+                time.sleep(1.5)
+                subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
+                for _ in range(calls):
+                    call(MESSAGE, timeout=60)
+                time.sleep(1.5)  # the last partial batch of spans goes out (interval 1 s)
+                subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+            time.sleep(0.5)
+            dumps = workdir.glob("callgrind.out.*")  # the dump callgrind_control asked for
+            total = sum(int(re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.M).group(1))
+                        for path in dumps)  # fmt: skip
+        finally:
+            procs.stop_all()
+    return total / calls
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -146,7 +202,16 @@ def main() -> int:
     load_parser.add_argument("--concurrency", type=int, default=32)
     load_parser.add_argument("--rate", type=float, default=0.0, help="paced calls/s (0: as fast as possible)")
     load_parser.add_argument("--authority")
+    callgrind_parser = sub.add_parser("callgrind", help="instructions per call of one proxy under callgrind (slow)")
+    callgrind_parser.add_argument("--calls", type=int, default=2000)
+    callgrind_parser.add_argument("--outbound", action="store_true", help="an outbound proxy (default: inbound)")
     args = parser.parse_args()
+    if args.mode == "callgrind":
+        print("command: python bench/grpc_unary.py " + " ".join(sys.argv[1:]))
+        side = "outbound" if args.outbound else "inbound"
+        print(f"{side} proxy: {callgrind_instructions(args.calls, args.outbound):,.0f} instructions per call "
+              f"({args.calls} sequential unary calls)")  # fmt: skip
+        return 0
     if args.mode == "serve":
         asyncio.run(serve(args.port))
         return 0
