@@ -6,7 +6,7 @@ from mesh.breaker cimport FailureAccrual
 from mesh.destination cimport Destination
 from mesh.http2 cimport (
     CANCEL, CONNECTION_LOST, INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM,
-    H2ClientConnection, H2Connection, H2Pool, Stream, StreamListener, Writes,
+    H2ClientConnection, H2Connection, H2Pool, RequestHandler, Stream, StreamListener, Writes,
 )
 from mesh.stack cimport Stack
 
@@ -29,13 +29,13 @@ cpdef str decode_message(bytes value)
 @cython.locals(status=object, message=bytes, name=bytes, value=bytes)
 cpdef tuple status_of(list headers)
 
-cdef class GrpcRelay:
+cdef class GrpcRelay(RequestHandler):
     cdef public Stack stack
     cdef public bint retries  # outbound: retryable statuses are retried (inbound would retry the app's answer)
     cdef public Writes writes
     cdef public H2Pool pool
     cdef public set connections
-    cpdef _start_call(self, Stream stream, list headers, bint end_stream)
+    cpdef on_request(self, Stream stream, list headers, bint end_stream)
 
 cdef class _Attempt(StreamListener):
     cdef public GrpcCall call
@@ -75,6 +75,7 @@ cdef class GrpcCall(StreamListener):
     cdef public list backlog  # request frames that arrived before an upstream stream existed (None: none did)
     cdef public list replay  # every request DATA payload while they fit MAX_REPLAY_BODY (None after)
     cdef public list tried
+    cpdef begin(self, GrpcRelay relay, Stream down, list headers, bint end_stream)
     @cython.locals(name=bytes, value=bytes)
     cdef _read_pseudo_headers(self, list headers)
     @cython.locals(lone=Py_ssize_t, index=Py_ssize_t, name=bytes, upstream=list)

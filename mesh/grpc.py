@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from cython.cimports.cpython.time import monotonic, monotonic_ns, time_ns  # C calls, no Python call per read
 
-from mesh.http2 import H2Pool, H2ServerConnection, StreamListener, Writes
+from mesh.http2 import H2Pool, H2ServerConnection, RequestHandler, StreamListener, Writes
 from mesh.pool import ConnectError
 from mesh.retry import MAX_REPLAY_BODY, backoff, grpc_retryable
 from mesh.shed import Shed
@@ -127,7 +127,7 @@ def _path_names(path: bytes) -> tuple[str, tuple]:
     return names
 
 
-class GrpcRelay:
+class GrpcRelay(RequestHandler):
     """One listener's gRPC side (see the seam in /work/mesh-contract.md)."""
 
     def __init__(self, stack) -> None:
@@ -138,13 +138,13 @@ class GrpcRelay:
         self.connections: set[H2ServerConnection] = set()
 
     def connection(self) -> H2ServerConnection:
-        conn = H2ServerConnection(self._start_call, self.connections.discard, self.writes)
+        conn = H2ServerConnection(self, self.connections.discard, self.writes)
         self.connections.add(conn)
         return conn
 
-    def _start_call(self, stream, headers, end_stream: bool) -> None:
+    def on_request(self, stream, headers, end_stream: bool) -> None:
         try:
-            GrpcCall(self, stream, headers, end_stream)
+            GrpcCall.__new__(GrpcCall).begin(self, stream, headers, end_stream)
         except Exception:  # a bug must cost one call, never the connection it shares with others
             logger.exception("gRPC call could not be started")
             stream.conn.reset(stream, INTERNAL_ERROR)
@@ -220,10 +220,11 @@ class GrpcCall(StreamListener):
     """One call: the caller's stream ``down`` and the current upstream attempt. Listens on ``down``.
 
     Everything is driven by callbacks; a task exists only while the call waits in the admission queue
-    or for a new upstream connection. The fields most calls never change start as their types' zero
-    (0, False, None: grpc.pxd says what each is); ``__init__`` sets only the others."""
+    or for a new upstream connection. Made by ``GrpcRelay.on_request``, which calls ``begin``. The fields
+    most calls never change start as their types' zero (0, False, None: grpc.pxd says what each is);
+    ``begin`` sets only the others."""
 
-    def __init__(self, relay: GrpcRelay, down, headers, end_stream: bool) -> None:
+    def begin(self, relay: GrpcRelay, down, headers, end_stream: bool) -> None:
         self.relay = relay
         self.stack = relay.stack
         self.down = down

@@ -57,6 +57,9 @@ cdef class StreamListener:
     cpdef on_data(self, bytes data, bint end_stream)
     cpdef on_reset(self, int error_code)
 
+cdef class RequestHandler:
+    cpdef on_request(self, Stream stream, list headers, bint end_stream)
+
 cdef class Stream:
     cdef public long id
     cdef public H2Connection conn
@@ -132,7 +135,7 @@ cdef class H2Connection:
     cdef long _last_peer_stream_id(self)
 
 cdef class H2ServerConnection(H2Connection):
-    cdef public object on_request
+    cdef public RequestHandler requests
     cdef public long last_stream_id
     @cython.locals(stream=Stream)
     cdef _new_remote_stream(self, long stream_id, list headers, bint end_stream)

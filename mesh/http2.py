@@ -67,6 +67,14 @@ class StreamListener:
         raise NotImplementedError
 
 
+class RequestHandler:
+    """What a server connection hands every new stream to (``mesh.grpc``'s relay derives from it, so the
+    call is a C call): ``on_request`` must set ``stream.listener``."""
+
+    def on_request(self, stream: Stream, headers: Headers, end_stream: bool) -> None:
+        raise NotImplementedError
+
+
 class Stream:
     def __init__(self, conn: "H2Connection", stream_id: int, listener: StreamListener | None):
         self.id = stream_id
@@ -575,13 +583,12 @@ class H2Connection:
 
 
 class H2ServerConnection(H2Connection):
-    """The side toward a caller: every new stream is handed to ``on_request(stream, headers, end_stream)``,
-    which must set ``stream.listener``."""
+    """The side toward a caller: every new stream is handed to ``requests.on_request``."""
 
-    def __init__(self, on_request: Callable[[Stream, Headers, bool], None],
-                 on_close: Callable[["H2ServerConnection"], None] | None = None, writes: Writes | None = None):
+    def __init__(self, requests: RequestHandler, on_close: Callable[["H2ServerConnection"], None] | None = None,
+                 writes: Writes | None = None):
         H2Connection.__init__(self, False, on_close, writes)
-        self.on_request = on_request
+        self.requests = requests
         self.last_stream_id = 0
 
     def _new_remote_stream(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
@@ -596,7 +603,7 @@ class H2ServerConnection(H2Connection):
             return
         self.streams[stream_id] = stream
         stream.remote_closed = end_stream
-        self.on_request(stream, headers, end_stream)
+        self.requests.on_request(stream, headers, end_stream)
 
     def _last_peer_stream_id(self) -> int:
         return self.last_stream_id
