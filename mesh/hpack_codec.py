@@ -286,18 +286,23 @@ class HeaderEncoder:
         indexed = self._indexed
         for header in headers:
             encoded = indexed.get(header)
-            if encoded is None:
-                encoded = self._encode_new(header)
-            out.append(encoded)
+            if encoded is not None:
+                out.append(encoded)
+                continue
+            name, value = header
+            head = _UNINDEXED_HEADS.get(name)
+            if head is not None and value:  # a field never indexed: its name's head, then the value
+                if name not in _SENSITIVE:
+                    self._cacheable = False
+                out.append(head)
+                out.append(_encode_int(len(value), 7, 0))
+                out.append(value)
+            else:
+                out.append(self._encode_new(header))
         return b"".join(out)
 
     def _encode_new(self, header: tuple[bytes, bytes]) -> bytes:
         name, value = header
-        head = _UNINDEXED_HEADS.get(name)
-        if head is not None and value:
-            if name not in _SENSITIVE:
-                self._cacheable = False
-            return head + _encode_string(value)
         static = _STATIC_INDEX.get(header)
         if static is not None:
             encoded = _encode_int(static, 7, 0x80)
