@@ -38,7 +38,8 @@ from spans.conventions import (
 )
 from spans.model import KIND_CLIENT, STATUS_ERROR, STATUS_UNSET
 
-# The status codes the proxy itself reports (OK, CANCELLED, ...): ``grpc.pxd``.
+# The status codes the proxy itself reports (OK, CANCELLED, ...) are declared in ``grpc.pxd``, which also
+# cimports the HTTP/2 error codes used here (CANCEL, REFUSED_STREAM, ...) from ``mesh.http2``.
 
 # Proxy error kinds (the ``tracemesh-proxy-error`` header and the span's tracemesh.proxy_error).
 UNKNOWN_DESTINATION = "unknown_destination"
