@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import resource
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -161,7 +162,8 @@ def main() -> int:
         help="the store already holds --spans spans from an earlier run (within the last hour or so): only query",
     )
     args = parser.parse_args()
-    url = args.store or f"chdb://{tempfile.mkdtemp(prefix='tracemesh-bench-')}"
+    scratch = None if args.store else tempfile.mkdtemp(prefix="tracemesh-bench-")  # removed at the end
+    url = args.store or f"chdb://{scratch}"
     print(f"command: python bench/query.py {shlex.join(sys.argv[1:])}")
     print(f"store: {url}")
 
@@ -174,6 +176,8 @@ def main() -> int:
         query_store(store, args.spans, args.runs, now_ns)
     finally:
         store.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
