@@ -26,6 +26,7 @@ import marshal
 import os
 import struct
 import threading
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Record:
     seq: int  # segment
     end: int  # offset just past this record in its segment
     columns: SpanColumns
+    # time.monotonic() of its append; 0.0 for a record read back from disk (the reader is behind:
+    # it is older than every record still in memory)
+    appended_at: float = 0.0
 
     @property
     def position(self) -> tuple[int, int]:
@@ -155,7 +159,7 @@ class Spool:
             self._sizes[seq] = start + frame_size
             spans = row_count(columns)
             if self._memory_spans + spans <= self.memory_spans:
-                self._memory.append((seq, start, Record(seq, start + frame_size, columns), spans))
+                self._memory.append((seq, start, Record(seq, start + frame_size, columns, time.monotonic()), spans))
                 self._memory_spans += spans
             self._appended.notify_all()
 

@@ -1,7 +1,9 @@
 """The writer thread: drains the spool into the store in large batches, never losing a record.
 
-Batches close at ``max_rows`` rows or ``max_delay`` seconds after their first record, whichever
-comes first (ClickHouse likes about one big insert per second). The spool is committed only after
+Batches close at ``max_rows`` rows or ``max_delay`` seconds after their first record arrived,
+whichever comes first (ClickHouse likes about one big insert per second). The delay counts from the
+record's arrival, not from when the writer took it: a backlog the writer is working through goes in
+as soon as it is read, rather than each batch waiting once more for records that are not coming. The spool is committed only after
 the store accepted the batch; while ClickHouse is unreachable (``StoreUnavailable``) the same
 batch is retried with exponential backoff and receivers keep spooling until the spool's byte
 limit turns into back-pressure. A batch the store keeps rejecting for another reason (a poison
@@ -93,7 +95,7 @@ class SpoolWriter:
             if record is None:
                 break
             if deadline is None:
-                deadline = time.monotonic() + self.max_delay
+                deadline = record.appended_at + self.max_delay
             records.append(record)
             rows += row_count(record.columns)
         return records

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import marshal
 import struct
+import time
 import zlib
 
 import pytest
@@ -16,6 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from collector.spool import Spool, SpoolFull
+from collector.store import open_store
+from collector.writer import SpoolWriter
 from spans.model import empty_columns, row_count
 from spans.otlp_decode import decode_otlp_protobuf
 
@@ -140,3 +143,33 @@ def test_segments_of_the_previous_format_are_replayed(tmp_path):
     spool.commit(records[-1].position)
     assert spool.record_bytes == 0
     spool.close()
+
+
+def test_the_writer_inserts_a_backlog_without_waiting_out_its_batch_delay(tmp_path):
+    """The batch delay counts from a record's arrival: records spooled before a restart (read back from
+    disk) go into the store at once, while fresh records still wait for company up to the delay."""
+    bodies = [otlp_request(5) for _ in range(3)]
+    spool = Spool(tmp_path / "spool")
+    for body in bodies[:2]:
+        spool.append(decode_otlp_protobuf(body).columns, body)
+    spool.close()  # the collector stopped with two batches not yet in the store
+
+    store = open_store(f"chdb://{tmp_path}/chdb")
+    spool = Spool(tmp_path / "spool")
+    writer = SpoolWriter(spool, store, max_rows=1000, max_delay=60.0)
+    try:
+        started = time.monotonic()
+        writer.start()
+        while writer.stats.inserted_rows < 8 and time.monotonic() - started < 20:
+            time.sleep(0.05)
+        assert (writer.stats.inserted_rows, writer.stats.inserted_batches) == (8, 1)  # not after 60 s
+        assert time.monotonic() - started < 20
+
+        spool.append(decode_otlp_protobuf(bodies[2]).columns, bodies[2])  # fresh: waits for company
+        time.sleep(0.5)
+        assert writer.stats.inserted_rows == 8
+        assert store.operations("spooler") == [(f"op {index}", SpanKind.SERVER.value + 1) for index in (0, 2, 3, 4)]
+    finally:
+        writer.stop(drain_timeout=5.0)
+        store.close()
+    assert writer.stats.inserted_rows == 12  # stopping drains it
