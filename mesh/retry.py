@@ -45,6 +45,8 @@ class RetryBudget:
         self.ratio = ratio
         self.reserve = min_per_s * ttl_s
         self._slot_s = ttl_s / _SLOTS
+        if cython.sizeof(self._deposits) != _SLOTS * cython.sizeof(cython.longlong):
+            raise RuntimeError("retry.pxd's slot arrays must hold _SLOTS counts")  # else writes run past them
         for index in range(_SLOTS):
             self._deposits[index] = 0
             self._withdrawals[index] = 0
