@@ -3,11 +3,12 @@
 Batches close at ``max_rows`` rows or ``max_delay`` seconds after their first record arrived,
 whichever comes first (ClickHouse likes about one big insert per second). The delay counts from the
 record's arrival, not from when the writer took it: a backlog the writer is working through goes in
-as soon as it is read, rather than each batch waiting once more for records that are not coming. The spool is committed only after
-the store accepted the batch; while ClickHouse is unreachable (``StoreUnavailable``) the same
-batch is retried with exponential backoff and receivers keep spooling until the spool's byte
-limit turns into back-pressure. A batch the store keeps rejecting for another reason (a poison
-batch) is moved to ``<spool>/rejected/`` after a few attempts so it cannot block the pipeline.
+as soon as it is read, rather than each batch waiting once more for records that are not coming. The
+spool is committed only after the store accepted the batch; while ClickHouse is unreachable
+(``StoreUnavailable``) the same batch is retried with exponential backoff and receivers keep
+spooling until the spool's byte limit turns into back-pressure. A batch the store keeps rejecting
+for another reason (a poison batch) is moved to ``<spool>/rejected/`` after a few attempts so it
+cannot block the pipeline.
 Retention (``drop_expired``) runs here too, so every store call stays off the event loop.
 """
 
